@@ -1,0 +1,1 @@
+"""Data: canonical schemas, readers per source format, synthetic posts, calendar, features, ETL."""

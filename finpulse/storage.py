@@ -1,0 +1,142 @@
+"""The one place that turns a URI (local path or ``s3://``) into a pyarrow filesystem.
+
+Every reader and writer in FinPulse goes through here, so pointing a job at S3 instead of a local
+folder is a change of URI, never of code. S3 credentials and endpoint come from :mod:`config`
+(or the usual AWS environment variables when those are unset).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from finpulse.config import Settings, get_settings
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def s3_options(settings: Settings | None = None) -> dict[str, Any]:
+    """Keyword arguments for :class:`pyarrow.fs.S3FileSystem` from settings or AWS env vars."""
+    s = settings or get_settings()
+    opts: dict[str, Any] = {"region": s.s3_region}
+    endpoint = s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        opts["endpoint_override"] = rest or scheme
+        opts["scheme"] = scheme if rest else "https"
+    key = s.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = s.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        opts["access_key"], opts["secret_key"] = key, secret
+    return opts
+
+
+def filesystem(uri: str, settings: Settings | None = None) -> tuple[pafs.FileSystem, str]:
+    """Return ``(filesystem, path)`` for a URI; the path is what the filesystem understands."""
+    uri = str(uri)
+    if is_s3(uri):
+        return pafs.S3FileSystem(**s3_options(settings)), uri[len("s3://") :].rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join URI parts with '/', for local paths and s3:// alike."""
+    out = str(uri).rstrip("/")
+    for p in parts:
+        out = f"{out}/{str(p).strip('/')}"
+    return out
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def delete_dir(uri: str) -> None:
+    """Remove a folder and what it holds; a missing folder is fine."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Every file below ``uri`` (recursive), sorted, as URIs of the same kind as ``uri``."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [uri]
+    if info.type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    prefix = "s3://" if is_s3(uri) else ""
+    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object; on a local disk via a temp file and rename, so readers never see half."""
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:  # an S3 PUT is atomic per object
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+
+def write_table(uri: str, table: pa.Table) -> None:
+    """Write one Parquet file deterministically (same table, same bytes)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(uri, buf.getvalue())
+
+
+def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    """Read a Parquet file or a folder of them (hive partitions are ignored; columns hold the keys)."""
+    fs, path = filesystem(uri)
+    files = [f for f in list_files(uri, ".parquet")]
+    if not files:
+        if schema is None:
+            raise FileNotFoundError(f"no Parquet files under {uri}")
+        return schema.empty_table()
+    paths = [filesystem(f)[1] for f in files]
+    tables = [pq.read_table(p, columns=columns, filesystem=fs) for p in paths]
+    if schema is not None:
+        tables = [t.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
+                  for t in tables]
+    return pa.concat_tables(tables)
+
+
+def read_frame(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pd.DataFrame:
+    return read_table(uri, columns=columns, schema=schema).to_pandas()
