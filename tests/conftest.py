@@ -65,7 +65,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     temp_dir = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--num-cpus=2",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--num-cpus=4",
            f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
     address = f"127.0.0.1:{gcs_port}"

@@ -1,0 +1,36 @@
+# FinPulse: `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
+# Both create .venv and install on first use.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean bench bench-etl
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: here it is the CPU build lying on disk; elsewhere pip takes it from the index.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check finpulse jobs benchmarks tests
+
+test: $(STAMP)
+	$(BIN)/ruff check finpulse jobs benchmarks tests
+	$(BIN)/pytest -q -ra
+
+demo: $(STAMP)
+	$(BIN)/python -m finpulse.demo
+
+# ---- benchmarks (each prints a table and writes benchmarks/results/<name>.json) ----
+bench-etl: $(STAMP)
+	$(BIN)/python benchmarks/etl.py
+
+clean:
+	rm -rf .finpulse
