@@ -92,6 +92,13 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
+def read_head(uri: str, n: int = 512) -> bytes:
+    """The first ``n`` bytes (format sniffing without reading a large file)."""
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read(n)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object; on a local disk via a temp file and rename, so readers never see half."""
     fs, path = filesystem(uri)
@@ -124,8 +131,8 @@ def write_table(uri: str, table: pa.Table) -> None:
 
 def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
     """Read a Parquet file or a folder of them (hive partitions are ignored; columns hold the keys)."""
-    fs, path = filesystem(uri)
-    files = [f for f in list_files(uri, ".parquet")]
+    fs, _ = filesystem(uri)
+    files = list_files(uri, ".parquet")
     if not files:
         if schema is None:
             raise FileNotFoundError(f"no Parquet files under {uri}")

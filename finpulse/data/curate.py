@@ -1,0 +1,90 @@
+"""Pure curation steps shared by the Ray ETL and its single-process reference: validate, align
+posts to trading days, score them with VADER, and dedupe. No Ray here: the ETL maps these over
+files and tickers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from finpulse.data.calendar import align_to_trading_day
+from finpulse.data.sources import normalize_posts
+from finpulse.sentiment.labels import label_from_compound, vader_compound
+
+DEDUPE_WINDOW_S = 60
+
+
+def text_hash(text: pd.Series) -> np.ndarray:
+    """A stable 64-bit hash of each text (compact dedupe key; the text itself need not be kept)."""
+    return pd.util.hash_array(text.to_numpy(dtype=object), categorize=False).astype("uint64")
+
+
+def process_posts(raw: pd.DataFrame, calendar: np.ndarray, *, close_hour: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw post rows -> (scored posts with trading_day and VADER score, rejected rows with reason)."""
+    valid, rejected = normalize_posts(raw)
+    day = align_to_trading_day(valid["created_at"], calendar, close_hour=close_hour)
+    outside = day.isna()
+    if outside.any():
+        extra = valid[outside]
+        import json  # local: rare path
+
+        rejected = pd.concat([rejected, pd.DataFrame({
+            "raw": [json.dumps({k: str(v) for k, v in r.items()}, ensure_ascii=False, sort_keys=True)
+                    for r in extra.to_dict(orient="records")],
+            "reason": "outside the price calendar",
+            "source": extra["source"].tolist(),
+        })], ignore_index=True)
+        valid, day = valid[~outside].reset_index(drop=True), day[~outside].reset_index(drop=True)
+    compound = vader_compound(valid["text"])
+    valid["trading_day"] = pd.to_datetime(day.to_numpy()).date
+    valid["p_negative"] = np.nan
+    valid["p_neutral"] = np.nan
+    valid["p_positive"] = np.nan
+    valid["label"] = label_from_compound(compound)
+    valid["score"] = compound
+    valid["scorer"] = "vader"
+    return valid, rejected
+
+
+def dedupe_posts(posts: pd.DataFrame, window_s: int = DEDUPE_WINDOW_S) -> tuple[pd.DataFrame, int]:
+    """Drop repeated posts; returns ``(kept, n_dropped)``.
+
+    Two rules: the same ``(post_id, ticker)`` seen twice (a file read twice, overlapping exports)
+    keeps the earliest; the same author posting the same text about the same ticker within
+    ``window_s`` seconds (bots, double submits) keeps the first. Posts without an author are only
+    deduplicated by id. The result is sorted by (ticker, trading_day, created_at, post_id), so the
+    output does not depend on input order.
+    """
+    if posts.empty:
+        return posts, 0
+    df = posts.assign(_h=text_hash(posts["text"])).sort_values(
+        ["ticker", "post_id", "created_at", "_h"], kind="mergesort")
+    df = df[~df.duplicated(["ticker", "post_id"], keep="first")]
+    df = df.sort_values(["ticker", "author", "_h", "created_at", "post_id"], kind="mergesort")
+    same = (df["ticker"].eq(df["ticker"].shift()) & df["author"].eq(df["author"].shift())
+            & df["_h"].eq(df["_h"].shift()) & (df["author"] != ""))
+    gap = (df["created_at"] - df["created_at"].shift()).dt.total_seconds()
+    df = df[~(same & (gap < window_s))]
+    kept = df.drop(columns="_h").sort_values(["ticker", "trading_day", "created_at", "post_id"], kind="mergesort")
+    return kept.reset_index(drop=True), len(posts) - len(kept)
+
+
+def dedupe_prices(prices: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One bar per (ticker, date): the last one read wins (a later file is a later revision)."""
+    kept = prices[~prices.duplicated(["ticker", "date"], keep="last")]
+    return kept.sort_values(["ticker", "date"]).reset_index(drop=True), len(prices) - len(kept)
+
+
+def apply_model_scores(posts: pd.DataFrame, scores: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Replace VADER scores with a model's (POST_SCORES rows keyed by post_id, ticker). Posts the
+    model did not score keep VADER; returns ``(posts, n_model_scored)``."""
+    cols = ["p_negative", "p_neutral", "p_positive", "label", "score", "scorer"]
+    s = scores.drop_duplicates(["post_id", "ticker"], keep="last").set_index(["post_id", "ticker"])[cols]
+    key = pd.MultiIndex.from_frame(posts[["post_id", "ticker"]])
+    hit = key.isin(s.index)
+    out = posts.copy()
+    if hit.any():
+        matched = s.loc[key[hit]]
+        for c in cols:
+            out.loc[hit, c] = matched[c].to_numpy()
+    return out, int(hit.sum())

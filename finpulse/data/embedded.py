@@ -1,0 +1,59 @@
+"""Stage the embedded defaults as raw inputs: shipped real prices as Yahoo CSVs and synthetic
+posts as posts CSVs, so `make demo` and `finpulse etl --embedded` run the same ETL as real data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from finpulse import storage
+from finpulse.config import Settings, get_settings
+from finpulse.data import etl, synthetic
+from finpulse.resources import load_prices
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where each stage reads and writes under one data root (local folder or s3:// prefix)."""
+
+    root: str
+
+    @property
+    def raw_prices(self) -> str:
+        return storage.join(self.root, "raw", "prices")
+
+    @property
+    def raw_posts(self) -> str:
+        return storage.join(self.root, "raw", "posts")
+
+    @property
+    def curated(self) -> str:
+        return storage.join(self.root, "curated")
+
+    @property
+    def scores(self) -> str:
+        return storage.join(self.root, "scores")
+
+
+def data_paths(settings: Settings | None = None) -> DataPaths:
+    return DataPaths((settings or get_settings()).data_root)
+
+
+def stage_embedded(paths: DataPaths, *, start: str = "2018-01-01", end: str | None = None,
+                   posts_per_day: float = 6.0, signal_strength: float = 0.0, corrupt_rate: float = 0.002,
+                   files: int = 4, seed: int = 42) -> dict[str, int]:
+    """Write the shipped prices and synthetic posts (labelled synthetic) under ``paths``' raw folders.
+
+    Posts are split over ``files`` CSVs (one ETL task each). Returns row counts.
+    """
+    prices = load_prices()
+    storage.delete_dir(paths.raw_prices)
+    storage.delete_dir(paths.raw_posts)
+    etl.write_prices_csv(prices, paths.raw_prices)
+    posts = synthetic.generate_posts(prices, posts_per_day=posts_per_day, signal_strength=signal_strength,
+                                     seed=seed, start=start, end=end)
+    n = len(posts)
+    for i in range(files):
+        part = posts.iloc[i * n // files:(i + 1) * n // files]
+        data = synthetic.to_posts_csv(part, corrupt_rate=corrupt_rate, seed=seed + i)
+        storage.write_bytes(storage.join(paths.raw_posts, f"synthetic-{i:03d}.csv"), data)
+    return {"prices": len(prices), "posts": n}

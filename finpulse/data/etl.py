@@ -1,0 +1,449 @@
+"""The ETL: raw posts and prices -> curated, scored posts and daily features, on Ray Data.
+
+Stages (each a thin Ray layer over the pure functions in ``curate`` and ``features``):
+
+1. prices: one Ray Data task per file reads and validates bars; the small result comes back to
+   the driver, which dedupes it and derives the trading calendar.
+2. posts: one Ray Data task per file (or Kaggle file pair) parses, validates, aligns to trading
+   days and scores with VADER, streaming into a staging folder partitioned by ticker (rejected
+   rows into a quarantine partition). Memory is bounded by one file per task, whatever the corpus.
+3. per ticker: one task dedupes that ticker's posts, applies model scores when given, writes the
+   curated posts and returns the daily aggregates.
+4. the driver joins aggregates onto price features and writes features, prices and quarantine.
+
+Output is a version folder ``<out>/v=<id>/`` whose id hashes the inputs, the configuration and the
+code version (a rerun on the same inputs rewrites the same bytes), with ``manifest.json`` written
+last and then ``<out>/LATEST`` pointing at it: a reader that goes through :func:`load_dataset`
+never sees half a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finpulse import storage
+from finpulse.data import curate, sources
+from finpulse.data.calendar import trading_calendar
+from finpulse.data.features import AGGREGATE_COLUMNS, aggregate_daily_sentiment, build_daily_features
+from finpulse.data.schemas import (
+    DAILY_FEATURES,
+    POST_SCORES,
+    PRICES,
+    QUARANTINE,
+    SCORED_POSTS,
+    UTC_TS,
+    to_table,
+)
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_PART = "_quarantine"
+DATASETS = ("prices", "scored_posts", "daily_features", "quarantine")
+
+# What the posts stage writes to staging: scored posts plus the quarantine columns, one schema.
+STAGING = pa.schema([
+    *[pa.field(f.name, f.type) for f in SCORED_POSTS],
+    pa.field("raw", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("_part", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    """Knobs of the ETL. ``close_hour`` is New York time; ``dedupe_window_s`` is the "same author,
+    same text" window."""
+
+    close_hour: int = 16
+    dedupe_window_s: int = curate.DEDUPE_WINDOW_S
+    task_cpus: float = 1.0
+    keep_staging: bool = False
+
+
+@dataclass
+class Counts:
+    """Rows in = rows out + deduped + quarantined, per dataset."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    deduped: int = 0
+    quarantined: int = 0
+
+    def check(self, name: str) -> None:
+        if self.rows_in != self.rows_out + self.deduped + self.quarantined:
+            raise RuntimeError(f"{name} counts do not reconcile: {self}")
+
+
+@dataclass
+class EtlResult:
+    out_uri: str
+    version: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    try:
+        return f"finpulse-{version('finpulse')}"
+    except PackageNotFoundError:  # running from a working dir without an install (ray job submit)
+        return "finpulse-unknown"
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def discover_post_inputs(posts_uri: str) -> list[dict[str, str]]:
+    """Post files under ``posts_uri``; Kaggle's Tweet.csv and Company_Tweet.csv are one input."""
+    files = [f for f in storage.list_files(posts_uri) if f.endswith((".csv", ".jsonl"))]
+    items: list[dict[str, str]] = []
+    kaggle: dict[str, dict[str, str]] = {}
+    for f in files:
+        fmt = sources.detect_post_format(f, storage.read_head(f) if f.endswith(".csv") else b"")
+        folder = f.rsplit("/", 1)[0]
+        if fmt in ("kaggle_tweets", "kaggle_companies"):
+            kaggle.setdefault(folder, {})[fmt] = f
+        else:
+            items.append({"uri": f, "format": fmt, "companies": ""})
+    for folder, pair in sorted(kaggle.items()):
+        if set(pair) != {"kaggle_tweets", "kaggle_companies"}:
+            raise ValueError(f"{folder}: Kaggle input needs both Tweet.csv and Company_Tweet.csv")
+        items.append({"uri": pair["kaggle_tweets"], "format": "kaggle_tweets", "companies": pair["kaggle_companies"]})
+    return items
+
+
+def read_raw_posts(item: dict[str, str]) -> pd.DataFrame:
+    uri, fmt = item["uri"], item["format"]
+    data = storage.read_bytes(uri)
+    if fmt == "posts_csv":
+        return sources.read_posts_csv(data, uri)
+    if fmt == "stocknet_jsonl":
+        return sources.read_stocknet_jsonl(data, sources.ticker_from_name(uri), uri)
+    if fmt == "kaggle_tweets":
+        return sources.read_kaggle_tweets(data, storage.read_bytes(item["companies"]), uri)
+    raise ValueError(f"{uri}: unsupported post format {fmt}")
+
+
+def _input_fingerprint(uris: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for u in uris:
+        fs, path = storage.filesystem(u)
+        out.append({"uri": u, "size": fs.get_file_info(path).size})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ stages (pure-ish)
+
+
+def _quarantine_frame(rejected: pd.DataFrame, dataset: str, run_id: str) -> pd.DataFrame:
+    return pd.DataFrame({"dataset": dataset, "source": rejected["source"].astype(str), "raw": rejected["raw"],
+                         "reason": rejected["reason"], "run_id": run_id})
+
+
+def _prices_batch(batch: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Ray Data map_batches: price file URIs -> validated bars plus rejected rows (``reason`` set)."""
+    frames = []
+    for uri in batch["uri"]:
+        raw = sources.read_price_file(str(uri), storage.read_bytes(str(uri)))
+        valid, rejected = sources.normalize_prices(raw)
+        valid["raw"], valid["reason"] = None, None
+        bad = pd.DataFrame({"raw": rejected["raw"], "reason": rejected["reason"], "source": rejected["source"]})
+        frames += [valid, bad]
+    df = pd.concat(frames, ignore_index=True)
+    df["date"] = df["date"].astype(str)  # keep a single Arrow type across blocks
+    return df
+
+
+def _posts_batch(batch: dict[str, np.ndarray], calendar: np.ndarray, close_hour: int) -> pa.Table:
+    """Ray Data map_batches: post inputs -> staging rows (scored posts and rejected rows)."""
+    frames = []
+    for uri, fmt, companies in zip(batch["uri"], batch["format"], batch["companies"], strict=True):
+        raw = read_raw_posts({"uri": str(uri), "format": str(fmt), "companies": str(companies)})
+        valid, rejected = curate.process_posts(raw, calendar, close_hour=close_hour)
+        valid["raw"], valid["reason"], valid["_part"] = None, None, valid["ticker"]
+        frames.append(valid)
+        if len(rejected):
+            bad = pd.DataFrame({c: None for c in STAGING.names}, index=range(len(rejected)))
+            bad["raw"], bad["reason"], bad["_part"] = rejected["raw"].to_numpy(), rejected["reason"].to_numpy(), QUARANTINE_PART
+            bad["source"] = rejected["source"].to_numpy()
+            frames.append(bad)
+    df = pd.concat(frames, ignore_index=True)
+    return pa.Table.from_pandas(df[STAGING.names], schema=STAGING, preserve_index=False)
+
+
+def curate_ticker(posts: pd.DataFrame, scores: pd.DataFrame | None, dedupe_window_s: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """One ticker's posts -> (curated scored posts, daily aggregates, counts)."""
+    kept, dropped = curate.dedupe_posts(posts, dedupe_window_s)
+    n_model = 0
+    if scores is not None and len(kept):
+        kept, n_model = curate.apply_model_scores(kept, scores)
+    return kept, aggregate_daily_sentiment(kept), {"kept": len(kept), "deduped": dropped, "model_scored": n_model}
+
+
+def _ticker_batch(batch: dict[str, np.ndarray], source_dir: str, part_key: str, out_dir: str,
+                  scores_uri: str | None, dedupe_window_s: int) -> pd.DataFrame:
+    """Ray Data map_batches: ticker names -> curated posts written, aggregates written, counts."""
+    rows = []
+    for ticker in batch["ticker"]:
+        ticker = str(ticker)
+        posts = storage.read_frame(storage.join(source_dir, f"{part_key}={ticker}"))
+        posts["ticker"] = ticker
+        posts = posts[SCORED_POSTS.names]
+        scores = None
+        if scores_uri:
+            s = storage.read_table(scores_uri, schema=POST_SCORES).to_pandas()
+            scores = s[s["ticker"] == ticker]
+        kept, aggregates, counts = curate_ticker(posts, scores, dedupe_window_s)
+        storage.write_table(storage.join(out_dir, "scored_posts", f"ticker={ticker}", "part-0.parquet"),
+                            to_table(kept, SCORED_POSTS))
+        storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}.parquet"),
+                            pa.Table.from_pandas(aggregates, preserve_index=False))
+        scorer = kept["scorer"].mode().iat[0] if len(kept) else "none"
+        rows.append({"ticker": ticker, "rows": len(posts), **counts, "scorer": scorer})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def _write_partitioned(df: pd.DataFrame, schema: pa.Schema, out_dir: str, name: str) -> list[str]:
+    written = []
+    for ticker, g in df.groupby("ticker", sort=True):
+        uri = storage.join(out_dir, name, f"ticker={ticker}", "part-0.parquet")
+        storage.write_table(uri, to_table(g, schema))
+        written.append(uri)
+    return written
+
+
+def _version_id(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
+    scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
+    return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")
+
+
+def _publish(out_uri: str, out_dir: str, version_id: str, manifest: dict[str, Any]) -> None:
+    storage.write_json(storage.join(out_dir, "manifest.json"), manifest)  # last file of the version
+    storage.write_bytes(storage.join(out_uri, "LATEST"), version_id.encode())
+
+
+def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None = None,
+            config: EtlConfig | None = None) -> EtlResult:
+    """Run the whole ETL on Ray Data (connects to a running Ray or starts a local one)."""
+    import ray
+
+    cfg = config or EtlConfig()
+    t0 = time.time()
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    price_files = [f for f in storage.list_files(prices_uri) if f.endswith((".csv", ".json"))]
+    if not price_files:
+        raise FileNotFoundError(f"no price files (.csv, .json) under {prices_uri}")
+    post_items = discover_post_inputs(posts_uri) if posts_uri else []
+    post_files = [i["uri"] for i in post_items] + [i["companies"] for i in post_items if i["companies"]]
+    identity = {"prices": _input_fingerprint(price_files), "posts": _input_fingerprint(post_files),
+                "scores": _input_fingerprint(storage.list_files(scores_uri, ".parquet")) if scores_uri else [],
+                "config": asdict(cfg), "code": code_version()}
+    version_id = _version_id(identity)
+    out_dir = storage.join(out_uri, f"v={version_id}")
+    staging = storage.join(out_dir, "_staging")
+    storage.delete_dir(out_dir)
+
+    # 1. prices
+    price_rows = ray.data.from_items([{"uri": u} for u in price_files], override_num_blocks=len(price_files)) \
+        .map_batches(_prices_batch, batch_size=1, batch_format="pandas", num_cpus=cfg.task_cpus).to_pandas()
+    rejected_prices = price_rows[price_rows["reason"].notna()]
+    valid_prices = price_rows[price_rows["reason"].isna()][PRICES.names].copy()
+    valid_prices["date"] = pd.to_datetime(valid_prices["date"]).dt.date
+    valid_prices["volume"] = valid_prices["volume"].astype("int64")
+    valid_prices, prices_deduped = curate.dedupe_prices(valid_prices)
+    price_counts = Counts(len(price_rows), len(valid_prices), prices_deduped, len(rejected_prices))
+    calendar = trading_calendar(valid_prices["date"])
+
+    # 2. posts -> staging, partitioned by ticker (streaming; one input file per task)
+    post_counts, ticker_counts = Counts(), pd.DataFrame(columns=["ticker", "rows", "kept", "deduped", "scorer"])
+    quarantine = [_quarantine_frame(rejected_prices, "prices", version_id)]
+    if post_items:
+        fs, staging_path = storage.filesystem(staging)
+        ray.data.from_items(post_items, override_num_blocks=len(post_items)) \
+            .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
+                         fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}) \
+            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part"])
+        parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
+        tickers = [p for p in parts if p != QUARANTINE_PART]
+        if QUARANTINE_PART in parts:
+            bad = storage.read_frame(storage.join(staging, f"_part={QUARANTINE_PART}"), columns=["source", "raw", "reason"])
+            quarantine.append(_quarantine_frame(bad, "posts", version_id))
+            post_counts.quarantined = len(bad)
+        # 3. per ticker: dedupe, model scores, aggregates
+        if tickers:
+            ticker_counts = ray.data.from_items([{"ticker": t} for t in tickers], override_num_blocks=len(tickers)) \
+                .map_batches(_ticker_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
+                             fn_kwargs={"source_dir": staging, "part_key": "_part", "out_dir": out_dir,
+                                        "scores_uri": scores_uri, "dedupe_window_s": cfg.dedupe_window_s}) \
+                .to_pandas().sort_values("ticker")
+        post_counts.rows_out = int(ticker_counts["kept"].sum())
+        post_counts.deduped = int(ticker_counts["deduped"].sum())
+        post_counts.rows_in = int(ticker_counts["rows"].sum()) + post_counts.quarantined
+
+    manifest = _finish(out_uri, out_dir, version_id, valid_prices, ticker_counts, quarantine,
+                       price_counts, post_counts, identity, cfg, t0, scores_uri=scores_uri)
+    if not cfg.keep_staging:
+        storage.delete_dir(staging)
+    return EtlResult(out_uri, version_id, manifest)
+
+
+def _finish(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, ticker_counts: pd.DataFrame,
+            quarantine: list[pd.DataFrame], price_counts: Counts, post_counts: Counts, identity: dict[str, Any],
+            cfg: EtlConfig, t0: float, **extra: Any) -> dict[str, Any]:
+    """Driver side of every ETL flavour: features, prices, quarantine, manifest, LATEST."""
+    agg_files = storage.list_files(storage.join(out_dir, "_aggregates"), ".parquet")
+    aggregates = pd.concat([storage.read_frame(f) for f in agg_files], ignore_index=True) if agg_files \
+        else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    source = _sentiment_source(ticker_counts)
+    features = build_daily_features(prices, aggregates, source)
+    files = {"prices": _write_partitioned(prices, PRICES, out_dir, "prices"),
+             "daily_features": _write_partitioned(features, DAILY_FEATURES, out_dir, "daily_features")}
+    q = pd.concat(quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
+    qfile = storage.join(out_dir, "quarantine", "part-0.parquet")
+    storage.write_table(qfile, to_table(q, QUARANTINE))
+    files["quarantine"] = [qfile]
+    files["scored_posts"] = storage.list_files(storage.join(out_dir, "scored_posts"), ".parquet")
+    storage.delete_dir(storage.join(out_dir, "_aggregates"))
+    for name, c in (("prices", price_counts), ("posts", post_counts)):
+        c.check(name)
+    manifest = {
+        "version": version_id,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "code_version": identity["code"],
+        "config": asdict(cfg),
+        "inputs": {k: identity[k] for k in ("prices", "posts", "scores")},
+        "counts": {"prices": asdict(price_counts), "posts": asdict(post_counts)},
+        "quarantine_reasons": q.groupby(["dataset", "reason"]).size().rename("n").reset_index().to_dict("records"),
+        "sentiment_source": source,
+        "synthetic_inputs": bool(len(ticker_counts)) and _any_synthetic(files["scored_posts"]),
+        "per_ticker": ticker_counts.to_dict("records"),
+        "tickers": sorted(prices["ticker"].unique().tolist()),
+        "date_range": [str(prices["date"].min()), str(prices["date"].max())] if len(prices) else [],
+        "feature_rows": len(features),
+        "schemas": {name: str(s) for name, s in (("prices", PRICES), ("scored_posts", SCORED_POSTS),
+                                                 ("daily_features", DAILY_FEATURES), ("quarantine", QUARANTINE))},
+        "files": {k: [f.rsplit(f"v={version_id}/", 1)[1] for f in v] for k, v in files.items()},
+        "seconds": round(time.time() - t0, 3),
+        **extra,
+    }
+    _publish(out_uri, out_dir, version_id, manifest)
+    return manifest
+
+
+def _any_synthetic(files: list[str]) -> bool:
+    for f in files[:1]:
+        fs, path = storage.filesystem(f)
+        col = pq.read_table(path, columns=["source"], filesystem=fs).column("source")
+        return "synthetic" in set(col.to_pylist()[:1000])
+    return False
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def latest_version(out_uri: str) -> str:
+    """The id of the newest complete version under ``out_uri``."""
+    pointer = storage.join(out_uri, "LATEST")
+    if not storage.exists(pointer):
+        raise FileNotFoundError(f"no ETL output under {out_uri} (run `finpulse etl` first)")
+    return storage.read_bytes(pointer).decode().strip()
+
+
+def load_manifest(out_uri: str, version_id: str | None = None) -> dict[str, Any]:
+    v = version_id or latest_version(out_uri)
+    return storage.read_json(storage.join(out_uri, f"v={v}", "manifest.json"))
+
+
+_DATASET_SCHEMA = {"prices": PRICES, "scored_posts": SCORED_POSTS, "daily_features": DAILY_FEATURES,
+                   "quarantine": QUARANTINE}
+
+
+def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tickers: list[str] | None = None,
+                 columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one dataset of a complete version (the latest by default), only the files its manifest
+    lists, cast to its schema."""
+    if name not in _DATASET_SCHEMA:
+        raise ValueError(f"unknown dataset {name!r}; one of {sorted(_DATASET_SCHEMA)}")
+    manifest = load_manifest(out_uri, version_id)
+    base = storage.join(out_uri, f"v={manifest['version']}")
+    schema = _DATASET_SCHEMA[name]
+    files = manifest["files"].get(name, [])
+    if tickers is not None:
+        wanted = {f"ticker={t}" for t in tickers}
+        files = [f for f in files if f.split("/")[1] in wanted]
+    tables = [storage.read_table(storage.join(base, f), columns=columns) for f in files]
+    if not tables:
+        return (schema.empty_table() if columns is None else
+                pa.schema([schema.field(c) for c in columns]).empty_table()).to_pandas()
+    target = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+    return pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
+
+
+# ------------------------------------------------------------------------------------------ reference
+
+
+def build_pandas(prices_raw: pd.DataFrame, posts_raw: pd.DataFrame | None, *, close_hour: int = 16,
+                 dedupe_window_s: int = curate.DEDUPE_WINDOW_S,
+                 scores: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The same transformations in one process, from raw frames (the reader layouts) to frames.
+
+    The reference the Ray ETL is benchmarked and tested against, and the quick path for tests.
+    """
+    valid_prices, rejected_prices = sources.normalize_prices(prices_raw)
+    valid_prices, prices_deduped = curate.dedupe_prices(valid_prices)
+    calendar = trading_calendar(valid_prices["date"])
+    posts_raw = posts_raw if posts_raw is not None else pd.DataFrame(columns=sources.RAW_POST_COLUMNS)
+    scored, rejected_posts = curate.process_posts(posts_raw, calendar, close_hour=close_hour)
+    kept, posts_deduped = curate.dedupe_posts(scored, dedupe_window_s)
+    if scores is not None:
+        kept, _ = curate.apply_model_scores(kept, scores)
+    aggregates = aggregate_daily_sentiment(kept)
+    scorers = sorted(set(kept["scorer"])) if len(kept) else []
+    features = build_daily_features(valid_prices, aggregates, "+".join(scorers) or "none")
+    return {
+        "prices": valid_prices, "scored_posts": kept, "daily_features": features,
+        "rejected_prices": rejected_prices, "rejected_posts": rejected_posts,
+        "counts": {"prices": Counts(len(prices_raw), len(valid_prices), prices_deduped, len(rejected_prices)),
+                   "posts": Counts(len(posts_raw), len(kept), posts_deduped, len(rejected_posts))},
+    }
+
+
+def prices_to_raw(prices: pd.DataFrame) -> pd.DataFrame:
+    """Canonical prices back to the raw layout (for feeding shipped prices through the pipeline)."""
+    raw = prices.copy()
+    raw["date"] = pd.to_datetime(raw["date"]).dt.strftime("%Y-%m-%d")
+    raw["note"] = None
+    return raw[sources.RAW_PRICE_COLUMNS].astype(object).map(lambda v: v if v is None else str(v))
+
+
+def write_prices_csv(prices: pd.DataFrame, out_uri: str) -> list[str]:
+    """Write canonical prices as one Yahoo-format CSV per ticker (how the demo stages shipped data)."""
+    written = []
+    for ticker, g in prices.groupby("ticker", sort=True):
+        df = pd.DataFrame({"Date": pd.to_datetime(g["date"]).dt.strftime("%Y-%m-%d"), "Open": g["open"],
+                           "High": g["high"], "Low": g["low"], "Close": g["close"], "Adj Close": g["adj_close"],
+                           "Volume": g["volume"]})
+        uri = storage.join(out_uri, f"{ticker}.csv")
+        storage.write_bytes(uri, df.to_csv(index=False, lineterminator="\n").encode())
+        written.append(uri)
+    return written
+
+
+_ = UTC_TS  # re-exported for readers that build staging tables
