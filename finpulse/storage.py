@@ -40,6 +40,28 @@ def s3_options(settings: Settings | None = None) -> dict[str, Any]:
     return opts
 
 
+def worker_env(settings: Settings | None = None) -> dict[str, str]:
+    """The storage settings of this process as environment variables, for Ray workers.
+
+    Ray tasks run in other processes that may not share the driver's environment; passing these in
+    a task's ``runtime_env`` makes them reach the same object store with the same credentials.
+    """
+    s = settings or get_settings()
+    env = {f"FINPULSE_S3_{k.upper()}": v for k, v in (("endpoint_url", s.s3_endpoint_url),
+                                                      ("access_key", s.s3_access_key),
+                                                      ("secret_key", s.s3_secret_key)) if v}
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        if os.environ.get(k):
+            env[k] = os.environ[k]
+    return env
+
+
+def ray_remote_args(settings: Settings | None = None) -> dict[str, Any]:
+    """Extra Ray remote arguments so tasks see the driver's storage settings (empty when local)."""
+    env = worker_env(settings)
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def filesystem(uri: str, settings: Settings | None = None) -> tuple[pafs.FileSystem, str]:
     """Return ``(filesystem, path)`` for a URI; the path is what the filesystem understands."""
     uri = str(uri)

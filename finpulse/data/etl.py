@@ -260,9 +260,10 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
     staging = storage.join(out_dir, "_staging")
     storage.delete_dir(out_dir)
 
+    remote = storage.ray_remote_args()
     # 1. prices
     price_rows = ray.data.from_items([{"uri": u} for u in price_files], override_num_blocks=len(price_files)) \
-        .map_batches(_prices_batch, batch_size=1, batch_format="pandas", num_cpus=cfg.task_cpus).to_pandas()
+        .map_batches(_prices_batch, batch_size=1, batch_format="pandas", num_cpus=cfg.task_cpus, **remote).to_pandas()
     rejected_prices = price_rows[price_rows["reason"].notna()]
     valid_prices = price_rows[price_rows["reason"].isna()][PRICES.names].copy()
     valid_prices["date"] = pd.to_datetime(valid_prices["date"]).dt.date
@@ -278,7 +279,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
         fs, staging_path = storage.filesystem(staging)
         ray.data.from_items(post_items, override_num_blocks=len(post_items)) \
             .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
-                         fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}) \
+                         fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}, **remote) \
             .write_parquet(staging_path, filesystem=fs, partition_cols=["_part"])
         parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
         tickers = [p for p in parts if p != QUARANTINE_PART]
@@ -291,7 +292,8 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
             ticker_counts = ray.data.from_items([{"ticker": t} for t in tickers], override_num_blocks=len(tickers)) \
                 .map_batches(_ticker_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
                              fn_kwargs={"source_dir": staging, "part_key": "_part", "out_dir": out_dir,
-                                        "scores_uri": scores_uri, "dedupe_window_s": cfg.dedupe_window_s}) \
+                                        "scores_uri": scores_uri, "dedupe_window_s": cfg.dedupe_window_s},
+                             **remote) \
                 .to_pandas().sort_values("ticker")
         post_counts.rows_out = int(ticker_counts["kept"].sum())
         post_counts.deduped = int(ticker_counts["deduped"].sum())
@@ -430,7 +432,7 @@ def prices_to_raw(prices: pd.DataFrame) -> pd.DataFrame:
     raw = prices.copy()
     raw["date"] = pd.to_datetime(raw["date"]).dt.strftime("%Y-%m-%d")
     raw["note"] = None
-    return raw[sources.RAW_PRICE_COLUMNS].astype(object).map(lambda v: v if v is None else str(v))
+    return sources.raw_frame(raw, sources.RAW_PRICE_COLUMNS)
 
 
 def write_prices_csv(prices: pd.DataFrame, out_uri: str) -> list[str]:

@@ -22,10 +22,10 @@ RAW_POST_COLUMNS = ["post_id", "ticker", "created_at", "text", "author", "likes"
 _TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 
 
-def _raw_frame(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def raw_frame(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Everything as strings (None for missing), in the raw layout's column order."""
-    out = pd.DataFrame({c: df[c] if c in df.columns else None for c in columns}, index=df.index)
-    return out.astype(object).where(out.notna(), None).map(lambda v: v if v is None else str(v))
+    out = pd.DataFrame({c: df[c] if c in df.columns else None for c in columns}, index=df.index).astype(object)
+    return out.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
 
 
 # ---------------------------------------------------------------- prices
@@ -37,7 +37,7 @@ def read_yahoo_csv(data: bytes, ticker: str, source: str) -> pd.DataFrame:
     df = df.rename(columns={"Date": "date", "Open": "open", "High": "high", "Low": "low", "Close": "close",
                             "Adj Close": "adj_close", "Volume": "volume"})
     df["ticker"], df["source"] = ticker, source
-    return _raw_frame(df, RAW_PRICE_COLUMNS)
+    return raw_frame(df, RAW_PRICE_COLUMNS)
 
 
 def read_alpha_vantage_csv(data: bytes, ticker: str, source: str) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def read_alpha_vantage_csv(data: bytes, ticker: str, source: str) -> pd.DataFram
     newest first, unadjusted (so ``adj_close`` = ``close``)."""
     df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False).rename(columns={"timestamp": "date"})
     df["adj_close"], df["ticker"], df["source"] = df["close"], ticker, source
-    return _raw_frame(df.iloc[::-1].reset_index(drop=True), RAW_PRICE_COLUMNS)
+    return raw_frame(df.iloc[::-1].reset_index(drop=True), RAW_PRICE_COLUMNS)
 
 
 def read_alpha_vantage_json(data: bytes, ticker: str | None, source: str) -> pd.DataFrame:
@@ -74,7 +74,7 @@ def read_alpha_vantage_json(data: bytes, ticker: str | None, source: str) -> pd.
                      "note": f"intraday: last refreshed {refreshed}" if day == intraday_day else None})
     df = pd.DataFrame(rows, columns=["date", "open", "high", "low", "close", "adj_close", "volume", "note"])
     df["ticker"], df["source"] = symbol, source
-    return _raw_frame(df, RAW_PRICE_COLUMNS)
+    return raw_frame(df, RAW_PRICE_COLUMNS)
 
 
 # ---------------------------------------------------------------- posts
@@ -83,7 +83,7 @@ def read_alpha_vantage_json(data: bytes, ticker: str | None, source: str) -> pd.
 def read_posts_csv(data: bytes, source: str) -> pd.DataFrame:
     """A CSV that already has the canonical post columns (the synthetic generator writes these)."""
     df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[])
-    return _raw_frame(df, RAW_POST_COLUMNS)
+    return raw_frame(df, RAW_POST_COLUMNS)
 
 
 def read_kaggle_tweets(tweets: bytes, companies: bytes, source: str) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def read_kaggle_tweets(tweets: bytes, companies: bytes, source: str) -> pd.DataF
                             "body": "text", "writer": "author", "like_num": "likes",
                             "retweet_num": "reposts"})
     df["source"] = source
-    return _raw_frame(df, RAW_POST_COLUMNS)
+    return raw_frame(df, RAW_POST_COLUMNS)
 
 
 def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
@@ -123,7 +123,7 @@ def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
                      "created_at": created, "author": author})
     df = pd.DataFrame(rows, columns=["post_id", "text", "created_at", "author"])
     df["ticker"], df["likes"], df["reposts"], df["source"] = ticker, "0", "0", source
-    return _raw_frame(df, RAW_POST_COLUMNS)
+    return raw_frame(df, RAW_POST_COLUMNS)
 
 
 # ---------------------------------------------------------------- validation
@@ -131,7 +131,7 @@ def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
 
 def normalize_ticker(value: object) -> str | None:
     """``$aapl`` / `` AAPL `` -> ``AAPL``; None when it is not a plausible ticker."""
-    if value is None:
+    if value is None or (isinstance(value, float) and value != value):
         return None
     t = str(value).strip().lstrip("$").strip().upper()
     return t if _TICKER_RE.match(t) else None
