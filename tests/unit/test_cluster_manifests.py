@@ -1,0 +1,316 @@
+"""cluster/: KubeRay manifests against the v1.7.0 CRD schemas, the RayService against Serve's own schema,
+services wiring, and the monitoring config (metric names exist; promtool when installed)."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from jsonschema import Draft7Validator
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+MONITORING = CLUSTER / "monitoring"
+CRDS = Path(__file__).resolve().parents[2].parent / "shared" / "kuberay-crds"
+CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
+             "RayService": "ray.io_rayservices.yaml"}
+YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in {".yaml", ".yml"})
+
+
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def all_docs() -> list[dict]:
+    return [d for p in YAML_FILES if "monitoring" not in p.parts for d in docs(p)]
+
+
+def ray_docs() -> list[dict]:
+    return [d for d in all_docs() if d.get("apiVersion") == "ray.io/v1"]
+
+
+def _strict(schema: dict) -> dict:
+    """Kubernetes rejects unknown fields (kubectl's strict validation); plain JSON Schema allows them.
+    Close every object that lists its properties, except where the CRD itself keeps unknown fields."""
+    if isinstance(schema, dict):
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        for v in schema.values():
+            _strict(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            _strict(v)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validators() -> dict[str, Draft7Validator]:
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {CRDS} (shared/ is absent on this machine)")
+    out = {}
+    for kind, name in CRD_FILES.items():
+        crd = yaml.safe_load((CRDS / name).read_text())
+        v1 = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+        out[kind] = Draft7Validator(_strict(copy.deepcopy(v1["schema"]["openAPIV3Schema"])))
+    return out
+
+
+def errors(validators, doc) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validators[doc["kind"]].iter_errors(doc)]
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(CLUSTER)))
+def test_every_yaml_parses(path):
+    assert docs(path), f"{path} is empty"
+
+
+def test_kuberay_manifests_validate_against_crds(validators):
+    kinds = [d["kind"] for d in ray_docs()]
+    assert sorted(set(kinds)) == ["RayCluster", "RayJob", "RayService"] and kinds.count("RayJob") >= 2
+    for doc in ray_docs():
+        assert errors(validators, doc) == [], doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("replicas", "two"), "replicas"),
+    (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].__setitem__("num-cpus", 0), "num-cpus"),
+    (lambda d: d["spec"].__setitem__("enableInTreeAutoscaling", "yes"), "enableInTreeAutoscaling"),
+    (lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("maxReplica", 3), "maxReplica"),  # typo
+])
+def test_validation_catches_broken_manifests(validators, mutate, needle):
+    cluster = next(d for d in ray_docs() if d["kind"] == "RayCluster")
+    broken = copy.deepcopy(cluster)
+    mutate(broken)
+    found = errors(validators, broken)
+    assert found and any(needle in e for e in found), found
+
+
+def test_raycluster_shape():
+    rc = next(d for d in ray_docs() if d["kind"] == "RayCluster")["spec"]
+    assert rc["enableInTreeAutoscaling"] is True and rc["rayVersion"] == ray.__version__
+    head = rc["headGroupSpec"]
+    ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert ports["dashboard"] == 8265 and ports["metrics"] == int(head["rayStartParams"]["metrics-export-port"])
+    groups = {g["groupName"]: g for g in rc["workerGroupSpecs"]}
+    assert groups["gpu"]["minReplicas"] == 0  # optional: costs nothing until a GPU task asks
+    gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu_limits["nvidia.com/gpu"] == 1
+    for g in groups.values():
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+
+
+def containers(doc) -> list[dict]:
+    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("containers", "initContainers") and isinstance(value, list):
+                    found.extend(value)
+                walk(value)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(doc)
+    return found
+
+
+def test_ray_images_match_installed_ray():
+    for doc in ray_docs():
+        assert doc["spec"].get("rayVersion", ray.__version__) == ray.__version__
+        for c in containers(doc):
+            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311(-gpu)?", c["image"]), c["image"]
+
+
+def test_credentials_only_from_secrets():
+    for doc in all_docs():
+        for c in containers(doc):
+            for env in c.get("env", []):
+                if re.search(r"KEY|SECRET|PASSWORD|TOKEN", env["name"]):
+                    assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']} must come from a Secret"
+    aws_key_id = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+    for path in [*CLUSTER.rglob("*"), *(ROOT / "tf").rglob("*")]:
+        if path.is_file():
+            assert not aws_key_id.search(path.read_text(errors="ignore")), path
+    assert not [d for d in all_docs() if d.get("kind") == "Secret"], "Secrets are created with kubectl, not committed"
+
+
+def test_rayjobs_run_existing_job_scripts():
+    jobs = [d for d in ray_docs() if d["kind"] == "RayJob"]
+    scripts = {re.search(r"python (jobs/\S+\.py)", j["spec"]["entrypoint"]).group(1) for j in jobs}
+    assert {"jobs/etl.py", "jobs/train_forecaster.py"} <= scripts
+    for s in scripts:
+        assert (ROOT / s).is_file(), s
+    for j in jobs:
+        assert j["spec"]["clusterSelector"] == {"ray.io/cluster": "finpulse"}
+        assert yaml.safe_load(j["spec"]["runtimeEnvYAML"])["working_dir"] == "/app"  # WORKDIR of cluster/Dockerfile
+    assert "WORKDIR /app" in (CLUSTER / "Dockerfile").read_text()
+
+
+def test_rayservice_serve_config_is_the_production_config():
+    svc = next(d for d in ray_docs() if d["kind"] == "RayService")
+    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    schema = ServeDeploySchema.model_validate(serve)
+    app = schema.applications[0]
+    assert app.import_path == "finpulse.serving.app:build_app"
+    deps = {d.name: d for d in app.deployments}
+    assert deps["SentimentModel"].ray_actor_options.num_gpus == 1
+    assert {"SentimentModel", "Forecaster", "Gateway"} <= set(deps)
+    assert all(d.autoscaling_config for d in app.deployments)
+    production = yaml.safe_load((ROOT / "serve_configs" / "production.yaml").read_text())
+    assert serve == production, "copy serve_configs/production.yaml into rayservice.yaml serveConfigV2"
+
+
+def test_services_wiring():
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in all_docs():
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    services = by_kind["Service"]
+    mlflow = containers(by_kind["Deployment"]["mlflow"])[0]
+    command = " ".join(mlflow["args"])
+    assert "--artifacts-destination s3://mlflow/artifacts" in command and "--serve-artifacts" in command
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg2://")
+    assert "@postgres:5432/" in env["MLFLOW_BACKEND_STORE_URI"]["value"] and "postgres" in services
+    assert by_kind["StatefulSet"]["postgres"]["spec"]["serviceName"] == "postgres"
+    assert "minio" in by_kind["StatefulSet"] and "minio" in services
+    # every in-cluster host:port the Ray pods are given is a Service with that port
+    for doc in ray_docs():
+        for c in containers(doc):
+            for e in c.get("env", []):
+                m = re.fullmatch(r"https?://([a-z0-9-]+):(\d+)", e.get("value", ""))
+                if m:
+                    host, port = m.group(1), int(m.group(2))
+                    assert port in [p["port"] for p in services[host]["spec"]["ports"]], e
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+RAY_SITE = Path(ray.__file__).parent
+METRIC_RE = re.compile(r"\b(ray_[a-z0-9_]+|finpulse:[a-z0-9_:]+)")
+HIST_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def finpulse_metric_names() -> set[str]:
+    """Prometheus names of the custom metrics in finpulse/monitoring/metrics.py, as Ray exports them."""
+    path = ROOT / "finpulse" / "monitoring" / "metrics.py"
+    if not path.exists():
+        return set()
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            base = f"ray_{node.args[0].value}"
+            if node.func.id == "Counter":
+                names.add(f"{base}_total")
+            elif node.func.id == "Histogram":
+                names.update(base + s for s in HIST_SUFFIXES)
+            elif node.func.id == "Gauge":
+                names.add(base)
+    return names
+
+
+def builtin_metric_names() -> set[str]:
+    """Names Ray itself uses: its own Grafana panels plus every serve_* metric defined in Serve."""
+    names = set()
+    for f in (RAY_SITE / "dashboard" / "modules" / "metrics" / "dashboards").glob("*.py"):
+        names.update(re.findall(r"ray_[a-z0-9_]+", f.read_text()))
+    for f in (RAY_SITE / "serve").rglob("*.py"):
+        for n in re.findall(r'"(serve_[a-z0-9_]+)"', f.read_text()):
+            names.update({f"ray_{n}", f"ray_{n}_total", *(f"ray_{n}{s}" for s in HIST_SUFFIXES)})
+    return names
+
+
+def recorded_names() -> set[str]:
+    rules = yaml.safe_load((MONITORING / "rules" / "finpulse-alerts.yml").read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
+@pytest.fixture(scope="module")
+def known_metrics() -> set[str]:
+    finpulse = finpulse_metric_names()
+    if not finpulse:
+        pytest.skip("finpulse/monitoring/metrics.py defines no metrics yet")
+    return finpulse | builtin_metric_names() | recorded_names()
+
+
+def dashboard_exprs() -> list[str]:
+    exprs = []
+    for path in (MONITORING / "grafana" / "dashboards").glob("*.json"):
+        dash = json.loads(path.read_text())
+        exprs += [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    return exprs
+
+
+def rule_exprs() -> list[str]:
+    rules = yaml.safe_load((MONITORING / "rules" / "finpulse-alerts.yml").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+
+
+def test_builtin_names_seen():
+    # guards the name harvesting itself: if Ray renames these, the check below would be vacuous
+    assert {"ray_serve_num_http_requests_total", "ray_serve_http_request_latency_ms_bucket",
+            "ray_serve_deployment_replica_healthy"} <= builtin_metric_names()
+
+
+def test_dashboard_and_rules_use_existing_metrics(known_metrics):
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 8
+    used = {m for e in exprs + rule_exprs() for m in METRIC_RE.findall(e)}
+    assert used - known_metrics == set()
+    finpulse = finpulse_metric_names()
+    # the dashboard shows every custom metric the serving layer records
+    families = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in finpulse}
+    shown = {re.sub(r"_(total|bucket|sum|count)$", "", m) for e in exprs for m in METRIC_RE.findall(e)}
+    assert families <= shown
+
+
+def test_grafana_provisioning_points_at_the_dashboards():
+    prov = MONITORING / "grafana" / "provisioning"
+    uid = yaml.safe_load((prov / "datasources.yaml").read_text())["datasources"][0]["uid"]
+    dash = json.loads((MONITORING / "grafana" / "dashboards" / "finpulse.json").read_text())
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {uid}
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not on PATH (Debian package `prometheus`)")
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@needs_promtool
+def test_promtool_rules_and_rule_tests():
+    r = promtool("check", "rules", "rules/finpulse-alerts.yml", cwd=MONITORING)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = promtool("test", "rules", "rules/finpulse-alerts.test.yml", cwd=MONITORING)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_promtool
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-local.yml"])
+def test_promtool_config(name, tmp_path):
+    r = promtool("check", "config", name, cwd=MONITORING)
+    if r.returncode != 0 and "kubernetes_sd_configs not found" in r.stdout + r.stderr:
+        # Debian builds Prometheus without Kubernetes discovery; check the rest with static targets.
+        cfg = yaml.safe_load((MONITORING / name).read_text())
+        for job in cfg["scrape_configs"]:
+            if job.pop("kubernetes_sd_configs", None) is not None:
+                job["static_configs"] = [{"targets": ["127.0.0.1:8080"]}]
+        shutil.copytree(MONITORING / "rules", tmp_path / "rules")
+        (tmp_path / name).write_text(yaml.safe_dump(cfg))
+        r = promtool("check", "config", name, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,17 @@
+terraform {
+  required_version = ">= 1.5"
+  required_providers {
+    openstack = {
+      source  = "terraform-provider-openstack/openstack"
+      version = "~> 3.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
+  }
+}
+
+# Credentials come from the environment (source the Chameleon "OpenStack RC file" for your project
+# and site, or set OS_CLOUD with a clouds.yaml): nothing secret lives in this folder.
+provider "openstack" {}
