@@ -151,7 +151,8 @@ def write_table(uri: str, table: pa.Table) -> None:
     write_bytes(uri, buf.getvalue())
 
 
-def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None,
+               filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
     """Read a Parquet file or a folder of them (hive partitions are ignored; columns hold the keys)."""
     fs, _ = filesystem(uri)
     files = list_files(uri, ".parquet")
@@ -160,7 +161,7 @@ def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | N
             raise FileNotFoundError(f"no Parquet files under {uri}")
         return schema.empty_table()
     paths = [filesystem(f)[1] for f in files]
-    tables = [pq.read_table(p, columns=columns, filesystem=fs) for p in paths]
+    tables = [pq.read_table(p, columns=columns, filesystem=fs, filters=filters) for p in paths]
     if schema is not None:
         tables = [t.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
                   for t in tables]

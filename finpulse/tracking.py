@@ -158,8 +158,12 @@ def download_model(model: str, dst: str | None = None) -> tuple[Path, ModelRef]:
     if os.path.isdir(model):  # a plain local folder is a model too (tests, offline use)
         return Path(model), ModelRef(uri=model, name=None, version=None)
     ref = resolve(model)
-    out = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst or tempfile.mkdtemp())
-    return Path(out) / "artifacts" / MODEL_DIR, ref
+    out = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst or tempfile.mkdtemp()))
+    # pyfunc keeps an artifact folder under its own base name: the single folder below artifacts/
+    folders = [p for p in (out / "artifacts").iterdir() if p.is_dir()] if (out / "artifacts").is_dir() else []
+    if len(folders) != 1:
+        raise FileNotFoundError(f"{ref.label}: expected one model folder under {out / 'artifacts'}, found {folders}")
+    return folders[0], ref
 
 
 def run_params(run_id: str) -> dict[str, str]:

@@ -46,27 +46,55 @@ def process_posts(raw: pd.DataFrame, calendar: np.ndarray, *, close_hour: int = 
     return valid, rejected
 
 
-def dedupe_posts(posts: pd.DataFrame, window_s: int = DEDUPE_WINDOW_S) -> tuple[pd.DataFrame, int]:
-    """Drop repeated posts; returns ``(kept, n_dropped)``.
+KEY_COLUMNS = ["ticker", "created_at", "_pid", "_ah", "_th"]
+_EMPTY_AUTHOR = int(pd.util.hash_array(np.array([""], dtype=object), categorize=False)[0])
+
+
+def dedupe_keys(posts: pd.DataFrame) -> pd.DataFrame:
+    """Compact dedupe keys: 64-bit hashes of post_id, author and text, plus ticker and time.
+
+    Deduplication needs only these (about 40 bytes a post, whatever the text length), so the Ray
+    ETL can dedupe a ticker's posts without holding their texts.
+    """
+    return pd.DataFrame({
+        "ticker": posts["ticker"].to_numpy(), "created_at": posts["created_at"].to_numpy(),
+        "_pid": text_hash(posts["post_id"]), "_ah": text_hash(posts["author"]), "_th": text_hash(posts["text"]),
+    }, index=posts.index)
+
+
+def duplicate_mask(keys: pd.DataFrame, window_s: int = DEDUPE_WINDOW_S) -> np.ndarray:
+    """True for each row (in ``keys``' order) that repeats an earlier post.
 
     Two rules: the same ``(post_id, ticker)`` seen twice (a file read twice, overlapping exports)
     keeps the earliest; the same author posting the same text about the same ticker within
     ``window_s`` seconds (bots, double submits) keeps the first. Posts without an author are only
-    deduplicated by id. The result is sorted by (ticker, trading_day, created_at, post_id), so the
-    output does not depend on input order.
+    deduplicated by id. The answer does not depend on the rows' order.
     """
+    df = keys[KEY_COLUMNS].reset_index(drop=True)
+    df = df.sort_values(["ticker", "_pid", "created_at", "_th", "_ah"], kind="mergesort")
+    dup = df.duplicated(["ticker", "_pid"], keep="first")
+    rest = df[~dup].sort_values(["ticker", "_ah", "_th", "created_at", "_pid"], kind="mergesort")
+    same = (rest["ticker"].eq(rest["ticker"].shift()) & rest["_ah"].eq(rest["_ah"].shift())
+            & rest["_th"].eq(rest["_th"].shift()) & (rest["_ah"] != _EMPTY_AUTHOR))
+    gap = (rest["created_at"] - rest["created_at"].shift()).dt.total_seconds()
+    mask = np.zeros(len(df), dtype=bool)
+    mask[dup[dup].index.to_numpy()] = True
+    mask[rest.index[(same & (gap < window_s)).to_numpy()].to_numpy()] = True
+    return mask
+
+
+def sort_posts(posts: pd.DataFrame) -> pd.DataFrame:
+    """The canonical order of curated posts, so output bytes never depend on input order."""
+    return posts.sort_values(["ticker", "trading_day", "created_at", "post_id"], kind="mergesort").reset_index(drop=True)
+
+
+def dedupe_posts(posts: pd.DataFrame, window_s: int = DEDUPE_WINDOW_S) -> tuple[pd.DataFrame, int]:
+    """Drop repeated posts (see :func:`duplicate_mask`); returns ``(kept, n_dropped)`` in canonical order."""
     if posts.empty:
         return posts, 0
-    df = posts.assign(_h=text_hash(posts["text"])).sort_values(
-        ["ticker", "post_id", "created_at", "_h"], kind="mergesort")
-    df = df[~df.duplicated(["ticker", "post_id"], keep="first")]
-    df = df.sort_values(["ticker", "author", "_h", "created_at", "post_id"], kind="mergesort")
-    same = (df["ticker"].eq(df["ticker"].shift()) & df["author"].eq(df["author"].shift())
-            & df["_h"].eq(df["_h"].shift()) & (df["author"] != ""))
-    gap = (df["created_at"] - df["created_at"].shift()).dt.total_seconds()
-    df = df[~(same & (gap < window_s))]
-    kept = df.drop(columns="_h").sort_values(["ticker", "trading_day", "created_at", "post_id"], kind="mergesort")
-    return kept.reset_index(drop=True), len(posts) - len(kept)
+    mask = duplicate_mask(dedupe_keys(posts), window_s)
+    kept = sort_posts(posts[~mask])
+    return kept, len(posts) - len(kept)
 
 
 def dedupe_prices(prices: pd.DataFrame) -> tuple[pd.DataFrame, int]:

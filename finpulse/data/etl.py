@@ -56,7 +56,12 @@ STAGING = pa.schema([
     *[pa.field(f.name, f.type) for f in SCORED_POSTS],
     pa.field("raw", pa.string()),
     pa.field("reason", pa.string()),
-    pa.field("_part", pa.string()),
+    pa.field("_rid", pa.int64()),  # input file index << 32 | row: names one raw row, deterministically
+    pa.field("_pid", pa.uint64()),  # hashes of post_id, author, text: the dedupe keys (curate.dedupe_keys)
+    pa.field("_ah", pa.uint64()),
+    pa.field("_th", pa.uint64()),
+    pa.field("_part", pa.string()),  # ticker, or the quarantine partition
+    pa.field("_month", pa.string()),  # trading month "YYYY-MM": small partitions keep memory flat
 ])
 
 
@@ -164,52 +169,86 @@ def _prices_batch(batch: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _posts_batch(batch: dict[str, np.ndarray], calendar: np.ndarray, close_hour: int) -> pa.Table:
-    """Ray Data map_batches: post inputs -> staging rows (scored posts and rejected rows)."""
+    """Ray Data map_batches: post inputs -> staging rows (scored posts with dedupe keys, rejected rows)."""
     frames = []
-    for uri, fmt, companies in zip(batch["uri"], batch["format"], batch["companies"], strict=True):
+    for uri, fmt, companies, index in zip(batch["uri"], batch["format"], batch["companies"], batch["index"],
+                                          strict=True):
         raw = read_raw_posts({"uri": str(uri), "format": str(fmt), "companies": str(companies)})
         valid, rejected = curate.process_posts(raw, calendar, close_hour=close_hour)
+        valid = pd.concat([valid, curate.dedupe_keys(valid)[["_pid", "_ah", "_th"]]], axis=1)
+        valid["_rid"] = (int(index) << 32) + np.arange(len(valid), dtype=np.int64)
         valid["raw"], valid["reason"], valid["_part"] = None, None, valid["ticker"]
+        valid["_month"] = pd.to_datetime(valid["trading_day"]).dt.strftime("%Y-%m")
         frames.append(valid)
         if len(rejected):
             bad = pd.DataFrame({c: None for c in STAGING.names}, index=range(len(rejected)))
-            bad["raw"], bad["reason"], bad["_part"] = rejected["raw"].to_numpy(), rejected["reason"].to_numpy(), QUARANTINE_PART
-            bad["source"] = rejected["source"].to_numpy()
+            bad["raw"], bad["reason"] = rejected["raw"].to_numpy(), rejected["reason"].to_numpy()
+            bad["source"], bad["_part"], bad["_month"] = rejected["source"].to_numpy(), QUARANTINE_PART, "none"
             frames.append(bad)
     df = pd.concat(frames, ignore_index=True)
     return pa.Table.from_pandas(df[STAGING.names], schema=STAGING, preserve_index=False)
 
 
-def curate_ticker(posts: pd.DataFrame, scores: pd.DataFrame | None, dedupe_window_s: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """One ticker's posts -> (curated scored posts, daily aggregates, counts)."""
-    kept, dropped = curate.dedupe_posts(posts, dedupe_window_s)
+def _duplicates_batch(batch: dict[str, np.ndarray], staging: str, dedupe_window_s: int) -> pd.DataFrame:
+    """Ray Data map_batches: ticker -> the row ids of its duplicates, from the key columns alone."""
+    frames = []
+    for ticker in batch["ticker"]:
+        keys = storage.read_frame(storage.join(staging, f"_part={ticker}"), columns=["created_at", "_pid", "_ah",
+                                                                                       "_th", "_rid"])
+        keys["ticker"] = str(ticker)
+        mask = curate.duplicate_mask(keys, dedupe_window_s)
+        frames.append(pd.DataFrame({"ticker": str(ticker), "_rid": keys["_rid"].to_numpy()[mask]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def curate_partition(posts: pd.DataFrame, drop_rids: np.ndarray, scores: pd.DataFrame | None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """One (ticker, month) of staged posts -> (curated scored posts, daily aggregates, counts)."""
+    dropped = posts["_rid"].isin(drop_rids).to_numpy()
+    kept = curate.sort_posts(posts[~dropped][SCORED_POSTS.names])
     n_model = 0
     if scores is not None and len(kept):
         kept, n_model = curate.apply_model_scores(kept, scores)
-    return kept, aggregate_daily_sentiment(kept), {"kept": len(kept), "deduped": dropped, "model_scored": n_model}
+    counts = {"rows": len(posts), "kept": len(kept), "deduped": int(dropped.sum()), "model_scored": n_model}
+    return kept, aggregate_daily_sentiment(kept), counts
 
 
-def _ticker_batch(batch: dict[str, np.ndarray], source_dir: str, part_key: str, out_dir: str,
-                  scores_uri: str | None, dedupe_window_s: int) -> pd.DataFrame:
-    """Ray Data map_batches: ticker names -> curated posts written, aggregates written, counts."""
+def _partitions_batch(batch: dict[str, np.ndarray], staging: str, out_dir: str, drops: dict[str, np.ndarray],
+                      scores_uri: str | None) -> pd.DataFrame:
+    """Ray Data map_batches: (ticker, months) groups -> curated posts and aggregates written, counts.
+
+    Months are processed one at a time, so a task holds one month of one ticker's posts.
+    """
     rows = []
-    for ticker in batch["ticker"]:
+    for ticker, months in zip(batch["ticker"], batch["months"], strict=True):
         ticker = str(ticker)
-        posts = storage.read_frame(storage.join(source_dir, f"{part_key}={ticker}"))
-        posts["ticker"] = ticker
-        posts = posts[SCORED_POSTS.names]
         scores = None
         if scores_uri:
-            s = storage.read_table(scores_uri, schema=POST_SCORES).to_pandas()
-            scores = s[s["ticker"] == ticker]
-        kept, aggregates, counts = curate_ticker(posts, scores, dedupe_window_s)
-        storage.write_table(storage.join(out_dir, "scored_posts", f"ticker={ticker}", "part-0.parquet"),
-                            to_table(kept, SCORED_POSTS))
-        storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}.parquet"),
-                            pa.Table.from_pandas(aggregates, preserve_index=False))
-        scorer = kept["scorer"].mode().iat[0] if len(kept) else "none"
-        rows.append({"ticker": ticker, "rows": len(posts), **counts, "scorer": scorer})
+            scores = storage.read_table(scores_uri, schema=POST_SCORES, filters=[("ticker", "=", ticker)]).to_pandas()
+        for month in str(months).split(","):
+            posts = storage.read_frame(storage.join(staging, f"_part={ticker}", f"_month={month}"))
+            posts["ticker"] = ticker
+            kept, aggregates, counts = curate_partition(posts, drops.get(ticker, np.array([], dtype=np.int64)), scores)
+            part = storage.join(out_dir, "scored_posts", f"ticker={ticker}", f"month={month}", "part-0.parquet")
+            storage.write_table(part, to_table(kept, SCORED_POSTS))
+            storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}-{month}.parquet"),
+                                pa.Table.from_pandas(aggregates, preserve_index=False))
+            scorer = kept["scorer"].mode().iat[0] if len(kept) else "none"
+            rows.append({"ticker": ticker, "month": month, **counts, "scorer": scorer})
     return pd.DataFrame(rows)
+
+
+def _partition_groups(parts: list[str], staging: str) -> list[dict[str, str]]:
+    """(ticker, comma-joined months of one year) items: enough tasks to balance, each small."""
+    items = []
+    for ticker in parts:
+        months = sorted(p.split("_month=", 1)[1].split("/", 1)[0]
+                        for p in storage.list_files(storage.join(staging, f"_part={ticker}"), ".parquet"))
+        by_year: dict[str, list[str]] = {}
+        for m in dict.fromkeys(months):
+            by_year.setdefault(m[:4], []).append(m)
+        items += [{"ticker": ticker, "months": ",".join(ms)} for _, ms in sorted(by_year.items())]
+    return items
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -273,28 +312,41 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
     calendar = trading_calendar(valid_prices["date"])
 
     # 2. posts -> staging, partitioned by ticker (streaming; one input file per task)
-    post_counts, ticker_counts = Counts(), pd.DataFrame(columns=["ticker", "rows", "kept", "deduped", "scorer"])
+    post_counts = Counts()
+    ticker_counts = pd.DataFrame(columns=["ticker", "rows", "kept", "deduped", "model_scored", "scorer"])
     quarantine = [_quarantine_frame(rejected_prices, "prices", version_id)]
     if post_items:
         fs, staging_path = storage.filesystem(staging)
-        ray.data.from_items(post_items, override_num_blocks=len(post_items)) \
+        items = [{**item, "index": i} for i, item in enumerate(post_items)]
+        ray.data.from_items(items, override_num_blocks=len(items)) \
             .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
                          fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}, **remote) \
-            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part"])
+            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_month"])
         parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
         tickers = [p for p in parts if p != QUARANTINE_PART]
         if QUARANTINE_PART in parts:
-            bad = storage.read_frame(storage.join(staging, f"_part={QUARANTINE_PART}"), columns=["source", "raw", "reason"])
+            bad = storage.read_frame(storage.join(staging, f"_part={QUARANTINE_PART}"),
+                                     columns=["source", "raw", "reason"])
             quarantine.append(_quarantine_frame(bad, "posts", version_id))
             post_counts.quarantined = len(bad)
-        # 3. per ticker: dedupe, model scores, aggregates
         if tickers:
-            ticker_counts = ray.data.from_items([{"ticker": t} for t in tickers], override_num_blocks=len(tickers)) \
-                .map_batches(_ticker_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
-                             fn_kwargs={"source_dir": staging, "part_key": "_part", "out_dir": out_dir,
-                                        "scores_uri": scores_uri, "dedupe_window_s": cfg.dedupe_window_s},
-                             **remote) \
-                .to_pandas().sort_values("ticker")
+            # 3. per ticker: duplicates from the compact keys; 4. per (ticker, year): write posts, aggregate
+            dups = ray.data.from_items([{"ticker": t} for t in tickers], override_num_blocks=len(tickers)) \
+                .map_batches(_duplicates_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
+                             fn_kwargs={"staging": staging, "dedupe_window_s": cfg.dedupe_window_s}, **remote) \
+                .to_pandas()
+            drops = {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
+            groups = _partition_groups(tickers, staging)
+            part_counts = ray.data.from_items(groups, override_num_blocks=len(groups)) \
+                .map_batches(_partitions_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
+                             fn_kwargs={"staging": staging, "out_dir": out_dir, "drops": drops,
+                                        "scores_uri": scores_uri}, **remote) \
+                .to_pandas()
+            ticker_counts = part_counts.groupby("ticker").agg(
+                rows=("rows", "sum"), kept=("kept", "sum"), deduped=("deduped", "sum"),
+                model_scored=("model_scored", "sum"),
+                scorer=("scorer", lambda v: v[v != "none"].mode().iat[0] if (v != "none").any() else "none"),
+            ).reset_index()
         post_counts.rows_out = int(ticker_counts["kept"].sum())
         post_counts.deduped = int(ticker_counts["deduped"].sum())
         post_counts.rows_in = int(ticker_counts["rows"].sum()) + post_counts.quarantined
