@@ -1,0 +1,251 @@
+"""Sentiment benchmark (make bench-sentiment): quality against FinBERT's published figures and VADER,
+and Ray Data scorer throughput against transformers.pipeline on the same 10,000 StockNet tweets.
+
+Quality: the default model (MiniLM-L6, 22.7M parameters) is fine-tuned with Ray Train on the train
+splits of PhraseBank 50Agree (FinBERT protocol: 20% test, 20% of the rest validation) and of the
+Twitter Financial News train file, then evaluated on the PhraseBank 50Agree and AllAgree test splits
+and the TFNS validation file. AllAgree is a subset of 50Agree, so every AllAgree test sentence is
+removed from training and validation: no test sentence is ever trained on.
+
+Throughput: the Ray Data scorer (actor pool, length-sorted batches, dynamic padding, fp32 and
+dynamic int8) end to end (actor start-up and Parquet write included) against
+``pipeline("text-classification", batch_size=32)`` with the same fine-tuned model, in one run.
+
+    python benchmarks/sentiment.py               # full: a few epochs (minutes to tens of minutes on 2 cores)
+    python benchmarks/sentiment.py --quick       # smoke: small subsets, one epoch
+    python benchmarks/sentiment.py --model DIR   # skip training, benchmark an existing model folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import print_table, write_result
+
+from finpulse.data.schemas import SENTIMENT_LABELS
+from finpulse.sentiment import datasets as ds
+from finpulse.sentiment.evaluate import (
+    PUBLISHED,
+    evaluate_sets,
+    flat_summary,
+    format_table,
+    model_predict,
+    vader_predict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+
+def benchmark_splits(data_dir: Path, seed: int, quick: bool) -> tuple[ds.Splits, dict[str, pd.DataFrame]]:
+    """Training/validation data (PhraseBank 50Agree + TFNS train) and the three test sets, leak-free."""
+    pb50 = ds.stratified_split(ds.read_phrasebank(ds.phrasebank_path(data_dir, "50")), seed=seed)
+    pball = ds.stratified_split(ds.read_phrasebank(ds.phrasebank_path(data_dir, "all")), seed=seed)
+    tfns_train = ds.read_tfns(data_dir / "twitter_financial_news_sentiment" / "sent_train.csv")
+    tfns = ds.stratified_split(tfns_train, test_size=0.0, validation_size=0.1, seed=seed)
+    tests = {"phrasebank_50agree": pb50.test, "phrasebank_allagree": pball.test,
+             "tfns_valid": ds.read_tfns(data_dir / "twitter_financial_news_sentiment" / "sent_valid.csv")}
+    banned = set(pd.concat([t["text"] for t in tests.values()]).map(ds.normalise_text))
+
+    def clean(df: pd.DataFrame) -> pd.DataFrame:
+        return df[~df["text"].map(ds.normalise_text).isin(banned)]
+
+    train = pd.concat([clean(pb50.train), clean(tfns.train)]).sample(frac=1.0, random_state=seed)
+    val = pd.concat([clean(pb50.validation), clean(tfns.validation)])
+    if quick:
+        train, val = train.head(400), val.head(200)
+        tests = {k: v.head(300) for k, v in tests.items()}
+    return ds.Splits(train=train.reset_index(drop=True), validation=val.reset_index(drop=True),
+                     test=pb50.test), tests
+
+
+def finetune(splits: ds.Splits, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Ray Train fine-tune (no registry); returns the best checkpoint's folder and training stats."""
+    from finpulse.sentiment.train import SentimentTrainConfig, _best_checkpoint, fit
+
+    cfg = SentimentTrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size,
+                               learning_rate=args.lr, patience=2, num_workers=1, cpus_per_worker=args.cpus,
+                               threads_per_worker=args.cpus, register_model=False, seed=args.seed,
+                               storage_path=str(Path(tempfile.mkdtemp(prefix="bench-sent-")) / "ray"),
+                               run_name="bench-sentiment")
+    t0 = time.perf_counter()
+    result = fit(cfg, splits)
+    seconds = time.perf_counter() - t0
+    ckpt, best = _best_checkpoint(result)
+    out = Path(args.model_out)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    ckpt.to_directory(str(out))
+    history = (result.metrics or {}).get("history", [])
+    return str(out), {"train_seconds": seconds, "best_epoch": best["epoch"], "history": history,
+                      "n_train": len(splits.train), "n_validation": len(splits.validation),
+                      "config": cfg.model_dump(exclude={"dataset", "storage_path"})}
+
+
+def stocknet_texts(data_dir: Path, n: int, seed: int) -> list[str]:
+    """``n`` StockNet tweets (tokens joined by spaces), sampled with a fixed seed across tickers."""
+    frames = []
+    for f in sorted((data_dir / "stocknet" / "tweets_preprocessed").glob("*.jsonl")):
+        df = pd.read_json(f, lines=True, dtype={"user_id_str": str})
+        frames.append(df["text"].map(lambda toks: " ".join(toks) if isinstance(toks, list) else str(toks)))
+    texts = pd.concat(frames, ignore_index=True)
+    return texts.sample(n=min(n, len(texts)), random_state=seed).tolist()
+
+
+def pipeline_labels(model_dir: str, texts: list[str], threads: int, max_length: int) -> tuple[list[str], float]:
+    import torch
+    from transformers import pipeline
+
+    from finpulse.sentiment.model import canonical_label
+
+    torch.set_num_threads(threads)
+    clf = pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu", batch_size=32)
+    clf(texts[:64], truncation=True, max_length=max_length)  # warm-up
+    t0 = time.perf_counter()
+    out = clf(texts, truncation=True, max_length=max_length)
+    seconds = time.perf_counter() - t0
+    return [canonical_label(o["label"]) for o in out], len(texts) / seconds
+
+
+def scorer_run(model_dir: str, texts: list[str], args: argparse.Namespace, *, quantize: bool,
+               num_actors: int, cpus: float, threads: int) -> dict[str, Any]:
+    from finpulse.sentiment.score import read_scores, score_posts
+
+    posts = pd.DataFrame({"post_id": [str(i) for i in range(len(texts))], "ticker": "X", "text": texts})
+    out = tempfile.mkdtemp(prefix="bench-sent-scores-")
+    s = score_posts(posts, model_dir, out, batch_size=args.score_batch_rows, inference_batch_size=32,
+                    num_actors=num_actors, num_cpus_per_actor=cpus, threads=threads, quantize=quantize,
+                    max_length=args.max_length)
+    got = read_scores(out)
+    got = got.set_index("post_id").loc[posts["post_id"]]
+    return {"texts_per_s": s["texts_per_s"], "seconds": s["seconds"], "labels": got["label"].tolist(),
+            "num_actors": num_actors, "cpus_per_actor": cpus, "threads": threads, "quantize": quantize}
+
+
+def throughput(model_dir: str, data_dir: Path, args: argparse.Namespace, pb_test: pd.DataFrame) -> dict[str, Any]:
+    from finpulse.sentiment.model import load_classifier
+
+    texts = stocknet_texts(data_dir, args.n_texts, args.seed)
+    pipe_labels, pipe_tps = pipeline_labels(model_dir, texts, args.cpus, args.max_length)
+    configs = {"fp32": dict(quantize=False), "int8": dict(quantize=True)}
+    layouts = [(1, float(args.cpus), args.cpus), (args.cpus, 1.0, 1)] if args.cpus > 1 else [(1, 1.0, 1)]
+    out: dict[str, Any] = {"n_texts": len(texts), "pipeline_texts_per_s": pipe_tps, "runs": []}
+    for name, kw in configs.items():
+        best = None
+        for actors, cpus, threads in layouts:
+            r = scorer_run(model_dir, texts, args, num_actors=actors, cpus=cpus, threads=threads, **kw)
+            r["agreement"] = float(np.mean(np.asarray(r.pop("labels")) == np.asarray(pipe_labels)))
+            r["config"] = name
+            out["runs"].append(r)
+            if best is None or r["texts_per_s"] > best["texts_per_s"]:
+                best = r
+        prefix = "scorer" if name == "fp32" else "int8_scorer"
+        out[f"{prefix}_texts_per_s"] = best["texts_per_s"]
+        out[f"{prefix}_ratio"] = best["texts_per_s"] / pipe_tps
+        out[f"{prefix}_agreement"] = best["agreement"]
+        out[f"{prefix}_layout"] = f"{best['num_actors']} actor(s) x {best['threads']} thread(s)"
+    fp = load_classifier(model_dir, max_length=args.max_length, threads=args.cpus)
+    q = load_classifier(model_dir, max_length=args.max_length, quantize=True, threads=args.cpus)
+    for name, clf in (("fp32", fp), ("int8", q)):  # the actors' inference path in-process: no start-up, no I/O
+        t0 = time.perf_counter()
+        clf.predict_proba(texts)
+        out[f"direct_{name}_texts_per_s"] = len(texts) / (time.perf_counter() - t0)
+        out[f"direct_{name}_ratio"] = out[f"direct_{name}_texts_per_s"] / pipe_tps
+    labels = np.asarray(SENTIMENT_LABELS, dtype=object)
+    acc_fp = float(np.mean(labels[fp.predict_proba(pb_test["text"].tolist()).argmax(1)] == pb_test["label"].values))
+    acc_q = float(np.mean(labels[q.predict_proba(pb_test["text"].tolist()).argmax(1)] == pb_test["label"].values))
+    out.update({"int8_phrasebank_50agree_accuracy": acc_q, "fp32_phrasebank_50agree_accuracy": acc_fp,
+                "int8_accuracy_cost_points": 100 * (acc_fp - acc_q)})
+    # the headline keys: the best configuration (fp32 or int8), fp32 reported beside it
+    best_name = "int8_scorer" if out["int8_scorer_texts_per_s"] > out["scorer_texts_per_s"] else "scorer"
+    out.update({"best_config": "int8" if best_name == "int8_scorer" else "fp32",
+                "ratio": out[f"{best_name}_ratio"], "agreement": out[f"{best_name}_agreement"],
+                "best_scorer_texts_per_s": out[f"{best_name}_texts_per_s"]})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--quick", action="store_true", help="subsets and one epoch: a smoke run")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--n-texts", type=int, default=10_000)
+    p.add_argument("--score-batch-rows", type=int, default=512)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", help="an already fine-tuned model folder: skip training")
+    p.add_argument("--model-out", default=str(REPO / ".finpulse" / "bench" / "sentiment-model"))
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.epochs, args.n_texts = 1, min(args.n_texts, 1000)
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        sys.exit(f"data folder {data_dir} not found (development data beside the checkout: ../shared/data)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import ray
+
+    from finpulse.sentiment.model import load_classifier
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                              "quick": args.quick, "published": PUBLISHED}
+    try:
+        splits, tests = benchmark_splits(data_dir, args.seed, args.quick)
+        if args.model:
+            model_dir = args.model
+        else:
+            model_dir, train_info = finetune(splits, args)
+            result["training"] = train_info
+        result["model_dir"] = model_dir
+        if not args.skip_quality:
+            clf = load_classifier(model_dir, max_length=args.max_length)
+            quality = evaluate_sets({"model": model_predict(clf), "vader": vader_predict}, tests)
+            print(format_table(quality))
+            result["quality_detail"] = quality
+            result.update(flat_summary(quality))
+        if not args.skip_throughput:
+            result.update(throughput(model_dir, data_dir, args, tests["phrasebank_50agree"]))
+    finally:
+        ray.shutdown()
+    goals = {
+        "phrasebank_50agree_accuracy>=0.86": result.get("phrasebank_50agree_accuracy", 0) >= 0.86,
+        "phrasebank_allagree_accuracy>=0.97": result.get("phrasebank_allagree_accuracy", 0) >= 0.97,
+        "tfns_valid_accuracy>=0.88": result.get("tfns_valid_accuracy", 0) >= 0.88,
+        "ratio>=3": result.get("ratio", 0) >= 3,
+        "agreement>=0.98": result.get("agreement", 0) >= 0.98,
+        "int8_accuracy_cost<=0.5pt": result.get("int8_accuracy_cost_points", 99) <= 0.5,
+    }
+    result["goals_met"] = goals
+    path = write_result("sentiment", result)
+    keys = ["phrasebank_50agree_accuracy", "phrasebank_50agree_macro_f1", "phrasebank_allagree_accuracy",
+            "phrasebank_allagree_macro_f1", "tfns_valid_accuracy", "tfns_valid_macro_f1",
+            "vader_phrasebank_50agree_accuracy", "vader_phrasebank_allagree_accuracy", "vader_tfns_valid_accuracy",
+            "scorer_texts_per_s", "int8_scorer_texts_per_s", "pipeline_texts_per_s", "scorer_ratio",
+            "int8_scorer_ratio", "direct_fp32_texts_per_s", "direct_int8_texts_per_s", "scorer_agreement", "int8_scorer_agreement", "int8_accuracy_cost_points"]
+    print_table([(k, result[k]) for k in keys if k in result] + [(k, v) for k, v in PUBLISHED.items()] +
+                [(f"goal {k}", v) for k, v in goals.items()], "sentiment benchmark")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

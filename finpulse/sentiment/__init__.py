@@ -1,0 +1,1 @@
+"""Sentiment: VADER weak labels, transformer classifiers, Ray Train fine-tuning, Ray Data scoring."""

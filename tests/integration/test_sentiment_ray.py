@@ -1,0 +1,85 @@
+"""Ray Train fine-tuning (2 DDP workers) with MLflow registration, and the Ray Data scorer."""
+
+from __future__ import annotations
+
+import itertools
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from finpulse.data.schemas import POST_SCORES
+from finpulse.sentiment.datasets import DatasetSpec
+from finpulse.sentiment.model import build_tiny_model, load_classifier
+from finpulse.sentiment.score import read_scores, score_frame, score_posts
+from finpulse.sentiment.train import SentimentTrainConfig, train_sentiment
+
+pytestmark = pytest.mark.integration
+
+POS = ["profit", "gains", "growth", "soar", "surge", "strong", "great", "record", "beat", "rose"]
+NEG = ["loss", "crash", "plunge", "weak", "terrible", "bad", "miss", "fell", "bearish", "down"]
+SUBJECTS = ["the stock", "shares of the company", "the market", "company report"]
+TAILS = ["today", "on the quarter", "in the meeting", "says market"]
+
+
+def toy_frame() -> pd.DataFrame:
+    rows = []
+    for i, (subj, tail) in enumerate(itertools.product(SUBJECTS, TAILS)):
+        rows.append((f"{subj} {POS[i % 10]} {tail}", "positive"))
+        rows.append((f"{subj} {NEG[i % 10]} {tail}", "negative"))
+        rows.append((f"{subj} {tail}", "neutral"))
+        rows.append((f"{POS[(i + 3) % 10]} {subj} {tail}", "positive"))
+        rows.append((f"{NEG[(i + 3) % 10]} {subj} {tail}", "negative"))
+        rows.append((f"{tail} {subj} held", "neutral"))
+    return pd.DataFrame(rows, columns=["text", "label"]).drop_duplicates("text")
+
+
+def test_train_sentiment_two_workers_registers_challenger(ray_head, finpulse_home, tmp_path):
+    csv = tmp_path / "toy.csv"
+    toy_frame().to_csv(csv, index=False)
+    base = build_tiny_model(tmp_path / "base", hidden_size=64, num_layers=2)
+    cfg = SentimentTrainConfig(model=str(base), dataset=DatasetSpec(kind="csv", path=str(csv)), epochs=8,
+                               learning_rate=3e-3, batch_size=8, patience=3, num_workers=2, cpus_per_worker=1,
+                               storage_path=str(tmp_path / "ray_results"), run_name="toy")
+    out = train_sentiment(cfg)
+    assert out["model_version"] == "1" and out["alias"] == "challenger"
+    assert out["val_macro_f1"] > 0.6, out["history"]  # chance is ~0.33
+    assert out["test"]["accuracy"] > 0.6, out["test"]
+    assert 1 <= out["epochs_run"] <= 8
+    from finpulse import tracking
+
+    ref = tracking.get_version("finpulse-sentiment", "challenger")
+    assert ref is not None and ref.version == "1"
+    client = mlflow.MlflowClient()
+    hist = client.get_metric_history(out["run_id"], "val_macro_f1")
+    assert len(hist) == out["epochs_run"]
+    artifacts = {a.path for a in client.list_artifacts(out["run_id"])}
+    assert {"confusion_matrix_validation.png", "confusion_matrix_test.png"} <= artifacts
+    assert client.get_run(out["run_id"]).data.params["num_workers"] == "2"
+    clf = load_classifier("finpulse-sentiment@challenger")
+    assert clf.version == "finpulse-sentiment/v1"
+    assert clf.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def test_score_posts_matches_direct_model_call(ray_head, tmp_path):
+    path = build_tiny_model(tmp_path / "m", {0: "positive", 1: "negative", 2: "neutral"}, seed=5)
+    texts = ["profit rose", "", "x " * 3000, "Aktien fällt — 株価 ↓", "🚀🚀📉", "loss", None, "the meeting today"] * 5
+    posts = pd.DataFrame({"post_id": [f"p{i}" for i in range(len(texts))], "ticker": "AAPL", "text": texts})
+    posts["text"] = posts["text"].fillna("")
+    summary = score_posts(posts, str(path), str(tmp_path / "scores"), batch_size=16, num_actors=2,
+                          num_cpus_per_actor=0.5, threads=1)
+    assert summary["rows"] == len(posts)
+    got = read_scores(str(tmp_path / "scores")).sort_values("post_id").reset_index(drop=True)
+    assert list(got.columns) == POST_SCORES.names
+    want = score_frame(load_classifier(str(path)), posts).sort_values("post_id").reset_index(drop=True)
+    np.testing.assert_allclose(got[["p_negative", "p_neutral", "p_positive"]].to_numpy(),
+                               want[["p_negative", "p_neutral", "p_positive"]].to_numpy(), atol=1e-5)
+    assert (got["label"] == want["label"]).all()
+    np.testing.assert_allclose(got["score"], got["p_positive"] - got["p_negative"])
+    assert set(got["scorer"]) == {"m"}
+
+    q = score_posts(posts, str(path), str(tmp_path / "scores_q"), batch_size=64, num_actors=1,
+                    num_cpus_per_actor=1, quantize=True)
+    assert q["scorer"] == "m+int8"
+    assert set(read_scores(str(tmp_path / "scores_q"))["scorer"]) == {"m+int8"}
