@@ -1,0 +1,268 @@
+"""Forecaster benchmark: real-data quality, the StockNet protocol, Ray Train overhead, ASHA vs FIFO.
+
+`make bench-forecast` (or `python benchmarks/forecast.py [--quick] [--skip ...]`) prints a table and
+writes benchmarks/results/forecast.json. Goals (from the issue) are printed beside the numbers;
+numbers are reported whichever side of the goal they land.
+
+- quality: the five shipped tickers (real prices 2010-2020; no real posts for them, so the price
+  feature set), walk-forward over the last years, MAE ratio to persistence per ticker and overall,
+  directional accuracy, DM p-value (one-sided, H1: model beats persistence);
+- stocknet: the ten StockNet tickers (their prices and tweets, data in ../shared/data), tweets scored
+  by the sentiment model when one is registered (``--sentiment-model``), else VADER; the StockNet split;
+- train: Ray Train's steady-state epoch time over the same loop in one plain process on the same
+  data (train_overhead_ratio), and the fixed start-up of a TorchTrainer doing almost nothing;
+- tune: the same 16 configurations under ASHA and under FIFO to the full budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results" / "forecast.json"
+TEN = ["AAPL", "AMZN", "BAC", "FB", "GOOG", "INTC", "JPM", "MSFT", "WMT", "XOM"]
+
+
+def real_features(tickers: list[str] | None = None) -> pd.DataFrame:
+    from finpulse.forecast.inputs import daily_features
+    from finpulse.resources import load_prices
+
+    return daily_features(load_prices(tickers))
+
+
+def bench_quality(args, out: dict) -> None:
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.evaluate import WalkForwardConfig, format_table, walk_forward
+
+    df = real_features()
+    cfg = ForecastConfig(feature_set="price", lookback=20, hidden_size=32, max_epochs=8 if args.quick else 20,
+                         patience=4, batch_size=256, dropout=0.1, seed=0)
+    wf = WalkForwardConfig(k=2 if args.quick else 4, test_start=dt.date(2019, 1, 1),
+                           baselines=("persistence", "drift", "ridge"))
+    t = time.perf_counter()
+    r = walk_forward(df, cfg, wf)
+    name = "lstm_price"
+    pt = r.per_ticker[r.per_ticker["model"] == name].set_index("ticker")
+    out["quality"] = {
+        "period": f"{r.folds[0][0]}..{r.folds[-1][1]}", "refits": wf.k, "feature_set": "price",
+        "mae_ratio_vs_persistence": r.metric(name, "mae_ratio_vs_persistence"),
+        "mae_ratio_vs_persistence_per_ticker": pt["mae_ratio_vs_persistence"].round(4).to_dict(),
+        "directional_accuracy": r.metric(name, "directional_accuracy"),
+        "directional_accuracy_per_ticker": pt["directional_accuracy"].round(4).to_dict(),
+        "dm_pvalue": r.metric(name, "dm_pvalue"),
+        "coverage": r.metric(name, "coverage"),
+        "ridge_mae_ratio_vs_persistence": r.metric("ridge", "mae_ratio_vs_persistence"),
+        "drift_mae_ratio_vs_persistence": r.metric("drift", "mae_ratio_vs_persistence"),
+        "strategy_sharpe": r.metric(name, "strategy_sharpe"), "buy_hold_sharpe": r.metric(name, "buy_hold_sharpe"),
+        "seconds": time.perf_counter() - t,
+    }
+    print(format_table(r.table), flush=True)
+
+
+def stocknet_inputs(sentiment_model: str | None) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame, str]:
+    from finpulse.data import sources
+
+    prices = pd.concat([sources.read_yahoo_csv((SHARED / "stocknet" / "price_raw" / f"{t}.csv").read_bytes(), t,
+                                               f"stocknet/price_raw/{t}.csv") for t in TEN], ignore_index=True)
+    posts = pd.concat([sources.read_stocknet_jsonl((SHARED / "stocknet" / "tweets_preprocessed" / f"{t}.jsonl")
+                                                   .read_bytes(), t, f"stocknet/{t}") for t in TEN], ignore_index=True)
+    scores, source = None, "vader"
+    spec = sentiment_model or "finpulse-sentiment@champion"
+    try:
+        from finpulse.sentiment.model import load_classifier
+        from finpulse.sentiment.score import score_frame
+
+        clf = load_classifier(spec, threads=os.cpu_count())
+        valid, _ = sources.normalize_posts(posts)
+        scores = score_frame(clf, valid)
+        source = f"model:{spec} ({clf.version})"
+    except Exception as exc:
+        print(f"sentiment model {spec!r} unavailable ({type(exc).__name__}: {str(exc)[:120]}); using VADER",
+              flush=True)
+    return prices, posts, scores, source
+
+
+def bench_stocknet(args, out: dict) -> None:
+    from finpulse.data import etl
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.evaluate import format_table, stocknet_evaluate
+
+    if not (SHARED / "stocknet").is_dir():
+        out["stocknet"] = {"skipped": f"no StockNet data at {SHARED / 'stocknet'}"}
+        return
+    t = time.perf_counter()
+    prices, posts, scores, source = stocknet_inputs(args.sentiment_model)
+    built = etl.build_pandas(prices, posts, scores=scores)
+    df = built["daily_features"]
+    cfg = ForecastConfig(feature_set="price_sentiment", lookback=5, hidden_size=32, max_epochs=10 if args.quick else 30,
+                         patience=5, batch_size=64, dropout=0.2, seed=0)
+    table = stocknet_evaluate(df, cfg)
+    print(format_table(table, ["n", "accuracy", "mcc"]), flush=True)
+    row = table.loc["lstm_price_sentiment"]
+    out["stocknet"] = {
+        "stocknet_test_accuracy": float(row["accuracy"]), "stocknet_test_mcc": float(row["mcc"]),
+        "stocknet_sentiment_source": source, "test_samples": int(row["n"]),
+        "posts_kept": int(len(built["scored_posts"])),
+        "table": {k: {c: (None if pd.isna(v) else float(v)) for c, v in r.items()} for k, r in table.iterrows()},
+        "paper": {"accuracy": 0.5823, "mcc": 0.081}, "seconds": time.perf_counter() - t,
+    }
+
+
+def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float = 8.0) -> dict:
+    import torch
+
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.loop import make_optimizer, prepare_training_data, seed_everything, train_epoch
+    from finpulse.forecast.model import build_model
+    from finpulse.forecast.train import fit_with_ray
+
+    cpus = os.cpu_count() or 1
+    cfg = ForecastConfig(feature_set="price", lookback=20, hidden_size=64, batch_size=64, max_epochs=epochs,
+                         patience=epochs + 1, num_workers=workers, cpus_per_worker=cpus / workers, seed=0,
+                         val_end=dt.date(2019, 1, 1))
+    data = prepare_training_data(df, cfg)
+    torch.set_num_threads(cpus)  # plain PyTorch: one process, every core, the same steps
+
+    def plain_epochs() -> list[float]:
+        seed_everything(cfg.seed)
+        model = build_model(cfg, data.n_features, len(data.tickers))
+        opt = make_optimizer(model, cfg)
+        times = []
+        for e in range(epochs):
+            t = time.perf_counter()
+            train_epoch(model, opt, data.train, cfg, e)
+            times.append(time.perf_counter() - t)
+        return times[1:]
+
+    # plain before AND after the Ray run, so background load on a shared box hits both sides alike;
+    # a pause first lets the previous run's worker processes exit (they otherwise steal the cores)
+    time.sleep(settle_s)
+    before = plain_epochs()
+    threads = max(1, cpus // workers)
+    t = time.perf_counter()
+    _, _, ray_times = fit_with_ray(data, cfg, max_failures=0, threads_per_worker=threads)
+    wall = time.perf_counter() - t
+    time.sleep(settle_s)
+    after = plain_epochs()
+    plain_s, ray_s = statistics.median(before + after), statistics.median(ray_times[1:])
+    return {"workers": workers, "threads_per_worker": threads, "windows": len(data.train), "epochs": epochs,
+            "plain_epoch_s": plain_s, "plain_epoch_s_before": statistics.median(before),
+            "plain_epoch_s_after": statistics.median(after), "ray_epoch_s": ray_s, "ratio": ray_s / plain_s,
+            "ray_fit_wall_s": wall}
+
+
+def bench_train(args, out: dict) -> None:
+    """Headline: 1 Ray Train worker with all cores vs the same loop in one plain process (Ray's own
+    overhead). Also: N DDP workers (N x 1 thread) vs the same plain process (DDP's cost on this box)."""
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.loop import prepare_training_data
+    from finpulse.forecast.train import fit_with_ray
+
+    df = real_features()
+    epochs = 5 if args.quick else 8
+    one = _ray_vs_plain(df, 1, epochs)
+    ddp = _ray_vs_plain(df, args.workers, epochs)
+    # fixed start-up: a TorchTrainer with N workers doing one epoch on a sliver of data
+    tiny = ForecastConfig(feature_set="price", lookback=20, hidden_size=8, max_epochs=1, num_workers=args.workers)
+    small = prepare_training_data(df[df["ticker"] == "AAPL"].tail(80), tiny)
+    t = time.perf_counter()
+    fit_with_ray(small, tiny, max_failures=0)
+    startup = time.perf_counter() - t
+    out["train"] = {
+        "train_overhead_ratio": one["ratio"], "train_overhead_ratio_ddp": ddp["ratio"],
+        "train_startup_s": startup, "startup_workers": args.workers, "one_worker": one, "ddp": ddp,
+        "note": "median epoch after the first; plain = 1 process with all cores; 'ddp' = N Ray workers x "
+                "(cores/N) threads with gradient all-reduce every batch",
+    }
+    print(json.dumps(out["train"], indent=1), flush=True)
+
+
+def bench_tune(args, out: dict) -> None:
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.tune import SearchSpace, tune_forecaster
+
+    df = real_features(None if not args.quick else ["AAPL", "MSFT"])
+    base = ForecastConfig(feature_set="price", max_epochs=6 if args.quick else 27, patience=1000,
+                          val_end=dt.date(2020, 1, 1), seed=0)
+    space = SearchSpace(feature_set=["price"], hidden_size=[16, 32], lookback=[10, 20], num_layers=[1],
+                        batch_size=[64, 128])
+    configs = space.sample(args.trials, seed=0)
+    res = {}
+    for sched in ("asha", "fifo"):
+        r = tune_forecaster(df, base, configs=configs, max_concurrent=os.cpu_count() or 1, cpus_per_trial=1,
+                            scheduler=sched, grace_period=2, reduction_factor=3, retrain=False, log_mlflow=False)
+        res[sched] = {"wall_s": r.wall_s, "best_val_loss": r.best_val_loss, "epochs_total": int(r.trials["epochs"].sum())}
+        print(sched, res[sched], flush=True)
+    out["tune"] = {
+        "trials": args.trials, "max_epochs": base.max_epochs, **{f"{k}_{m}": v for k, d in res.items() for m, v in d.items()},
+        "tune_time_ratio": res["asha"]["wall_s"] / res["fifo"]["wall_s"],
+        "tune_best_loss_gap": (res["asha"]["best_val_loss"] - res["fifo"]["best_val_loss"]) / res["fifo"]["best_val_loss"],
+    }
+
+
+GOALS = [("quality", "mae_ratio_vs_persistence", "<=", 1.0), ("stocknet", "stocknet_test_accuracy", ">=", 0.5823),
+         ("train", "train_overhead_ratio", "<=", 1.10), ("tune", "tune_time_ratio", "<=", 0.5),
+         ("tune", "tune_best_loss_gap", "<=", 0.02)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer epochs and refits (a few minutes)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["quality", "stocknet", "train", "tune"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--sentiment-model", help="registry spec/folder of the sentiment classifier for StockNet tweets")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    os.environ.setdefault("FINPULSE_HOME", tempfile.mkdtemp(prefix="bench-forecast-"))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    out: dict = {"quick": args.quick, "cpus": os.cpu_count(), "started": dt.datetime.now().isoformat(timespec="seconds")}
+    steps = {"quality": bench_quality, "stocknet": bench_stocknet, "train": bench_train, "tune": bench_tune}
+    needs_ray = {"train", "tune"} - set(args.skip)
+    if needs_ray:
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
+    try:
+        for name, fn in steps.items():
+            if name in args.skip:
+                continue
+            print(f"== {name}", flush=True)
+            t = time.perf_counter()
+            fn(args, out)
+            out.setdefault(name, {})["step_s"] = time.perf_counter() - t
+    finally:
+        if needs_ray:
+            import ray
+
+            ray.shutdown()
+    flat = {k: v for section in out.values() if isinstance(section, dict) for k, v in section.items()}
+    out["goals"] = {key: {"value": flat.get(key), "goal": f"{op} {bound}",
+                          "met": None if flat.get(key) is None else bool(flat[key] <= bound if op == "<=" else
+                                                                         flat[key] >= bound)}
+                    for _, key, op, bound in GOALS}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print("\n| metric | value | goal | met |\n|---|---|---|---|")
+    for key in ["mae_ratio_vs_persistence", "directional_accuracy", "dm_pvalue", "stocknet_test_accuracy",
+                "stocknet_test_mcc", "train_overhead_ratio", "train_startup_s", "tune_time_ratio", "tune_best_loss_gap"]:
+        g = out["goals"].get(key, {})
+        v = flat.get(key)
+        print(f"| {key} | {v if not isinstance(v, float) else round(v, 4)} | {g.get('goal', '')} | {g.get('met', '')} |")
+    print(f"stocknet_sentiment_source: {flat.get('stocknet_sentiment_source')}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Walk-forward evaluation against honest baselines, the StockNet protocol, report and plots.
+
+Walk-forward: the test period is cut into ``k`` consecutive blocks; for each block the models are
+refit on everything before it (an expanding window; the last ``val_fraction`` of those days is the
+early-stopping validation set) and predict the block. Refits use the in-process loop
+(:func:`finpulse.forecast.loop.fit_in_process`, the same steps as the Ray Train workers), so an
+evaluation does not pay Ray Train's start-up ``k`` times. It evaluates a *configuration*: the
+registered weights are one more fit of the same configuration on all the data before the test period.
+
+Every model in the table sees the same windows, scaler and days: the LSTM (its feature set), the
+price-only LSTM, ridge on the same windows, drift and persistence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from finpulse.forecast import baselines
+from finpulse.forecast.backtest import backtest
+from finpulse.forecast.config import ForecastConfig
+from finpulse.forecast.loop import fit_in_process, prepare_training_data
+from finpulse.forecast.metrics import dm_vs, forecast_metrics, mcc, price_errors
+from finpulse.forecast.model import predict_arrays
+from finpulse.forecast.windows import concat_windows
+
+PERSISTENCE = "persistence"
+STOCKNET_PAPER = {"accuracy": 0.5823, "mcc": 0.081}  # Xu and Cohen (ACL 2018), StockNet (best variant)
+STOCKNET_TICKERS = ("AAPL", "AMZN", "BAC", "FB", "GOOG", "INTC", "JPM", "MSFT", "WMT", "XOM")
+
+
+class WalkForwardConfig(BaseModel):
+    """Test period, number of refits and what to compare. Dates are as-of days of the forecasts."""
+
+    test_start: dt.date | None = None  # None: the last ``test_fraction`` of the days
+    test_end: dt.date | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    k: int = Field(4, ge=1, description="refits (one per consecutive test block)")
+    baselines: tuple[str, ...] = ("persistence", "drift", "ridge", "lstm_price")
+    ridge_alpha: float = 10.0
+    cost_bps: float = 5.0
+
+    def key(self) -> str:
+        """A short id of the evaluation protocol: promotion compares MAEs only under the same key."""
+        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+@dataclass
+class WalkForwardResult:
+    predictions: pd.DataFrame  # one row per (model, ticker, date)
+    table: pd.DataFrame  # one row per model
+    per_ticker: pd.DataFrame  # one row per (model, ticker)
+    backtests: dict[str, dict] = field(default_factory=dict)
+    folds: list[tuple[dt.date, dt.date]] = field(default_factory=list)
+
+    def metric(self, model: str, name: str) -> float:
+        return float(self.table.loc[model, name])
+
+
+def walk_forward_folds(dates: list[dt.date], k: int, test_start: dt.date | None, test_end: dt.date | None,
+                       test_fraction: float = 0.2) -> list[tuple[dt.date, dt.date]]:
+    """``k`` consecutive [start, end) blocks of (roughly) equal numbers of trading days."""
+    days = np.array(sorted(set(dates)))
+    if test_start is None:
+        test_start = days[int(len(days) * (1 - test_fraction))]
+    sel = days[(days >= test_start) & ((days < test_end) if test_end is not None else True)]
+    if len(sel) < k:
+        raise ValueError(f"{len(sel)} test days cannot make {k} folds")
+    edges = [sel[int(round(i * len(sel) / k))] for i in range(k)]
+    stop = test_end if test_end is not None else sel[-1] + dt.timedelta(days=1)
+    return [(edges[i], edges[i + 1] if i + 1 < k else stop) for i in range(k)]
+
+
+def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig,
+                      start: dt.date, end: dt.date, fold: int) -> list[pd.DataFrame]:
+    cfg = config.model_copy(update={"train_end": None, "val_end": start})
+    data = prepare_training_data(features, cfg)
+    test = data.rest.between(start, end)
+    if len(test) == 0:
+        return []
+    base = pd.DataFrame({"ticker": test.tickers, "date": test.dates, "close": test.close,
+                         "target_ret": test.target_ret, "target_close": test.target_close, "fold": fold})
+    out = []
+
+    def add(name: str, pred: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> None:
+        out.append(base.assign(model=name, pred=pred, low=np.nan if low is None else low,
+                               high=np.nan if high is None else high))
+
+    fit = fit_in_process(data, cfg)
+    point, quant = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
+    add(f"lstm_{config.feature_set}", point, quant[:, 0], quant[:, -1])
+    fitted = concat_windows([data.train, data.val])
+    for name in wf.baselines:
+        if name == PERSISTENCE:
+            add(name, baselines.persistence(test))
+        elif name == "drift":
+            add(name, baselines.drift(fitted, test))
+        elif name == "ridge":
+            add(name, baselines.ridge(fitted, test, wf.ridge_alpha))
+        elif name == "lstm_price" and config.feature_set != "price":
+            pcfg = cfg.model_copy(update={"feature_set": "price"})
+            pdata = prepare_training_data(features, pcfg)
+            ptest = pdata.rest.between(start, end)
+            pfit = fit_in_process(pdata, pcfg)
+            pp, pq = predict_arrays(pfit.model, ptest.x, ptest.ticker_idx, pdata.scaler.target_scale)
+            # the price-only frame keeps the same rows (sentiment never drops a row): align on key
+            pframe = pd.DataFrame({"ticker": ptest.tickers, "date": ptest.dates, "pred": pp,
+                                   "low": pq[:, 0], "high": pq[:, -1]})
+            merged = base.merge(pframe, on=["ticker", "date"], how="left")
+            add(name, merged["pred"].to_numpy(), merged["low"].to_numpy(), merged["high"].to_numpy())
+    return out
+
+
+def summarize(predictions: pd.DataFrame, cost_bps: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Metrics table per model (with DM vs persistence and the backtest), per-ticker MAE ratios."""
+    preds = predictions.dropna(subset=["pred"])
+    persist = preds[preds["model"] == PERSISTENCE].set_index(["ticker", "date"])
+    rows, ticker_rows, tests = [], [], {}
+    for name, g in preds.groupby("model", sort=False):
+        m = forecast_metrics(g["pred"].to_numpy(), g["target_ret"].to_numpy(), g["close"].to_numpy(),
+                             g["target_close"].to_numpy(),
+                             g["low"].to_numpy() if g["low"].notna().all() else None,
+                             g["high"].to_numpy() if g["high"].notna().all() else None)
+        err = price_errors(g["pred"].to_numpy(), g["close"].to_numpy(), g["target_close"].to_numpy())
+        if len(persist) and name != PERSISTENCE:
+            p = persist.reindex(pd.MultiIndex.from_frame(g[["ticker", "date"]]))
+            perr = price_errors(p["pred"].to_numpy(), p["close"].to_numpy(), p["target_close"].to_numpy())
+            m["dm_stat"], m["dm_pvalue"] = dm_vs(g["date"].to_numpy(), err, perr, g["close"].to_numpy())
+            m["mae_ratio_vs_persistence"] = m["mae"] / float(np.mean(np.abs(perr)))
+        else:
+            m["dm_stat"], m["dm_pvalue"] = math.nan, math.nan
+            m["mae_ratio_vs_persistence"] = 1.0 if name == PERSISTENCE else math.nan
+        bt = backtest(g, "pred", cost_bps=cost_bps)
+        tests[name] = bt
+        m.update({k: v for k, v in bt.items() if k != "curve"})
+        rows.append({"model": name, **m})
+        for ticker, tg in g.groupby("ticker"):
+            terr = np.abs(price_errors(tg["pred"].to_numpy(), tg["close"].to_numpy(), tg["target_close"].to_numpy()))
+            pr = persist.reindex(pd.MultiIndex.from_frame(tg[["ticker", "date"]])) if len(persist) else None
+            pmae = float(np.mean(np.abs(tg["target_close"] - tg["close"]))) if pr is None else float(
+                np.mean(np.abs(pr["target_close"].to_numpy() - pr["close"].to_numpy())))
+            ticker_rows.append({"model": name, "ticker": ticker, "mae": float(terr.mean()),
+                                "mae_ratio_vs_persistence": float(terr.mean()) / pmae if pmae > 0 else math.nan,
+                                "directional_accuracy": forecast_metrics(
+                                    tg["pred"].to_numpy(), tg["target_ret"].to_numpy(), tg["close"].to_numpy(),
+                                    tg["target_close"].to_numpy())["directional_accuracy"]})
+    table = pd.DataFrame(rows).set_index("model")
+    return table, pd.DataFrame(ticker_rows), tests
+
+
+def walk_forward(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig | None = None) -> WalkForwardResult:
+    """Expanding-window walk-forward with ``wf.k`` refits; every model on the same days."""
+    wf = wf or WalkForwardConfig()
+    df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
+    known = df[df["target_ret_1d"].notna()]
+    folds = walk_forward_folds(list(pd.to_datetime(known["date"]).dt.date), wf.k, wf.test_start, wf.test_end,
+                               wf.test_fraction)
+    parts: list[pd.DataFrame] = []
+    for i, (start, end) in enumerate(folds):
+        parts.extend(_fold_predictions(df, config, wf, start, end, i))
+    predictions = pd.concat(parts, ignore_index=True)
+    table, per_ticker, tests = summarize(predictions, wf.cost_bps)
+    return WalkForwardResult(predictions, table, per_ticker, tests, folds)
+
+
+# ---- StockNet protocol -------------------------------------------------------------------------------
+
+def stocknet_labels(log_ret: np.ndarray, up: float = 0.0055, down: float = -0.005) -> np.ndarray:
+    """1 (up: next close above +0.55%), 0 (down: at or below -0.5%), NaN in between (dropped)."""
+    pct = np.expm1(np.asarray(log_ret, float))
+    return np.where(pct > up, 1.0, np.where(pct <= down, 0.0, np.nan))
+
+
+class StockNetConfig(BaseModel):
+    train_start: dt.date = dt.date(2014, 1, 1)
+    train_end: dt.date = dt.date(2015, 8, 1)
+    val_end: dt.date = dt.date(2015, 10, 1)
+    test_end: dt.date = dt.date(2016, 1, 1)
+    up: float = 0.0055
+    down: float = -0.005
+
+
+def stocknet_evaluate(features: pd.DataFrame, config: ForecastConfig, sn: StockNetConfig | None = None) -> pd.DataFrame:
+    """Train on the StockNet split, predict the test quarter, score movement on the labelled days.
+
+    The LSTM is a regressor trained on every day (the dropped band included); its movement call is the
+    sign of the forecast return. The table also lists ridge, the price-only LSTM and the paper.
+    """
+    sn = sn or StockNetConfig()
+    rows = []
+    for name, fs in (("lstm_" + config.feature_set, config.feature_set), ("lstm_price", "price")):
+        if name == "lstm_price" and config.feature_set == "price":
+            continue
+        cfg = config.model_copy(update={"feature_set": fs, "train_start": sn.train_start, "train_end": sn.train_end,
+                                        "val_end": sn.val_end})
+        data = prepare_training_data(features, cfg)
+        test = data.rest.between(sn.val_end, sn.test_end)
+        labels = stocknet_labels(test.target_ret, sn.up, sn.down)
+        keep = np.isfinite(labels)
+        fit = fit_in_process(data, cfg)
+        point, _ = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
+        rows.append(_movement_row(name, point[keep] > 0, labels[keep]))
+        if name.startswith("lstm_") and fs == config.feature_set:
+            ridge_pred = baselines.ridge(concat_windows([data.train, data.val]), test)
+            rows.append(_movement_row("ridge", ridge_pred[keep] > 0, labels[keep]))
+            rows.append(_movement_row("always_up", np.ones(keep.sum(), bool), labels[keep]))
+    rows.append({"model": "StockNet (paper)", "n": math.nan, "accuracy": STOCKNET_PAPER["accuracy"],
+                 "mcc": STOCKNET_PAPER["mcc"]})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _movement_row(name: str, pred_up: np.ndarray, labels: np.ndarray) -> dict:
+    true_up = labels.astype(bool)
+    return {"model": name, "n": float(len(labels)), "accuracy": float(np.mean(pred_up == true_up)) if len(labels)
+            else math.nan, "mcc": mcc(pred_up, true_up)}
+
+
+# ---- report and plots --------------------------------------------------------------------------------
+
+TABLE_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
+                 "interval_width", "dm_stat", "dm_pvalue", "strategy_return", "strategy_sharpe", "turnover",
+                 "buy_hold_return", "buy_hold_sharpe"]
+
+
+def format_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """Markdown table (no tabulate dependency)."""
+    cols = [c for c in (columns or TABLE_COLUMNS) if c in table.columns]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in table.iterrows():
+        cells = ["" if pd.isna(row[c]) else f"{row[c]:.4g}" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def forecast_plot(predictions: pd.DataFrame, model: str, ticker: str | None = None, last_n: int = 120):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = predictions[predictions["model"] == model]
+    ticker = ticker or str(g["ticker"].iloc[0])
+    g = g[g["ticker"] == ticker].sort_values("date").tail(last_n)
+    dates = pd.to_datetime(g["date"]) + pd.offsets.BDay(1)  # plotted at the day forecast
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(dates, g["target_close"], label="actual close", color="black", lw=1)
+    ax.plot(dates, g["close"] * np.exp(g["pred"]), label=f"{model} forecast", lw=1)
+    if g["low"].notna().all():
+        ax.fill_between(dates, g["close"] * np.exp(g["low"]), g["close"] * np.exp(g["high"]), alpha=0.25,
+                        label="90% interval")
+    ax.set_title(f"{ticker}: next-day close, walk-forward")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def backtest_plot(tests: dict[str, dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, bt in tests.items():
+        if name != PERSISTENCE:
+            ax.plot(pd.to_datetime(bt["curve"].index), bt["curve"]["strategy"], label=f"{name} long/short", lw=1)
+    first = next(iter(tests.values()))
+    ax.plot(pd.to_datetime(first["curve"].index), first["curve"]["buy_hold"], label="buy and hold", color="black")
+    ax.set_title("Cumulative backtest (after costs)")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def markdown_report(result: WalkForwardResult, config: ForecastConfig, wf: WalkForwardConfig,
+                    stocknet: pd.DataFrame | None = None) -> str:
+    lines = ["# Forecaster walk-forward evaluation", "",
+             f"Feature set `{config.feature_set}`, lookback {config.lookback}, {wf.k} refits (expanding window), "
+             f"folds: {', '.join(f'{a}..{b}' for a, b in result.folds)}. Costs {wf.cost_bps} bps per unit turnover.",
+             "DM: Diebold-Mariano (HLN) on daily mean absolute relative price error vs persistence, one-sided p "
+             "(H1: the model is more accurate).", "", format_table(result.table), ""]
+    if stocknet is not None:
+        lines += ["## StockNet protocol (Xu and Cohen, ACL 2018)", "", format_table(stocknet, ["n", "accuracy", "mcc"]),
+                  ""]
+    return "\n".join(lines)
+
+
+def evaluate_model(features: pd.DataFrame, model: str | None = None, config: ForecastConfig | None = None,
+                   wf: WalkForwardConfig | None = None, *, experiment: str = "finpulse-forecast",
+                   out_dir: str | Path | None = None, log_to_model_run: bool = True) -> WalkForwardResult:
+    """Walk-forward evaluation of a registered model's configuration (or of ``config``), logged to MLflow.
+
+    Logs an evaluation run (metrics of every model, table, report, plots) and, when the model has a
+    training run, ``wf_mae``/``wf_persistence_mae``/``wf_key`` on that run: what promotion compares.
+    """
+    import mlflow
+
+    from finpulse import tracking
+
+    wf = wf or WalkForwardConfig()
+    ref = None
+    if model is not None:
+        from finpulse.forecast.model import load_forecaster
+
+        loaded = load_forecaster(model)
+        config = loaded.config.model_copy(update={"tickers": config.tickers if config else loaded.config.tickers})
+        ref = tracking.resolve(model) if not Path(str(model)).is_dir() else None
+    if config is None:
+        raise ValueError("give a model spec or a ForecastConfig")
+    result = walk_forward(features, config, wf)
+    name = f"lstm_{config.feature_set}"
+    report = markdown_report(result, config, wf)
+    with tracking.start_run(experiment, run_name=f"evaluate-{ref.label if ref else name}",
+                            tags={"finpulse.kind": "evaluate", "wf_key": wf.key(),
+                                  **({"model": ref.label} if ref else {})}):
+        for model_name, row in result.table.iterrows():
+            mlflow.log_metrics({f"{model_name}.{k}": float(v) for k, v in row.items()
+                                if isinstance(v, int | float) and np.isfinite(v)})
+        mlflow.log_dict(json.loads(wf.model_dump_json()), "walk_forward_config.json")
+        mlflow.log_text(result.table.to_csv(), "metrics_table.csv")
+        mlflow.log_text(result.per_ticker.to_csv(index=False), "metrics_per_ticker.csv")
+        mlflow.log_text(report, "report.md")
+        tracking.log_figure(forecast_plot(result.predictions, name), "plots/forecast_vs_actual.png")
+        tracking.log_figure(backtest_plot(result.backtests), "plots/backtest.png")
+    if ref is not None and ref.run_id and log_to_model_run:
+        record_walk_forward(ref.run_id, result, name, wf)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(report)
+        result.table.to_csv(out / "metrics_table.csv")
+        forecast_plot(result.predictions, name).savefig(out / "forecast_vs_actual.png")
+        backtest_plot(result.backtests).savefig(out / "backtest.png")
+    return result
+
+
+def record_walk_forward(run_id: str, result: WalkForwardResult, name: str, wf: WalkForwardConfig) -> None:
+    """Write the walk-forward summary onto a model's training run (read by the promotion gate)."""
+    from mlflow import MlflowClient
+
+    from finpulse import tracking
+
+    tracking.configure()
+    client = MlflowClient()
+    client.log_metric(run_id, "wf_mae", result.metric(name, "mae"))
+    client.log_metric(run_id, "wf_persistence_mae", result.metric(PERSISTENCE, "mae"))
+    client.log_metric(run_id, "wf_mae_ratio_vs_persistence", result.metric(name, "mae_ratio_vs_persistence"))
+    client.log_metric(run_id, "wf_dm_pvalue", result.metric(name, "dm_pvalue"))
+    client.set_tag(run_id, "wf_key", wf.key())
+
+
+def dm_between(predictions: pd.DataFrame, model: str, baseline: str) -> tuple[float, float]:
+    """DM test (one-sided: ``model`` more accurate) of any two models in a walk-forward's predictions."""
+    a = predictions[predictions["model"] == model].set_index(["ticker", "date"]).sort_index()
+    b = predictions[predictions["model"] == baseline].set_index(["ticker", "date"]).reindex(a.index)
+    ea = price_errors(a["pred"].to_numpy(), a["close"].to_numpy(), a["target_close"].to_numpy())
+    eb = price_errors(b["pred"].to_numpy(), b["close"].to_numpy(), b["target_close"].to_numpy())
+    return dm_vs(a.index.get_level_values("date").to_numpy(), ea, eb, a["close"].to_numpy())

@@ -1,0 +1,101 @@
+"""Where the forecaster's input frame comes from when it is not read from the ETL's output.
+
+:func:`daily_features` runs the foundation's pandas path (the ETL's reference); the planted-signal
+tests and the demo use :func:`synthetic_features`. :func:`simple_daily_features` is a price-only
+stand-in with the same schema and no-look-ahead rule, kept for quick unit tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from finpulse.data.schemas import DAILY_FEATURES, SENTIMENT_FEATURES
+
+
+def _rsi(close: pd.Series, window: int = 14) -> pd.Series:
+    delta = close.diff()
+    up = delta.clip(lower=0).rolling(window).mean()
+    down = (-delta.clip(upper=0)).rolling(window).mean()
+    return 100 - 100 / (1 + up / down.replace(0, np.nan))
+
+
+def simple_daily_features(prices: pd.DataFrame) -> pd.DataFrame:
+    """Price features, empty sentiment and targets per (ticker, day), in DAILY_FEATURES columns."""
+    parts = []
+    for ticker, g in prices.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
+        g = g.reset_index(drop=True)
+        close = g["close"].astype(float)
+        logc = np.log(close)
+        vol = g["volume"].astype(float)
+        out = pd.DataFrame({"ticker": ticker, "date": pd.to_datetime(g["date"]).dt.date, "close": close,
+                            "volume": g["volume"].astype("int64")})
+        out["ret_1d"] = logc.diff()
+        out["ret_5d"] = logc.diff(5)
+        out["ret_20d"] = logc.diff(20)
+        out["ma_ratio_5"] = close / close.rolling(5).mean() - 1
+        out["ma_ratio_20"] = close / close.rolling(20).mean() - 1
+        out["vol_20"] = out["ret_1d"].rolling(20).std()
+        out["volume_z_20"] = (vol - vol.rolling(20).mean()) / vol.rolling(20).std()
+        out["rsi_14"] = _rsi(close) / 100.0
+        for col in SENTIMENT_FEATURES:
+            out[col] = np.nan
+        out["sent_count"] = 0
+        out["has_posts"] = False
+        out["sentiment_source"] = "none"
+        out["target_ret_1d"] = logc.shift(-1) - logc
+        out["target_close"] = close.shift(-1)
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)[DAILY_FEATURES.names]
+
+
+def daily_features(prices: pd.DataFrame, posts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """DAILY_FEATURES from canonical prices and (unscored) posts through the foundation's pandas path
+    (validation, trading-day alignment, VADER scores, dedupe, aggregates): what the ETL would write."""
+    from finpulse.data import etl, sources
+
+    posts_raw = None if posts is None else sources.raw_frame(posts, sources.RAW_POST_COLUMNS)
+    return etl.build_pandas(etl.prices_to_raw(prices), posts_raw)["daily_features"]
+
+
+def synthetic_features(tickers: list[str] | None = None, *, start: str | None = None, end: str | None = None,
+                       signal_strength: float = 0.0, posts_per_day: float = 4.0, seed: int = 0) -> pd.DataFrame:
+    """Shipped real prices + synthetic posts (a planted next-day signal of ``signal_strength``) -> features."""
+    from finpulse.data.synthetic import generate_posts
+    from finpulse.resources import load_prices
+
+    prices = load_prices(tickers)
+    if start:
+        prices = prices[pd.to_datetime(prices["date"]) >= pd.Timestamp(start)]
+    if end:
+        prices = prices[pd.to_datetime(prices["date"]) < pd.Timestamp(end)]
+    posts = generate_posts(prices, posts_per_day=posts_per_day, signal_strength=signal_strength, seed=seed)
+    return daily_features(prices, posts)
+
+
+def load_features(features_uri: str | None = None, *, embedded: bool = False, tickers: list[str] | None = None,
+                  start: str | None = None, end: str | None = None, signal_strength: float = 0.0) -> pd.DataFrame:
+    """The DAILY_FEATURES frame a job trains on: the ETL's latest version at ``features_uri`` (default
+    ``<data_root>/curated``), or with ``embedded`` the shipped prices plus synthetic posts in process."""
+    if embedded:
+        return synthetic_features(tickers, start=start, end=end, signal_strength=signal_strength)
+    from finpulse.data.embedded import data_paths
+    from finpulse.data.etl import load_dataset
+
+    df = load_dataset(features_uri or data_paths().curated, "daily_features", tickers=tickers)
+    dates = pd.to_datetime(df["date"])
+    if start:
+        df = df[dates >= pd.Timestamp(start)]
+    if end:
+        df = df[pd.to_datetime(df["date"]) < pd.Timestamp(end)]
+    return df.reset_index(drop=True)
+
+
+def connect_ray() -> None:
+    """Join the configured Ray cluster (``FINPULSE_RAY_ADDRESS``), the job's cluster, or start a local one."""
+    import ray
+
+    from finpulse.config import get_settings
+
+    if not ray.is_initialized():
+        ray.init(address=get_settings().ray_address, log_to_driver=False)

@@ -1,0 +1,189 @@
+"""The LSTM forecaster (a plain torch module), its losses, and its on-disk format.
+
+On disk a model is a folder: ``model.pt`` (state dict) and ``meta.json`` (config, feature list,
+scaler, ticker index, version). :func:`load_forecaster` reads it (or a registry spec through
+:mod:`finpulse.tracking`) without Ray, so serving and notebooks need only torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from finpulse.forecast.config import ForecastConfig
+from finpulse.forecast.windows import UNKNOWN_TICKER, Scaler, prepare_frame
+
+FORMAT_VERSION = 1
+STATE_FILE = "model.pt"
+META_FILE = "meta.json"
+
+
+class LSTMForecaster(nn.Module):
+    """LSTM over the lookback window; the last hidden state plus a ticker embedding feeds two heads:
+    a point forecast of the (scaled) next-day return and one output per quantile."""
+
+    def __init__(self, n_features: int, n_tickers: int, hidden_size: int = 32, num_layers: int = 1,
+                 dropout: float = 0.1, embedding_dim: int = 4, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)):
+        super().__init__()
+        self.quantiles = tuple(quantiles)
+        self.embedding = nn.Embedding(n_tickers + 1, embedding_dim)  # row 0: unknown ticker
+        self.lstm = nn.LSTM(n_features, hidden_size, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.point_head = nn.Linear(hidden_size + embedding_dim, 1)
+        self.quantile_head = nn.Linear(hidden_size + embedding_dim, len(self.quantiles))
+        with torch.no_grad():  # targets are scaled to unit std: start each quantile at the normal's
+            normal = torch.distributions.Normal(0.0, 1.0)
+            self.quantile_head.bias.copy_(normal.icdf(torch.tensor(self.quantiles, dtype=torch.float32)))
+
+    def forward(self, x: torch.Tensor, ticker_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, _ = self.lstm(x)
+        h = torch.cat([self.dropout(out[:, -1, :]), self.embedding(ticker_idx)], dim=1)
+        return self.point_head(h).squeeze(-1), self.quantile_head(h)
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """Mean quantile (pinball) loss; ``pred`` is (n, q), ``target`` (n,)."""
+    q = torch.as_tensor(quantiles, dtype=pred.dtype, device=pred.device)
+    diff = target.unsqueeze(1) - pred
+    return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+def forecast_loss(point: torch.Tensor, quant: torch.Tensor, target: torch.Tensor, config: ForecastConfig) -> torch.Tensor:
+    """Point loss + weighted pinball loss: one objective trains both heads."""
+    if config.point_loss == "mse":
+        p = nn.functional.mse_loss(point, target)
+    elif config.point_loss == "l1":
+        p = nn.functional.l1_loss(point, target)
+    else:
+        p = nn.functional.huber_loss(point, target, delta=1.0)
+    return p + config.quantile_weight * pinball_loss(quant, target, config.quantiles)
+
+
+def build_model(config: ForecastConfig, n_features: int, n_tickers: int) -> LSTMForecaster:
+    torch.manual_seed(config.seed)
+    return LSTMForecaster(n_features, n_tickers, config.hidden_size, config.num_layers, config.dropout,
+                          config.embedding_dim, tuple(config.quantiles))
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, x: np.ndarray, ticker_idx: np.ndarray, target_scale: float,
+                   batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Unscaled (point return, sorted quantile returns) for windows; quantiles are sorted so they never cross."""
+    model.eval()
+    points, quants = [], []
+    for i in range(0, len(x), batch_size):
+        p, q = model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])),
+                     torch.from_numpy(ticker_idx[i:i + batch_size]))
+        points.append(p.numpy())
+        quants.append(np.sort(q.numpy(), axis=1))
+    if not points:
+        return np.zeros(0), np.zeros((0, len(getattr(model, "quantiles", (0.05, 0.5, 0.95)))))
+    return np.concatenate(points) * target_scale, np.concatenate(quants) * target_scale
+
+
+def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig, scaler: Scaler,
+                    tickers: dict[str, int], extra: dict[str, Any] | None = None) -> Path:
+    """Write the model folder (state dict + meta JSON). ``extra`` lands in meta (e.g. training metrics)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    torch.save(module.state_dict(), folder / STATE_FILE)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "config": json.loads(config.model_dump_json()),
+        "feature_columns": list(scaler.columns),
+        "scaler": scaler.to_dict(),
+        "tickers": tickers,
+        "extra": extra or {},
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return folder
+
+
+@dataclass
+class LoadedForecaster:
+    """A trained forecaster ready to predict from DAILY_FEATURES rows (no Ray needed)."""
+
+    model: LSTMForecaster
+    config: ForecastConfig
+    scaler: Scaler
+    ticker_index: dict[str, int]
+    version: str = "local"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lookback(self) -> int:
+        return self.config.lookback
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return list(self.scaler.columns)
+
+    @property
+    def tickers(self) -> list[str]:
+        return sorted(self.ticker_index)
+
+    @property
+    def level(self) -> float:
+        return self.config.interval_level
+
+    def _window(self, history: pd.DataFrame) -> tuple[np.ndarray, int, str, Any, float]:
+        tickers = history["ticker"].unique()
+        if len(tickers) != 1:
+            raise ValueError(f"history must hold one ticker, got {list(tickers)}")
+        frame = prepare_frame(history, self.feature_columns)
+        if len(frame) < self.lookback:
+            raise ValueError(f"need at least {self.lookback} complete rows, got {len(frame)}")
+        last = frame.iloc[-self.lookback:]
+        x = self.scaler.transform(last)[None]
+        ticker = str(tickers[0])
+        return x, self.ticker_index.get(ticker, UNKNOWN_TICKER), ticker, last["date"].iloc[-1], float(last["close"].iloc[-1])
+
+    def predict_batch(self, histories: list[pd.DataFrame]) -> list[dict]:
+        """One forecast per history (each: one ticker's rows up to and including the as-of day)."""
+        if not histories:
+            return []
+        items = [self._window(h) for h in histories]
+        x = np.concatenate([i[0] for i in items])
+        idx = np.array([i[1] for i in items], dtype=np.int64)
+        point, quant = predict_arrays(self.model, x, idx, self.scaler.target_scale)
+        out = []
+        for (_, _, ticker, as_of, close), p, q in zip(items, point, quant, strict=True):
+            out.append({
+                "ticker": ticker,
+                "as_of": as_of,
+                "predicted_return": float(p),
+                "predicted_close": float(close * np.exp(p)),
+                "low": float(close * np.exp(q[0])),
+                "high": float(close * np.exp(q[-1])),
+                "level": self.level,
+            })
+        return out
+
+    def predict_next(self, history: pd.DataFrame) -> dict:
+        return self.predict_batch([history])[0]
+
+
+def load_forecaster(model: str | Path) -> LoadedForecaster:
+    """Load from a local folder or a registry spec (``finpulse-forecaster@champion``, ``name/3``, ``models:/...``)."""
+    from finpulse import tracking
+
+    folder, ref = tracking.download_model(str(model))
+    meta = json.loads((Path(folder) / META_FILE).read_text())
+    config = ForecastConfig(**meta["config"])
+    scaler = Scaler.from_dict(meta["scaler"])
+    tickers = {str(k): int(v) for k, v in meta["tickers"].items()}
+    net = LSTMForecaster(len(scaler.columns), len(tickers), config.hidden_size, config.num_layers, config.dropout,
+                         config.embedding_dim, tuple(config.quantiles))
+    net.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True))
+    net.eval()
+    version = ref.version if ref.version else meta.get("extra", {}).get("version", "local")
+    return LoadedForecaster(net, config, scaler, tickers, version=str(version), meta=meta)

@@ -1,0 +1,110 @@
+"""The promotion gate: challenger -> champion only on walk-forward evidence, with reasons recorded.
+
+Rules (``PromotionPolicy``), all on the walk-forward metrics that :func:`evaluate.record_walk_forward`
+wrote on each model's training run, under the same evaluation protocol (``wf_key``):
+1. the challenger must have been evaluated (``wf_mae`` on its run);
+2. it must not be worse than persistence: ``wf_mae <= wf_persistence_mae * (1 + persistence_tolerance)``;
+3. with a champion, it must beat the champion's ``wf_mae`` by ``margin`` (relative):
+   ``wf_mae <= champion_wf_mae * (1 - margin)``, both measured under the same protocol.
+   With no champion yet, rules 1-2 decide (the first model needs only to clear persistence).
+The decision and its reasons become an MLflow run (tags, params, ``decision.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from pydantic import BaseModel, Field
+
+from finpulse import tracking
+from finpulse.forecast.train import EXPERIMENT, REGISTERED_NAME
+
+
+class PromotionPolicy(BaseModel):
+    margin: float = Field(0.0, ge=0, description="relative MAE improvement required over the champion")
+    persistence_tolerance: float = Field(0.0, ge=0, description="relative MAE slack allowed above persistence")
+    require_same_protocol: bool = True
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    challenger: str | None = None
+    champion: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def decide(challenger: dict[str, float], champion: dict[str, float] | None, policy: PromotionPolicy,
+           challenger_key: str | None = None, champion_key: str | None = None) -> Decision:
+    """Pure rule: metrics dicts hold ``wf_mae`` and ``wf_persistence_mae``."""
+    reasons: list[str] = []
+    mae = challenger.get("wf_mae", math.nan)
+    persist = challenger.get("wf_persistence_mae", math.nan)
+    metrics = {"challenger_wf_mae": mae, "persistence_wf_mae": persist}
+    if not math.isfinite(mae) or not math.isfinite(persist):
+        return Decision(False, ["challenger has no walk-forward evaluation (run `finpulse evaluate` first)"],
+                        metrics=metrics)
+    ok = True
+    limit = persist * (1 + policy.persistence_tolerance)
+    if mae <= limit:
+        reasons.append(f"walk-forward MAE {mae:.4f} is not worse than persistence {persist:.4f}")
+    else:
+        ok = False
+        reasons.append(f"walk-forward MAE {mae:.4f} is worse than persistence {persist:.4f} (limit {limit:.4f})")
+    if champion is None:
+        reasons.append("no champion yet: the persistence rule decides")
+    else:
+        cmae = champion.get("wf_mae", math.nan)
+        metrics["champion_wf_mae"] = cmae
+        if policy.require_same_protocol and challenger_key != champion_key:
+            ok = False
+            reasons.append(f"champion was evaluated under another protocol ({champion_key} vs {challenger_key}): "
+                           "re-evaluate both on the same walk-forward")
+        elif not math.isfinite(cmae):
+            reasons.append("champion has no walk-forward MAE: the challenger replaces it on the persistence rule")
+        elif mae <= cmae * (1 - policy.margin):
+            reasons.append(f"beats the champion's MAE {cmae:.4f} by the margin {policy.margin:.2%}")
+        else:
+            ok = False
+            reasons.append(f"does not beat the champion's MAE {cmae:.4f} by the margin {policy.margin:.2%}")
+    return Decision(ok, reasons, metrics=metrics)
+
+
+def promote(name: str = REGISTERED_NAME, policy: PromotionPolicy | None = None, *,
+            experiment: str = EXPERIMENT, dry_run: bool = False) -> Decision:
+    """Apply the gate to ``name@challenger`` vs ``name@champion``; move the alias when it passes."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    policy = policy or PromotionPolicy()
+    challenger = tracking.get_version(name, tracking.CHALLENGER)
+    if challenger is None:
+        raise LookupError(f"{name} has no {tracking.CHALLENGER} alias: train a model first")
+    champion = tracking.get_version(name, tracking.CHAMPION)
+    client = MlflowClient()
+
+    def key(ref: tracking.ModelRef) -> str | None:
+        return client.get_run(ref.run_id).data.tags.get("wf_key") if ref.run_id else None
+
+    if champion is not None and champion.version == challenger.version:
+        decision = Decision(False, ["the challenger already is the champion"])
+    else:
+        decision = decide(tracking.run_metrics(challenger.run_id) if challenger.run_id else {},
+                          (tracking.run_metrics(champion.run_id) if champion.run_id else {}) if champion else None,
+                          policy, key(challenger), key(champion) if champion else None)
+    decision.challenger, decision.champion = challenger.label, champion.label if champion else None
+    if decision.promote and not dry_run:
+        tracking.set_alias(name, tracking.CHAMPION, challenger.version)
+    with tracking.start_run(experiment, run_name=f"promote-{challenger.label}",
+                            tags={"finpulse.kind": "promotion", "decision": "promote" if decision.promote else "reject",
+                                  "challenger": challenger.label, "champion": decision.champion or "none"}):
+        mlflow.log_params({**policy.model_dump(), "dry_run": dry_run})
+        mlflow.log_metrics({k: v for k, v in decision.metrics.items() if math.isfinite(v)})
+        mlflow.log_dict(asdict(decision), "decision.json")
+        mlflow.set_tag("reasons", json.dumps(decision.reasons)[:5000])
+    if challenger.run_id:
+        client.set_tag(challenger.run_id, "promotion_decision", "promote" if decision.promote else "reject")
+    return decision

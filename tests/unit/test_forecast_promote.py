@@ -1,0 +1,37 @@
+"""The promotion rule (pure) and the tune search space sampling."""
+
+from __future__ import annotations
+
+from finpulse.forecast.promote import PromotionPolicy, decide
+from finpulse.forecast.tune import SearchSpace
+
+GOOD = {"wf_mae": 9.0, "wf_persistence_mae": 10.0}
+
+
+def test_first_model_needs_only_to_clear_persistence():
+    assert decide(GOOD, None, PromotionPolicy()).promote
+    worse = decide({"wf_mae": 10.5, "wf_persistence_mae": 10.0}, None, PromotionPolicy())
+    assert not worse.promote and "worse than persistence" in worse.reasons[0]
+    assert decide({"wf_mae": 10.05, "wf_persistence_mae": 10.0}, None, PromotionPolicy(persistence_tolerance=0.01)).promote
+
+
+def test_challenger_must_beat_champion_by_margin_under_same_protocol():
+    champ = {"wf_mae": 9.5, "wf_persistence_mae": 10.0}
+    assert decide(GOOD, champ, PromotionPolicy(margin=0.05), "k", "k").promote  # 9.0 <= 9.5 * 0.95
+    d = decide(GOOD, champ, PromotionPolicy(margin=0.10), "k", "k")
+    assert not d.promote and any("margin" in r for r in d.reasons)
+    other = decide(GOOD, champ, PromotionPolicy(), "k1", "k2")
+    assert not other.promote and any("protocol" in r for r in other.reasons)
+
+
+def test_unevaluated_challenger_is_refused():
+    d = decide({}, None, PromotionPolicy())
+    assert not d.promote and "evaluate" in d.reasons[0]
+
+
+def test_search_space_sampling_is_seeded_and_in_range():
+    space = SearchSpace()
+    a, b = space.sample(16, seed=3), space.sample(16, seed=3)
+    assert a == b and len(a) == 16
+    assert all(space.lr[0] <= c["lr"] <= space.lr[1] and c["feature_set"] in space.feature_set for c in a)
+    assert a != space.sample(16, seed=4)
