@@ -1,0 +1,1 @@
+"""Monitoring: custom Serve metrics (metrics.py) and drift statistics."""

@@ -1,0 +1,59 @@
+"""Custom serving metrics (``ray.serve.metrics``), exported beside Serve's built-in ones.
+
+Label sets stay small on purpose: route (a fixed list), model version, status code, stage, label.
+Outside a Ray worker the recorders become no-ops, so the pure API can be tested without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter as _Tally
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000]
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+RETURN_BOUNDARIES = [-0.1, -0.05, -0.03, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1]
+
+
+class ServingMetrics:
+    """Requests by route/version/status, latency, batch sizes, predicted returns and sentiment classes."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.serve.metrics import Counter, Histogram
+
+            self._requests = Counter("finpulse_requests", "HTTP requests by route, model version and status",
+                                     tag_keys=("route", "model_version", "status"))
+            self._latency = Histogram("finpulse_request_latency_ms", "Gateway latency per request",
+                                      boundaries=LATENCY_MS_BOUNDARIES, tag_keys=("route",))
+            self._batch = Histogram("finpulse_batch_size", "Items per batch at each hop and model pass",
+                                    boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("stage",))
+            self._returns = Histogram("finpulse_predicted_return", "Predicted next-day log returns",
+                                      boundaries=RETURN_BOUNDARIES, tag_keys=("model_version",))
+            self._classes = Counter("finpulse_sentiment_predictions", "Predicted sentiment classes",
+                                    tag_keys=("label", "model_version"))
+            self.enabled = True
+        except Exception as exc:
+            log.debug("metrics disabled: %s", exc)
+            self.enabled = False
+
+    def request(self, route: str, version: str, status: int, seconds: float) -> None:
+        if self.enabled:
+            self._requests.inc(1, tags={"route": route, "model_version": version, "status": str(status)})
+            self._latency.observe(seconds * 1000.0, tags={"route": route})
+
+    def batch(self, stage: str, size: int) -> None:
+        if self.enabled:
+            self._batch.observe(float(size), tags={"stage": stage})
+
+    def predicted_returns(self, version: str, values: Iterable[float]) -> None:
+        if self.enabled:
+            for v in values:
+                self._returns.observe(float(v), tags={"model_version": version})
+
+    def sentiment_classes(self, version: str, labels: Iterable[str]) -> None:
+        if self.enabled:
+            for label, n in _Tally(labels).items():
+                self._classes.inc(n, tags={"label": label, "model_version": version})

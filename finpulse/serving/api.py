@@ -1,0 +1,232 @@
+"""The FastAPI application of the Gateway, built over a *backend* so it runs with or without Serve.
+
+The backend (the Gateway deployment in production, an in-process stand-in in unit tests) offers
+``sentiment(texts, key)``, ``forecast(item, key)``, ``models()``, ``health()`` and a ``config``
+(:class:`GatewayConfig`). The API turns every failure into a clear status: 422 for malformed input,
+413 for too much of it, 404 for an unknown ticker, 503 while a model is not loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from finpulse.serving.core import ServingError, TooLarge, day_aggregate, finite
+from finpulse.serving.schemas import (
+    ErrorResponse,
+    ForecastRequest,
+    ForecastResponse,
+    GatewayConfig,
+    SentimentRequest,
+    SentimentResponse,
+    SignalRequest,
+    SignalResponse,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+ROUTES = ("/v1/sentiment", "/v1/forecast", "/v1/signal", "/v1/models", "/healthz")
+VERSION_HEADER = "X-Model-Version"
+KEY_HEADER = "X-Request-Key"
+
+
+class Backend(Protocol):
+    config: GatewayConfig
+
+    async def sentiment(self, texts: list[str], key: str | None) -> tuple[list[dict], str]: ...
+
+    async def forecast(self, item: dict, key: str | None) -> tuple[dict, str]: ...
+
+    async def models(self) -> dict: ...
+
+    async def health(self) -> tuple[bool, dict]: ...
+
+
+class Metrics(Protocol):
+    def request(self, route: str, version: str, status: int, seconds: float) -> None: ...
+
+
+class NullMetrics:
+    def request(self, route: str, version: str, status: int, seconds: float) -> None:
+        pass
+
+
+def _json(content: Any, status: int = 200, version: str | None = None) -> Response:
+    body = json.dumps(content, separators=(",", ":"), allow_nan=False, default=str).encode()
+    headers = {VERSION_HEADER: version} if version else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(status: int, detail: Any) -> Response:
+    return _json({"detail": detail}, status)
+
+
+# Ray errors that mean "the model is not there right now", not "the request is bad": 503.
+_UNAVAILABLE_NAMES = {"DeploymentUnavailableError", "BackPressureError", "RayActorError", "ActorDiedError",
+                      "ActorUnavailableError", "RequestCancelledError", "GetTimeoutError", "TimeoutError",
+                      "ReplicaUnavailableError"}
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    return any(c.__name__ in _UNAVAILABLE_NAMES for c in type(exc).__mro__)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body above the configured limit, declared or streamed."""
+
+    class _TooBig(Exception):
+        pass
+
+    def __init__(self, app: Any, limit: Any):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = int(self.limit())
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    await _error(400, "invalid Content-Length")(scope, receive, send)
+                    return
+                if size > limit:
+                    await _error(413, f"request body of {size} bytes exceeds {limit}")(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise BodyLimit._TooBig
+            return msg
+
+        async def tracking_send(msg: dict) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyLimit._TooBig:
+            if not started:
+                await _error(413, f"request body exceeds {limit} bytes")(scope, receive, send)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict]:
+    """Field errors without the offending input (it may be NaN or huge, which JSON cannot echo)."""
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()]
+
+
+def _forecast_body(f: dict, version: str) -> dict:
+    return {
+        "ticker": f["ticker"],
+        "as_of": str(f["as_of"])[:10],
+        "predicted_close": finite(f["predicted_close"]),
+        "predicted_return": finite(f["predicted_return"]),
+        "interval": {"low": finite(f["low"]), "high": finite(f["high"]), "level": finite(f["level"])},
+        "model_version": version,
+    }
+
+
+def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse") -> FastAPI:
+    """The HTTP API over ``backend`` (OpenAPI at /docs)."""
+    metrics = metrics or NullMetrics()
+    app = FastAPI(title=title, version="1.0", description="Sentiment and next-day forecasts from social posts.")
+    errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, exc: RequestValidationError) -> Response:
+        return _error(422, _validation_errors(exc))
+
+    @app.exception_handler(ServingError)
+    async def _on_serving(_: Request, exc: ServingError) -> Response:
+        return _error(exc.status, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(_: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, exc.detail)
+
+    @app.exception_handler(Exception)
+    async def _on_any(_: Request, exc: Exception) -> Response:
+        if _is_unavailable(exc):
+            return _error(503, f"model temporarily unavailable: {type(exc).__name__}")
+        log.exception("unhandled error")
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Response:
+        t0 = time.perf_counter()
+        path = request.url.path
+        route = path if path in ROUTES else "other"
+        try:
+            response = await call_next(request)
+        except Exception as exc:
+            response = await _on_any(request, exc)
+        metrics.request(route, response.headers.get(VERSION_HEADER, "none"), response.status_code,
+                        time.perf_counter() - t0)
+        return response
+
+    app.add_middleware(BodyLimit, limit=lambda: backend.config.max_body_bytes)
+
+    def _check_texts(texts: list[str]) -> None:
+        if len(texts) > backend.config.max_texts:
+            raise TooLarge(f"{len(texts)} texts exceed the limit of {backend.config.max_texts} per request")
+
+    @app.post(f"/{API_VERSION}/sentiment", response_model=SentimentResponse, responses=errors)
+    async def sentiment(body: SentimentRequest, request: Request) -> Response:
+        """Score texts: label, class probabilities and score = p(positive) - p(negative) per text."""
+        _check_texts(body.texts)
+        results, version = await backend.sentiment(body.texts, request.headers.get(KEY_HEADER))
+        return _json({"results": results, "model_version": version}, version=version)
+
+    @app.post(f"/{API_VERSION}/forecast", response_model=ForecastResponse, responses={404: {"model": ErrorResponse},
+                                                                                       **errors})
+    async def forecast(body: ForecastRequest, request: Request) -> Response:
+        """Next-day close and return with a prediction interval, from the as-of day's features."""
+        f, version = await backend.forecast({"ticker": body.ticker, "as_of": body.as_of},
+                                            request.headers.get(KEY_HEADER))
+        return _json(_forecast_body(f, version), version=version)
+
+    @app.post(f"/{API_VERSION}/signal", response_model=SignalResponse, responses={404: {"model": ErrorResponse},
+                                                                                   **errors})
+    async def signal(body: SignalRequest, request: Request) -> Response:
+        """Score the day's texts, rebuild the day's sentiment aggregate and forecast with it."""
+        _check_texts(body.texts)
+        key = request.headers.get(KEY_HEADER)
+        scores, s_version = await backend.sentiment(body.texts, key)
+        agg = day_aggregate(scores)
+        item = {"ticker": body.ticker, "as_of": body.as_of, "sentiment": agg, "closes": body.closes}
+        f, f_version = await backend.forecast(item, key)
+        out = {"ticker": body.ticker, "sentiment": agg, "scores": scores,
+               "forecast": _forecast_body(f, f_version), "sentiment_model_version": s_version,
+               "model_version": f_version}
+        return _json(out, version=f"forecast={f_version};sentiment={s_version}")
+
+    @app.get(f"/{API_VERSION}/models")
+    async def models() -> Response:
+        """Stable and canary versions of each model, traffic weights, load times and replica identity."""
+        return _json(await backend.models())
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """200 when the stable models and the features are loaded, else 503 with what is missing."""
+        ok, detail = await backend.health()
+        return _json({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)
+
+    return app

@@ -1,0 +1,208 @@
+"""Canary operations on a running application, applied as ``user_config`` updates (no replica restarts).
+
+The deployed Serve config is read from the dashboard's REST API, edited here (pure functions on the
+config dict) and deployed back, as ``serve deploy`` does. Serve applies a user_config change by
+calling ``reconfigure`` on the running replicas: a weight change touches only the Gateway, a version
+change makes the canary slot load the new model in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Any
+
+import requests
+
+from finpulse.serving.app import APP_NAME, DEPLOYMENT_NAMES, GATEWAY
+
+DEFAULT_DASHBOARD = os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265")
+MODELS = ("sentiment", "forecast")
+
+
+# ---- pure edits of a Serve config dict ------------------------------------------------------------
+
+
+def _app(config: dict, app_name: str) -> dict:
+    for app in config["applications"]:
+        if app["name"] == app_name:
+            return app
+    raise LookupError(f"application {app_name!r} is not deployed")
+
+
+def _deployment(app: dict, name: str) -> dict:
+    deployments = app.setdefault("deployments", [])
+    for d in deployments:
+        if d["name"] == name:
+            return d
+    d = {"name": name}
+    deployments.append(d)
+    return d
+
+
+def user_config(config: dict, deployment: str, app_name: str = APP_NAME) -> dict:
+    return copy.deepcopy(_deployment(_app(config, app_name), deployment).get("user_config") or {})
+
+
+def _set_user_config(config: dict, deployment: str, value: dict, app_name: str) -> dict:
+    out = copy.deepcopy(config)
+    _deployment(_app(out, app_name), deployment)["user_config"] = value
+    return out
+
+
+def with_canary_model(config: dict, model: str, version: str | None, app_name: str = APP_NAME) -> dict:
+    name = DEPLOYMENT_NAMES[(model, "canary")]
+    uc = user_config(config, name, app_name)
+    uc["model"] = version
+    return _set_user_config(config, name, uc, app_name)
+
+
+def with_stable_model(config: dict, model: str, version: str, app_name: str = APP_NAME) -> dict:
+    name = DEPLOYMENT_NAMES[(model, "stable")]
+    uc = user_config(config, name, app_name)
+    uc["model"] = version
+    return _set_user_config(config, name, uc, app_name)
+
+
+def with_weight(config: dict, model: str, weight: float, app_name: str = APP_NAME) -> dict:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    uc = user_config(config, GATEWAY, app_name)
+    uc.setdefault("weights", {})[model] = float(weight)
+    return _set_user_config(config, GATEWAY, uc, app_name)
+
+
+# ---- the running application ----------------------------------------------------------------------
+
+
+def _auth_headers() -> dict[str, str]:
+    """Ray's dashboard token, when the cluster has token authentication on (as the Serve CLI sends it)."""
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+        return dict(get_auth_headers_if_auth_enabled({}) or {})
+    except Exception:
+        return {}
+
+
+class ServeConfigClient:
+    """Reads and deploys the Serve config through the Ray dashboard (what ``serve deploy`` does)."""
+
+    def __init__(self, dashboard: str = DEFAULT_DASHBOARD, timeout: float = 30.0):
+        self.dashboard, self.timeout = dashboard.rstrip("/"), timeout
+        self.headers = _auth_headers()
+
+    def details(self) -> dict:
+        r = requests.get(f"{self.dashboard}/api/serve/applications/", headers=self.headers, timeout=self.timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def current_config(self) -> dict:
+        """The deployed config, with every deployment's effective user_config filled in."""
+        d = self.details()
+        apps = []
+        for name, app in (d.get("applications") or {}).items():
+            cfg = copy.deepcopy(app.get("deployed_app_config"))
+            if cfg is None:
+                raise RuntimeError(f"application {name!r} was deployed imperatively (serve.run); "
+                                   "deploy it from a config (finpulse serve / serve deploy) to use canary ops")
+            for dep_name, dep in (app.get("deployments") or {}).items():
+                effective = (dep.get("deployment_config") or {}).get("user_config")
+                target = _deployment(cfg, dep_name)
+                if "user_config" not in target and effective is not None:
+                    target["user_config"] = effective
+            apps.append(cfg)
+        if not apps:
+            raise LookupError("no Serve application is deployed")
+        out: dict[str, Any] = {"applications": apps}
+        if d.get("proxy_location"):
+            out["proxy_location"] = d["proxy_location"]
+        http = d.get("http_options") or {}
+        out["http_options"] = {k: http[k] for k in ("host", "port") if k in http}
+        return out
+
+    def deploy(self, config: dict) -> None:
+        r = requests.put(f"{self.dashboard}/api/serve/applications/", json=config, headers=self.headers,
+                         timeout=self.timeout)
+        if r.status_code != 200:
+            raise RuntimeError(f"deploy failed ({r.status_code}): {r.text[:500]}")
+
+    def gateway_url(self, app_name: str = APP_NAME) -> str:
+        d = self.details()
+        http = d.get("http_options") or {}
+        host = http.get("host", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        prefix = ((d.get("applications") or {}).get(app_name, {}).get("route_prefix") or "/").rstrip("/")
+        return f"http://{host}:{http.get('port', 8000)}{prefix}"
+
+    def models(self, app_name: str = APP_NAME) -> dict:
+        r = requests.get(f"{self.gateway_url(app_name)}/v1/models", timeout=self.timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def wait_for(self, predicate: Any, app_name: str = APP_NAME, timeout: float = 300.0) -> dict:
+        """Poll /v1/models until ``predicate(models)`` holds; returns the last answer."""
+        deadline, last, err = time.time() + timeout, None, None
+        while time.time() < deadline:
+            try:
+                last = self.models(app_name)
+                if predicate(last):
+                    return last
+            except (requests.RequestException, KeyError) as exc:
+                err = exc
+            time.sleep(0.5)
+        raise TimeoutError(f"condition not reached in {timeout}s; last: {last or err}")
+
+
+def _slot(models: dict, model: str, slot: str) -> dict:
+    return models["models"][model][slot]
+
+
+def _wait_loaded(client: ServeConfigClient, model: str, slot: str, spec: str, app_name: str) -> dict:
+    def ok(m: dict) -> bool:
+        s = _slot(m, model, slot)
+        if s.get("failed_spec") == spec:
+            raise RuntimeError(f"{model} {slot} failed to load {spec!r}: {s['error']}")
+        return s.get("spec") == spec and bool(s.get("ready"))
+
+    return client.wait_for(ok, app_name)
+
+
+def set_canary(client: ServeConfigClient, model: str, version: str, weight: float, app_name: str = APP_NAME) -> dict:
+    """Load ``version`` into the canary slot, wait until it serves, then send it ``weight`` of traffic."""
+    cfg = client.current_config()
+    if user_config(cfg, DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model") != version:
+        client.deploy(with_weight(with_canary_model(cfg, model, version, app_name), model, 0.0, app_name))
+    _wait_loaded(client, model, "canary", version, app_name)
+    client.deploy(with_weight(client.current_config(), model, weight, app_name))
+    return client.wait_for(lambda m: m["models"][model]["weights"]["canary"] == weight, app_name)
+
+
+def promote(client: ServeConfigClient, model: str, app_name: str = APP_NAME) -> dict:
+    """The canary's version becomes stable (loaded in place), then the canary slot is emptied."""
+    cfg = client.current_config()
+    version = user_config(cfg, DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model")
+    if not version:
+        raise LookupError(f"no {model} canary to promote")
+    client.deploy(with_stable_model(cfg, model, version, app_name))
+    _wait_loaded(client, model, "stable", version, app_name)
+    return rollback(client, model, app_name)
+
+
+def rollback(client: ServeConfigClient, model: str, app_name: str = APP_NAME) -> dict:
+    """All traffic back to stable; the canary slot unloads its model."""
+    cfg = with_weight(client.current_config(), model, 0.0, app_name)
+    client.deploy(with_canary_model(cfg, model, None, app_name))
+    return client.wait_for(lambda m: m["models"][model]["weights"]["canary"] == 0.0
+                           and not _slot(m, model, "canary").get("ready"), app_name)
+
+
+def summary(models: dict) -> dict:
+    """Per model: stable/canary versions and weights (what `finpulse canary status` prints)."""
+    out = {}
+    for model, m in models["models"].items():
+        out[model] = {slot: {"version": m[slot].get("version"), "weight": m["weights"][slot],
+                             "ready": m[slot].get("ready"), "error": m[slot].get("error")}
+                      for slot in ("stable", "canary")}
+    return out

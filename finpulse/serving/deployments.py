@@ -1,0 +1,166 @@
+"""The Serve deployments: a thin shell over ``core``/``router``.
+
+Graph: HTTP -> Gateway (FastAPI ingress, canary split, batches requests per hop)
+-> SentimentModel | SentimentModelCanary | Forecaster | ForecasterCanary.
+
+Every model slot is configured by its ``user_config`` (the model spec, loader, features URI, batch
+sizes), applied by ``reconfigure``: changing a canary's version or weight reloads in place and
+restarts no replica. Models load in a worker thread, and a failed load keeps the previous model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from ray import serve
+
+from finpulse.monitoring.metrics import ServingMetrics
+from finpulse.serving.api import create_api
+from finpulse.serving.core import CANARY, STABLE, ForecastService, ModelNotReady, SentimentService
+from finpulse.serving.router import (
+    Router,
+    configure_forecast,
+    configure_sentiment,
+    forecast_info,
+    sentiment_info,
+)
+from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
+
+log = logging.getLogger(__name__)
+
+# Defaults sized for a 2-core laptop; serve_configs/*.yaml override them per environment.
+SMALL = {"num_cpus": 0.25}
+
+
+def _split(results: list, calls: list[list]) -> list[list]:
+    out, i = [], 0
+    for call in calls:
+        out.append(results[i : i + len(call)])
+        i += len(call)
+    return out
+
+
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32)
+class SentimentModel:
+    """Scores texts. One call carries many requests (a Gateway batch); calls are batched again here."""
+
+    def __init__(self) -> None:
+        self.service = SentimentService()
+        self.metrics = ServingMetrics()
+
+    async def reconfigure(self, config: dict) -> None:
+        cfg = SentimentModelConfig(**(config or {}))
+        await asyncio.to_thread(configure_sentiment, self.service, cfg)
+        self._batched.set_max_batch_size(cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def score(self, requests: list[list[str]]) -> list[dict]:
+        """Per request ``{"results": [...], "version"}`` or an error dict."""
+        return await self._batched(requests)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def _batched(self, calls: list[list[list[str]]]) -> list[list[dict]]:
+        flat = [texts for call in calls for texts in call]
+        self.metrics.batch("sentiment_model_texts", sum(len(t) for t in flat))
+        results = await asyncio.to_thread(self.service.predict, flat)
+        version = self.service.slot.version or "none"
+        self.metrics.sentiment_classes(version, (s["label"] for r in results if "results" in r for s in r["results"]))
+        return _split(results, calls)
+
+    async def info(self) -> dict:
+        return sentiment_info(self.service)
+
+
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32)
+class Forecaster:
+    """Forecasts from the latest daily features per ticker (reloaded on every reconfigure)."""
+
+    def __init__(self) -> None:
+        self.service = ForecastService()
+        self.metrics = ServingMetrics()
+
+    async def reconfigure(self, config: dict) -> None:
+        cfg = ForecasterConfig(**(config or {}))
+        await asyncio.to_thread(configure_forecast, self.service, cfg)
+        self._batched.set_max_batch_size(cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def predict(self, items: list[dict]) -> list[dict]:
+        """Per item a forecast dict (with ``model_version``) or an error dict."""
+        return await self._batched(items)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def _batched(self, calls: list[list[dict]]) -> list[list[dict]]:
+        flat = [item for call in calls for item in call]
+        self.metrics.batch("forecast_model_items", len(flat))
+        results = self.service.predict(flat)  # small LSTM: cheaper inline than a thread hop
+        self.metrics.predicted_returns(self.service.slot.version or "none",
+                                       (r["predicted_return"] for r in results if "predicted_return" in r))
+        return _split(results, calls)
+
+    async def info(self) -> dict:
+        return forecast_info(self.service)
+
+
+def _unavailable(exc: Exception, what: str) -> dict:
+    log.warning("%s hop failed: %s", what, exc)
+    return ModelNotReady(f"{what} model unavailable: {type(exc).__name__}").to_dict()
+
+
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=256)
+@serve.ingress()
+class Gateway(Router):
+    """The FastAPI ingress: splits traffic between stable and canary, batches requests per hop."""
+
+    def __init__(self, sentiment: Any, sentiment_canary: Any, forecaster: Any, forecaster_canary: Any) -> None:
+        Router.__init__(self)
+        self.handles = {("sentiment", STABLE): sentiment, ("sentiment", CANARY): sentiment_canary,
+                        ("forecast", STABLE): forecaster, ("forecast", CANARY): forecaster_canary}
+        self.metrics = ServingMetrics()
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self, self.metrics)
+
+    def reconfigure(self, config: dict) -> None:
+        Router.reconfigure(self, GatewayConfig(**(config or {})))
+        for hop in (self._sentiment_hop, self._forecast_hop):
+            hop.set_max_batch_size(self.config.max_batch_size)
+            hop.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+
+    async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
+        return await self._sentiment_hop((slot, texts))
+
+    async def _call_forecast(self, slot: str, item: dict) -> dict:
+        return await self._forecast_hop((slot, item))
+
+    async def _hop(self, model: str, method: str, items: list[tuple[str, Any]]) -> list[dict]:
+        """One handle call per slot for the whole batch of concurrent requests."""
+        self.metrics.batch(f"gateway_{model}", len(items))
+        by_slot: dict[str, list[int]] = defaultdict(list)
+        for i, (slot, _) in enumerate(items):
+            by_slot[slot].append(i)
+        calls = {slot: getattr(self.handles[(model, slot)], method).remote([items[i][1] for i in idx])
+                 for slot, idx in by_slot.items()}
+        out: list[dict] = [{}] * len(items)
+        for slot, response in calls.items():
+            try:
+                results = await response
+            except Exception as exc:
+                results = [_unavailable(exc, f"{model} {slot}")] * len(by_slot[slot])
+            for i, r in zip(by_slot[slot], results, strict=True):
+                out[i] = r
+        return out
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _sentiment_hop(self, items: list[tuple[str, list[str]]]) -> list[dict]:
+        return await self._hop("sentiment", "score", items)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _forecast_hop(self, items: list[tuple[str, dict]]) -> list[dict]:
+        return await self._hop("forecast", "predict", items)
+
+    async def _info(self, model: str, slot: str) -> dict:
+        return await asyncio.wait_for(self.handles[(model, slot)].info.remote(), timeout=10)

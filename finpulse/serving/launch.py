@@ -1,0 +1,108 @@
+"""``finpulse serve``: resolve a Serve config for this machine and hand it to ``serve run``.
+
+Replicas may start in another working directory, so relative FinPulse settings (data root, sqlite
+MLflow, model folders) are made absolute and passed in the application's ``runtime_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _abs_sqlite(uri: str) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + os.path.abspath(uri[len(prefix):])
+    return uri
+
+
+def resolve_config(path: str | Path, port: int | None = None) -> dict[str, Any]:
+    """The config at ``path`` with absolute FinPulse settings in every application's env_vars."""
+    from finpulse.config import get_settings
+
+    cfg = yaml.safe_load(Path(path).read_text())
+    s = get_settings()
+    env = {
+        "FINPULSE_HOME": os.path.abspath(s.home),
+        "FINPULSE_DATA_ROOT": s.data_root if "://" in s.data_root else os.path.abspath(s.data_root),
+        "FINPULSE_MLFLOW_TRACKING_URI": _abs_sqlite(s.mlflow_tracking_uri),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
+    if s.mlflow_artifact_location:
+        env["FINPULSE_MLFLOW_ARTIFACT_LOCATION"] = s.mlflow_artifact_location
+    for app in cfg.get("applications", []):
+        rt = app.setdefault("runtime_env", {})
+        rt["env_vars"] = {**env, **rt.get("env_vars", {})}  # the config's own values win
+    if port is not None:
+        cfg.setdefault("http_options", {})["port"] = port
+    return cfg
+
+
+def write_resolved(path: str | Path, port: int | None = None) -> Path:
+    from finpulse.config import get_settings
+
+    out = Path(get_settings().home) / "serve_config.resolved.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(resolve_config(path, port), sort_keys=False))
+    return out
+
+
+EXAMPLES: list[tuple[str, str, dict | None]] = [
+    ("POST", "/v1/sentiment", {"texts": ["Shares soared after a record quarter", "Guidance cut, stock plunges"]}),
+    ("POST", "/v1/forecast", {"ticker": "AAPL"}),
+    ("POST", "/v1/signal", {"ticker": "TSLA", "texts": ["Deliveries beat estimates", "Recall announced"]}),
+    ("GET", "/v1/models", None),
+]
+
+
+def example_calls(base_url: str, timeout: float = 60.0) -> list[dict]:
+    """Run the README's example calls against a running app: each curl line, status and answer."""
+    import json
+
+    import requests
+
+    out = []
+    for method, path, body in EXAMPLES:
+        url = f"{base_url.rstrip('/')}{path}"
+        curl = f"curl -s {url}" if body is None else (
+            f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+        try:
+            r = requests.request(method, url, json=body, timeout=timeout)
+            answer: object = r.json()
+            status = r.status_code
+        except Exception as exc:
+            answer, status = f"{type(exc).__name__}: {exc}", None
+        out.append({"curl": curl, "status": status, "answer": answer})
+    return out
+
+
+def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | None = None,
+                    timeout: float = 600.0) -> str:
+    """From a driver already connected to Ray: deploy the config declaratively (so canary ops work)
+    and wait for /healthz; returns the base URL. ``make demo`` calls this, then :func:`example_calls`."""
+    import time
+
+    import requests
+    from ray import serve
+
+    from finpulse.serving.canary import ServeConfigClient
+
+    cfg = resolve_config(config_path, port)
+    http = cfg.get("http_options", {})
+    serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
+    ServeConfigClient(dashboard_url).deploy(cfg)
+    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")
+    base = f"http://{host}:{http.get('port', 8000)}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return base
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{base}/healthz not healthy after {timeout}s")

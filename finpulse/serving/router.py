@@ -1,0 +1,122 @@
+"""Canary routing shared by the Serve Gateway and the in-process backend.
+
+A request goes to the canary slot of a model with probability ``weights[model]`` (sticky per
+``X-Request-Key``); the answer names the version that served it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from finpulse.serving.core import (
+    CANARY,
+    STABLE,
+    ForecastService,
+    SentimentService,
+    pick_slot,
+    process_identity,
+    unwrap,
+)
+from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
+
+MODELS = ("sentiment", "forecast")
+SLOTS = (STABLE, CANARY)
+
+
+class Router:
+    """Splits traffic by the weights in ``config``; subclasses say how a slot is called."""
+
+    def __init__(self, config: GatewayConfig | None = None, seed: int | None = None):
+        self.config = config or GatewayConfig()
+        self._rng = random.Random(seed)
+
+    def reconfigure(self, config: dict | GatewayConfig) -> None:
+        self.config = config if isinstance(config, GatewayConfig) else GatewayConfig(**(config or {}))
+
+    async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
+        raise NotImplementedError
+
+    async def _call_forecast(self, slot: str, item: dict) -> dict:
+        raise NotImplementedError
+
+    async def _info(self, model: str, slot: str) -> dict:
+        raise NotImplementedError
+
+    def pick(self, model: str, key: str | None) -> str:
+        return pick_slot(self.config.weight(model), key, self._rng)
+
+    async def sentiment(self, texts: list[str], key: str | None) -> tuple[list[dict], str]:
+        out = unwrap(await self._call_sentiment(self.pick("sentiment", key), texts))
+        return out["results"], out["version"]
+
+    async def forecast(self, item: dict, key: str | None) -> tuple[dict, str]:
+        out = unwrap(await self._call_forecast(self.pick("forecast", key), item))
+        return out, out["model_version"]
+
+    async def models(self) -> dict:
+        models: dict[str, Any] = {}
+        for model in MODELS:
+            models[model] = {"weights": {STABLE: 1.0 - self.config.weight(model), CANARY: self.config.weight(model)}}
+            for slot in SLOTS:
+                try:
+                    models[model][slot] = await self._info(model, slot)
+                except Exception as exc:
+                    models[model][slot] = {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"gateway": process_identity(), "models": models}
+
+    async def health(self) -> tuple[bool, dict]:
+        info = await self.models()
+        problems = {f"{m}.{STABLE}": info["models"][m][STABLE].get("error") or "not loaded"
+                    for m in MODELS if not info["models"][m][STABLE].get("ready")}
+        fc = info["models"]["forecast"][STABLE]
+        if fc.get("ready") and not fc.get("features", {}).get("ready", True):
+            problems["forecast.features"] = fc["features"].get("error") or "not loaded"
+        return not problems, {"problems": problems}
+
+
+def sentiment_info(service: SentimentService) -> dict:
+    return {**service.slot.info(), **process_identity()}
+
+
+def forecast_info(service: ForecastService) -> dict:
+    store = service.store
+    features = {"ready": store is not None, "source": getattr(store, "source", None),
+                "rows": getattr(store, "rows", 0), "loaded_at": getattr(store, "loaded_at", None),
+                "tickers": store.tickers if store else [], "error": service.store_error}
+    return {**service.slot.info(), "features": features, **process_identity()}
+
+
+def configure_sentiment(service: SentimentService, cfg: SentimentModelConfig) -> None:
+    service.slot.load(cfg.model, cfg.loader, device=cfg.device, **cfg.loader_kwargs)
+
+
+def configure_forecast(service: ForecastService, cfg: ForecasterConfig) -> None:
+    service.max_staleness_days = cfg.max_staleness_days
+    service.slot.load(cfg.model, cfg.loader)
+    service.load_features(cfg.features_uri)
+
+
+class LocalBackend(Router):
+    """Every slot in this process: the API without Serve (unit tests, notebooks)."""
+
+    def __init__(self, sentiment: dict[str, SentimentModelConfig], forecast: dict[str, ForecasterConfig],
+                 config: GatewayConfig | None = None, seed: int | None = None):
+        super().__init__(config, seed)
+        self.sentiment_services = {s: SentimentService() for s in SLOTS}
+        self.forecast_services = {s: ForecastService() for s in SLOTS}
+        for slot, cfg in sentiment.items():
+            configure_sentiment(self.sentiment_services[slot], cfg)
+        for slot, cfg in forecast.items():
+            configure_forecast(self.forecast_services[slot], cfg)
+
+    async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
+        return self.sentiment_services[slot].predict([texts])[0]
+
+    async def _call_forecast(self, slot: str, item: dict) -> dict:
+        return self.forecast_services[slot].predict([item])[0]
+
+    async def _info(self, model: str, slot: str) -> dict:
+        if model == "sentiment":
+            return sentiment_info(self.sentiment_services[slot])
+        return forecast_info(self.forecast_services[slot])

@@ -1,0 +1,127 @@
+"""Request/response models of the HTTP API and the typed user_configs of the Serve deployments.
+
+Requests reject NaN/Infinity (``allow_inf_nan=False``) and wrong types with 422; the text-count
+limit is checked by the route (413), because it is a size limit, not a malformed field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from finpulse.data.schemas import SENTIMENT_LABELS
+
+Ticker = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9.\-^]{1,12}$")]
+Close = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Label = Literal["negative", "neutral", "positive"]
+assert tuple(Label.__args__) == SENTIMENT_LABELS  # one label vocabulary across the project
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", str_max_length=100_000)
+
+
+class SentimentRequest(_Request):
+    texts: list[str] = Field(..., min_length=1, description="Texts to score (at most the server's max_texts).")
+
+
+class ForecastRequest(_Request):
+    ticker: Ticker
+    as_of: dt.date | None = Field(None, description="Forecast from the features of this day (default: latest).")
+
+
+class SignalRequest(_Request):
+    ticker: Ticker
+    texts: list[str] = Field(..., min_length=1, description="The as-of day's posts about the ticker.")
+    closes: list[Close] | None = Field(None, min_length=1, max_length=4096,
+                                       description="Recent closes, oldest first, ending with the as-of day's close.")
+    as_of: dt.date | None = None
+
+
+class SentimentScore(BaseModel):
+    label: Label
+    probabilities: dict[str, float]
+    score: float
+
+
+class SentimentResponse(BaseModel):
+    results: list[SentimentScore]
+    model_version: str
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+    level: float
+
+
+class ForecastResponse(BaseModel):
+    ticker: str
+    as_of: dt.date
+    predicted_close: float
+    predicted_return: float
+    interval: Interval
+    model_version: str
+
+
+class DaySentiment(BaseModel):
+    sent_mean: float
+    sent_count: int
+    sent_pos_share: float
+    sent_neg_share: float
+    sent_weighted: float
+
+
+class SignalResponse(BaseModel):
+    ticker: str
+    sentiment: DaySentiment
+    scores: list[SentimentScore]
+    forecast: ForecastResponse
+    sentiment_model_version: str
+    model_version: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list
+
+
+# ---- deployment configs (user_config: applied by reconfigure, no replica restart) ------------------
+
+
+class BatchConfig(BaseModel):
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=5)
+
+
+class SentimentModelConfig(BatchConfig):
+    """user_config of SentimentModel[Canary]; ``model`` None = this slot holds no model (idle canary)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    model: str | None = None
+    loader: str = "finpulse.sentiment.model:load_classifier"
+    loader_kwargs: dict = Field(default_factory=dict)
+    device: str = "cpu"
+
+
+class ForecasterConfig(BatchConfig):
+    """user_config of Forecaster[Canary]: the model and where the daily features come from."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    model: str | None = None
+    loader: str = "finpulse.forecast.model:load_forecaster"
+    features_uri: str | None = Field(None, description="ETL output root (daily_features dataset) or a parquet file.")
+    max_staleness_days: int = Field(7, ge=0, description="as_of later than the last feature day by more -> 404.")
+
+
+class GatewayConfig(BatchConfig):
+    """user_config of the Gateway: canary weights, limits and hop batching."""
+
+    weights: dict[Literal["sentiment", "forecast"], float] = Field(
+        default_factory=lambda: {"sentiment": 0.0, "forecast": 0.0})
+    max_texts: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+
+    def weight(self, model: str) -> float:
+        return min(max(float(self.weights.get(model, 0.0)), 0.0), 1.0)

@@ -1,0 +1,155 @@
+"""The FinPulse graph on a real Ray Serve: API answers, bad input, canary split without restarts, rollback."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from finpulse.serving import canary
+from finpulse.serving.testing import build_test_models, serve_config
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = requests.get(f"{url}/healthz", timeout=5)
+            if last.status_code == 200:
+                return
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(1)
+    raise TimeoutError(f"gateway not healthy: {getattr(last, 'text', last)}")
+
+
+@pytest.fixture(scope="module")
+def served(ray_head, tmp_path_factory):
+    from ray import serve
+
+    models = build_test_models(tmp_path_factory.mktemp("serve_models"))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    client = canary.ServeConfigClient(ray_head["dashboard"])
+    client.deploy(serve_config(models, port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url)
+        yield {"url": url, "models": models, "client": client}
+    finally:
+        serve.shutdown()
+
+
+def _identity(url: str) -> dict:
+    m = requests.get(f"{url}/v1/models", timeout=10).json()
+    ids = {"gateway": (m["gateway"]["pid"], m["gateway"]["started_at"])}
+    for model, slots in m["models"].items():
+        for slot in ("stable", "canary"):
+            ids[f"{model}.{slot}"] = (slots[slot]["pid"], slots[slot]["started_at"])
+    return ids
+
+
+def test_api_answers_through_serve(served):
+    url = served["url"]
+    with requests.Session() as s:
+        r = s.post(f"{url}/v1/sentiment", json={"texts": ["good rally", "x" * 20000, "🚀"]}, timeout=30)
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == "sent-a" and len(r.json()["results"]) == 3
+        r = s.post(f"{url}/v1/forecast", json={"ticker": "AAPL", "as_of": "2020-06-05"}, timeout=30)
+        assert r.status_code == 200 and r.json()["as_of"] == "2020-06-05" and r.headers["X-Model-Version"] == "fc-a"
+        r = s.post(f"{url}/v1/signal", json={"ticker": "MSFT", "texts": ["bad miss"], "closes": [210.0, 222.4]},
+                   timeout=30)
+        assert r.status_code == 200 and r.json()["sentiment"]["sent_count"] == 1
+        assert s.get(f"{url}/docs", timeout=10).status_code == 200
+        assert "/v1/signal" in s.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+        for path, body, status in [("/v1/forecast", {"ticker": "ZZZ"}, 404), ("/v1/forecast", {"ticker": 1}, 422),
+                                   ("/v1/sentiment", {"texts": ["a"] * 257}, 413),
+                                   ("/v1/signal", {"ticker": "AAPL", "texts": ["a"], "closes": [0]}, 422)]:
+            assert s.post(f"{url}{path}", json=body, timeout=30).status_code == status
+        r = s.post(f"{url}/v1/signal", data=b'{"ticker":"AAPL","texts":["a"],"closes":[NaN]}',
+                   headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "finite_number"
+        r = s.post(f"{url}/v1/sentiment", data=b'{"texts":["' + b"x" * 1_200_000 + b'"]}',
+                   headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 413
+
+    # concurrent requests are batched at each hop and each gets its own answer
+    def one(i: int) -> tuple[int, str]:
+        t = ["AAPL", "MSFT", "TSLA"][i % 3]
+        r = requests.post(f"{url}/v1/forecast", json={"ticker": t}, timeout=60)
+        return r.status_code, r.json().get("ticker")
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(96)))
+    assert results == [(200, ["AAPL", "MSFT", "TSLA"][i % 3]) for i in range(96)]
+
+
+def _versions(url: str, n: int, threads: int = 16, path: str = "/v1/forecast") -> list[str]:
+    def worker(count: int) -> list[str]:
+        with requests.Session() as s:
+            return [s.post(f"{url}{path}", json={"ticker": "AAPL"}, timeout=60).headers.get("X-Model-Version", "?")
+                    for _ in range(count)]
+
+    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [v for part in pool.map(worker, per) for v in part]
+
+
+def test_canary_split_weight_change_without_restarts_and_rollback(served):
+    url, client, models = served["url"], served["client"], served["models"]
+    before = _identity(url)
+    canary.set_canary(client, "forecast", models["fc_b"], 0.2)
+    versions = _versions(url, 2000)
+    share = versions.count("fc-b") / len(versions)
+    assert set(versions) == {"fc-a", "fc-b"} and abs(share - 0.2) <= 0.03, share
+
+    canary.set_canary(client, "forecast", models["fc_b"], 0.6)  # weight-only change
+    versions = _versions(url, 400)
+    assert abs(versions.count("fc-b") / 400 - 0.6) < 0.1
+    sticky = {requests.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers={"X-Request-Key": "k1"},
+                            timeout=30).headers["X-Model-Version"] for _ in range(20)}
+    assert len(sticky) == 1
+    assert _identity(url) == before  # no replica restarted: same processes, same start times
+
+    status = canary.summary(client.models())
+    assert status["forecast"]["canary"] == {"version": "fc-b", "weight": 0.6, "ready": True, "error": None}
+    canary.rollback(client, "forecast")
+    assert set(_versions(url, 200)) == {"fc-a"}
+    assert _identity(url) == before
+
+
+def test_failed_canary_load_is_reported_and_503_not_500(served):
+    url, client = served["url"], served["client"]
+    with pytest.raises(RuntimeError, match="failed to load"):
+        canary.set_canary(client, "sentiment", "/no/such/model", 0.5)
+    cfg = canary.with_weight(client.current_config(), "sentiment", 1.0)
+    client.deploy(cfg)
+    client.wait_for(lambda m: m["models"]["sentiment"]["weights"]["canary"] == 1.0)
+    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
+    assert r.status_code == 503 and "not loaded" in r.json()["detail"]
+    canary.rollback(client, "sentiment")
+    assert requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30).status_code == 200
+
+
+def test_promote_makes_canary_stable(served):
+    url, client, models = served["url"], served["client"], served["models"]
+    before = _identity(url)
+    canary.set_canary(client, "sentiment", models["sent_b"], 0.1)
+    canary.promote(client, "sentiment")
+    m = client.models()["models"]["sentiment"]
+    assert m["stable"]["version"] == "sent-b" and m["weights"]["canary"] == 0.0 and not m["canary"]["ready"]
+    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
+    assert r.headers["X-Model-Version"] == "sent-b"
+    assert _identity(url) == before

@@ -1,0 +1,135 @@
+"""Pure serving core: canary routing, day aggregates, feature look-ups, model slots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finpulse.serving.core import (
+    CANARY,
+    STABLE,
+    BadInput,
+    FeatureStore,
+    ModelNotReady,
+    ModelSlot,
+    NoFeatures,
+    UnknownTicker,
+    apply_signal,
+    day_aggregate,
+    error_from_dict,
+    key_fraction,
+    pick_slot,
+    unwrap,
+)
+from finpulse.serving.testing import make_features
+
+
+def test_pick_slot_weights_and_stickiness():
+    rng = random.Random(0)
+    picks = [pick_slot(0.2, None, rng) for _ in range(20_000)]
+    assert abs(picks.count(CANARY) / len(picks) - 0.2) < 0.01
+    assert all(pick_slot(0.0, f"k{i}") == STABLE for i in range(100))
+    assert all(pick_slot(1.0, f"k{i}") == CANARY for i in range(100))
+    # sticky: a key always lands on the same side, and keys spread by weight
+    assert {pick_slot(0.3, "user-42") for _ in range(50)} == {pick_slot(0.3, "user-42")}
+    share = np.mean([pick_slot(0.3, f"user-{i}") == CANARY for i in range(5000)])
+    assert abs(share - 0.3) < 0.03
+    # raising the weight only moves keys stable -> canary (monotone), never back
+    moved_back = [k for k in (f"u{i}" for i in range(2000)) if pick_slot(0.1, k) == CANARY and pick_slot(0.2, k) == STABLE]
+    assert moved_back == []
+    assert 0.0 <= key_fraction("x") < 1.0
+
+
+def test_errors_round_trip_through_dicts():
+    for cls, status in ((ModelNotReady, 503), (UnknownTicker, 404), (BadInput, 422)):
+        err = error_from_dict(cls("why").to_dict())
+        assert isinstance(err, cls) and err.status == status and err.detail == "why"
+    assert unwrap({"ok": 1}) == {"ok": 1}
+    with pytest.raises(UnknownTicker):
+        unwrap(UnknownTicker("nope").to_dict())
+
+
+def test_day_aggregate_matches_definitions():
+    scores = [{"label": "positive", "score": 0.8}, {"label": "negative", "score": -0.6},
+              {"label": "neutral", "score": 0.1}, {"label": "positive", "score": 0.5}]
+    agg = day_aggregate(scores)
+    assert agg["sent_count"] == 4
+    assert agg["sent_mean"] == pytest.approx(0.2)
+    assert agg["sent_weighted"] == pytest.approx(agg["sent_mean"])  # no engagement: equal weights
+    assert agg["sent_pos_share"] == 0.5 and agg["sent_neg_share"] == 0.25
+    weighted = day_aggregate(scores, engagement=[3, 1, 1, 1])
+    assert weighted["sent_weighted"] == pytest.approx((3 * 0.8 - 0.6 + 0.1 + 0.5) / 6)
+    assert day_aggregate([])["sent_count"] == 0
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    return make_features(["AAPL", "MSFT"], start="2020-01-01")
+
+
+def test_feature_store_as_of_lookups(features):
+    store = FeatureStore(features)
+    assert store.tickers == ["AAPL", "MSFT"]
+    latest = store.history("AAPL", None, rows=30)
+    assert len(latest) == 30 and latest["date"].iloc[-1] == store.last_date("AAPL")
+    h = store.history("AAPL", dt.date(2020, 6, 7), rows=10)  # a Sunday: the Friday before is used
+    assert h["date"].iloc[-1] == dt.date(2020, 6, 5) and (h["ticker"] == "AAPL").all()
+    with pytest.raises(UnknownTicker):
+        store.history("ZZZZ")
+    with pytest.raises(NoFeatures):
+        store.history("AAPL", dt.date(2019, 1, 1))
+    with pytest.raises(NoFeatures):
+        store.history("AAPL", dt.date(2030, 1, 1), max_staleness_days=7)
+
+
+def test_apply_signal_replaces_day_sentiment_and_recomputes_prices(features):
+    from finpulse.data.features import price_features
+
+    hist = FeatureStore(features).history("AAPL", rows=60)
+    agg = day_aggregate([{"label": "positive", "score": 0.9}, {"label": "positive", "score": 0.7}])
+    out = apply_signal(hist, agg)
+    assert out["sent_mean"].iloc[-1] == pytest.approx(0.8) and out["sent_count"].iloc[-1] == 2
+    assert bool(out["has_posts"].iloc[-1])
+    pd.testing.assert_frame_equal(out.iloc[:-1].reset_index(drop=True)[["sent_mean", "close"]],
+                                  hist.iloc[:-1].reset_index(drop=True)[["sent_mean", "close"]])
+    closes = [float(c) for c in hist["close"].iloc[-5:]]
+    closes[-1] *= 1.10  # the as-of day closed 10% higher than the stored close
+    out = apply_signal(hist, None, closes)
+    assert out["close"].iloc[-1] == pytest.approx(closes[-1])
+    expected = price_features(out[["ticker", "date", "close", "volume"]])
+    assert out["ret_1d"].iloc[-1] == pytest.approx(expected["ret_1d"].iloc[-1])
+    assert out["ret_1d"].iloc[-1] == pytest.approx(hist["ret_1d"].iloc[-1] + np.log(1.10))
+    assert out["ret_1d"].iloc[-2] == pytest.approx(hist["ret_1d"].iloc[-2])
+
+
+class _Echo:
+    version = "echo-1"
+
+    def __init__(self, spec: str):
+        if spec == "broken":
+            raise OSError("no such model")
+        self.spec = spec
+
+
+def load_echo(spec: str, **_: object) -> _Echo:
+    return _Echo(spec)
+
+
+def test_model_slot_swaps_and_keeps_old_model_on_failure():
+    slot = ModelSlot("sentiment")
+    with pytest.raises(ModelNotReady, match="no model configured"):
+        slot.require()
+    loader = f"{__name__}:load_echo"
+    assert slot.load("a", loader) and slot.require().spec == "a" and slot.version == "echo-1"
+    assert not slot.load("a", loader)  # same spec: no reload
+    assert not slot.load("broken", loader)
+    assert slot.require().spec == "a" and "no such model" in slot.error  # still serving the old one
+    assert slot.load(None, loader) and not slot.ready
+    broken = ModelSlot("forecast")
+    broken.load("broken", loader)
+    with pytest.raises(ModelNotReady, match="no such model"):
+        broken.require()
