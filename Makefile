@@ -32,5 +32,15 @@ demo: $(STAMP)
 bench-etl: $(STAMP)
 	$(BIN)/python benchmarks/etl.py
 
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve_load.py
+
+bench-forecast: $(STAMP)
+	$(BIN)/python benchmarks/forecast.py
+
+# sentiment: fine-tune MiniLM (PhraseBank + TFNS) and time the Ray Data scorer; BENCH_SENTIMENT_ARGS=--quick for a smoke run
+bench-sentiment: $(STAMP)
+	$(BIN)/python benchmarks/sentiment.py $(BENCH_SENTIMENT_ARGS)
+
 clean:
 	rm -rf .finpulse
