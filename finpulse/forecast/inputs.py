@@ -1,52 +1,21 @@
 """Where the forecaster's input frame comes from when it is not read from the ETL's output.
 
 :func:`daily_features` runs the foundation's pandas path (the ETL's reference); the planted-signal
-tests and the demo use :func:`synthetic_features`. :func:`simple_daily_features` is a price-only
-stand-in with the same schema and no-look-ahead rule, kept for quick unit tests.
+tests and the demo use :func:`synthetic_features`. :func:`simple_daily_features` is the price-only
+part of the same feature code, for quick unit tests.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-
-from finpulse.data.schemas import DAILY_FEATURES, SENTIMENT_FEATURES
-
-
-def _rsi(close: pd.Series, window: int = 14) -> pd.Series:
-    delta = close.diff()
-    up = delta.clip(lower=0).rolling(window).mean()
-    down = (-delta.clip(upper=0)).rolling(window).mean()
-    return 100 - 100 / (1 + up / down.replace(0, np.nan))
 
 
 def simple_daily_features(prices: pd.DataFrame) -> pd.DataFrame:
-    """Price features, empty sentiment and targets per (ticker, day), in DAILY_FEATURES columns."""
-    parts = []
-    for ticker, g in prices.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
-        g = g.reset_index(drop=True)
-        close = g["close"].astype(float)
-        logc = np.log(close)
-        vol = g["volume"].astype(float)
-        out = pd.DataFrame({"ticker": ticker, "date": pd.to_datetime(g["date"]).dt.date, "close": close,
-                            "volume": g["volume"].astype("int64")})
-        out["ret_1d"] = logc.diff()
-        out["ret_5d"] = logc.diff(5)
-        out["ret_20d"] = logc.diff(20)
-        out["ma_ratio_5"] = close / close.rolling(5).mean() - 1
-        out["ma_ratio_20"] = close / close.rolling(20).mean() - 1
-        out["vol_20"] = out["ret_1d"].rolling(20).std()
-        out["volume_z_20"] = (vol - vol.rolling(20).mean()) / vol.rolling(20).std()
-        out["rsi_14"] = _rsi(close) / 100.0
-        for col in SENTIMENT_FEATURES:
-            out[col] = np.nan
-        out["sent_count"] = 0
-        out["has_posts"] = False
-        out["sentiment_source"] = "none"
-        out["target_ret_1d"] = logc.shift(-1) - logc
-        out["target_close"] = close.shift(-1)
-        parts.append(out)
-    return pd.concat(parts, ignore_index=True)[DAILY_FEATURES.names]
+    """Price features and targets with no posts (``has_posts`` false): the ETL's feature code,
+    without the post pipeline, for quick tests."""
+    from finpulse.data.features import aggregate_daily_sentiment, build_daily_features
+
+    return build_daily_features(prices, aggregate_daily_sentiment(pd.DataFrame()), "none")
 
 
 def daily_features(prices: pd.DataFrame, posts: pd.DataFrame | None = None) -> pd.DataFrame:
