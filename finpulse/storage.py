@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -153,19 +154,24 @@ def write_table(uri: str, table: pa.Table) -> None:
 
 def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None,
                filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
-    """Read a Parquet file or a folder of them (hive partitions are ignored; columns hold the keys)."""
+    """Read a Parquet file or a folder of them as one table (hive partition folders are not turned
+    into columns: FinPulse files carry their keys). Many files are read as one pyarrow dataset,
+    with threaded I/O, which matters for folders of many small files."""
     fs, _ = filesystem(uri)
     files = list_files(uri, ".parquet")
     if not files:
         if schema is None:
             raise FileNotFoundError(f"no Parquet files under {uri}")
-        return schema.empty_table()
-    paths = [filesystem(f)[1] for f in files]
-    tables = [pq.read_table(p, columns=columns, filesystem=fs, filters=filters) for p in paths]
-    if schema is not None:
-        tables = [t.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
-                  for t in tables]
-    return pa.concat_tables(tables)
+        return schema.empty_table() if columns is None else pa.schema([schema.field(c) for c in columns]).empty_table()
+    target = None if schema is None else (schema if columns is None else pa.schema([schema.field(c) for c in columns]))
+    dataset = pads.dataset([filesystem(f)[1] for f in files], filesystem=fs, format="parquet", schema=target)
+    expr = None
+    for col, op, value in filters or []:
+        if op not in ("=", "=="):
+            raise ValueError(f"unsupported filter operator {op!r}")
+        term = pads.field(col) == value
+        expr = term if expr is None else expr & term
+    return dataset.to_table(columns=columns, filter=expr)
 
 
 def read_frame(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pd.DataFrame:

@@ -61,7 +61,7 @@ STAGING = pa.schema([
     pa.field("_ah", pa.uint64()),
     pa.field("_th", pa.uint64()),
     pa.field("_part", pa.string()),  # ticker, or the quarantine partition
-    pa.field("_month", pa.string()),  # trading month "YYYY-MM": small partitions keep memory flat
+    pa.field("_year", pa.string()),  # trading year: (ticker, year) partitions bound a task's memory
 ])
 
 
@@ -178,12 +178,12 @@ def _posts_batch(batch: dict[str, np.ndarray], calendar: np.ndarray, close_hour:
         valid = pd.concat([valid, curate.dedupe_keys(valid)[["_pid", "_ah", "_th"]]], axis=1)
         valid["_rid"] = (int(index) << 32) + np.arange(len(valid), dtype=np.int64)
         valid["raw"], valid["reason"], valid["_part"] = None, None, valid["ticker"]
-        valid["_month"] = pd.to_datetime(valid["trading_day"]).dt.strftime("%Y-%m")
+        valid["_year"] = pd.to_datetime(valid["trading_day"]).dt.strftime("%Y")
         frames.append(valid)
         if len(rejected):
             bad = pd.DataFrame({c: None for c in STAGING.names}, index=range(len(rejected)))
             bad["raw"], bad["reason"] = rejected["raw"].to_numpy(), rejected["reason"].to_numpy()
-            bad["source"], bad["_part"], bad["_month"] = rejected["source"].to_numpy(), QUARANTINE_PART, "none"
+            bad["source"], bad["_part"], bad["_year"] = rejected["source"].to_numpy(), QUARANTINE_PART, "none"
             frames.append(bad)
     df = pd.concat(frames, ignore_index=True)
     return pa.Table.from_pandas(df[STAGING.names], schema=STAGING, preserve_index=False)
@@ -203,7 +203,7 @@ def _duplicates_batch(batch: dict[str, np.ndarray], staging: str, dedupe_window_
 
 def curate_partition(posts: pd.DataFrame, drop_rids: np.ndarray, scores: pd.DataFrame | None
                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """One (ticker, month) of staged posts -> (curated scored posts, daily aggregates, counts)."""
+    """One (ticker, year) of staged posts -> (curated scored posts, daily aggregates, counts)."""
     dropped = posts["_rid"].isin(drop_rids).to_numpy()
     kept = curate.sort_posts(posts[~dropped][SCORED_POSTS.names])
     n_model = 0
@@ -215,39 +215,35 @@ def curate_partition(posts: pd.DataFrame, drop_rids: np.ndarray, scores: pd.Data
 
 def _partitions_batch(batch: dict[str, np.ndarray], staging: str, out_dir: str, drops: dict[str, np.ndarray],
                       scores_uri: str | None) -> pd.DataFrame:
-    """Ray Data map_batches: (ticker, months) groups -> curated posts and aggregates written, counts.
+    """Ray Data map_batches: (ticker, year) partitions -> curated posts and aggregates written, counts.
 
-    Months are processed one at a time, so a task holds one month of one ticker's posts.
+    A task holds one year of one ticker's posts, however large the corpus.
     """
     rows = []
-    for ticker, months in zip(batch["ticker"], batch["months"], strict=True):
-        ticker = str(ticker)
+    for ticker, year in zip(batch["ticker"], batch["year"], strict=True):
+        ticker, year = str(ticker), str(year)
         scores = None
         if scores_uri:
             scores = storage.read_table(scores_uri, schema=POST_SCORES, filters=[("ticker", "=", ticker)]).to_pandas()
-        for month in str(months).split(","):
-            posts = storage.read_frame(storage.join(staging, f"_part={ticker}", f"_month={month}"))
-            posts["ticker"] = ticker
-            kept, aggregates, counts = curate_partition(posts, drops.get(ticker, np.array([], dtype=np.int64)), scores)
-            part = storage.join(out_dir, "scored_posts", f"ticker={ticker}", f"month={month}", "part-0.parquet")
-            storage.write_table(part, to_table(kept, SCORED_POSTS))
-            storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}-{month}.parquet"),
-                                pa.Table.from_pandas(aggregates, preserve_index=False))
-            scorer = kept["scorer"].mode().iat[0] if len(kept) else "none"
-            rows.append({"ticker": ticker, "month": month, **counts, "scorer": scorer})
+        posts = storage.read_frame(storage.join(staging, f"_part={ticker}", f"_year={year}"))
+        posts["ticker"] = ticker
+        kept, aggregates, counts = curate_partition(posts, drops.get(ticker, np.array([], dtype=np.int64)), scores)
+        storage.write_table(storage.join(out_dir, "scored_posts", f"ticker={ticker}", f"year={year}", "part-0.parquet"),
+                            to_table(kept, SCORED_POSTS))
+        storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}-{year}.parquet"),
+                            pa.Table.from_pandas(aggregates, preserve_index=False))
+        scorer = kept["scorer"].mode().iat[0] if len(kept) else "none"
+        rows.append({"ticker": ticker, "year": year, **counts, "scorer": scorer})
     return pd.DataFrame(rows)
 
 
-def _partition_groups(parts: list[str], staging: str) -> list[dict[str, str]]:
-    """(ticker, comma-joined months of one year) items: enough tasks to balance, each small."""
+def _partitions(tickers: list[str], staging: str) -> list[dict[str, str]]:
+    """The (ticker, year) partitions present in staging."""
     items = []
-    for ticker in parts:
-        months = sorted(p.split("_month=", 1)[1].split("/", 1)[0]
-                        for p in storage.list_files(storage.join(staging, f"_part={ticker}"), ".parquet"))
-        by_year: dict[str, list[str]] = {}
-        for m in dict.fromkeys(months):
-            by_year.setdefault(m[:4], []).append(m)
-        items += [{"ticker": ticker, "months": ",".join(ms)} for _, ms in sorted(by_year.items())]
+    for ticker in tickers:
+        files = storage.list_files(storage.join(staging, f"_part={ticker}"), ".parquet")
+        years = sorted({f.split("_year=", 1)[1].split("/", 1)[0] for f in files})
+        items += [{"ticker": ticker, "year": y} for y in years]
     return items
 
 
@@ -321,7 +317,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
         ray.data.from_items(items, override_num_blocks=len(items)) \
             .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
                          fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}, **remote) \
-            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_month"])
+            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_year"])
         parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
         tickers = [p for p in parts if p != QUARANTINE_PART]
         if QUARANTINE_PART in parts:
@@ -336,7 +332,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
                              fn_kwargs={"staging": staging, "dedupe_window_s": cfg.dedupe_window_s}, **remote) \
                 .to_pandas()
             drops = {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
-            groups = _partition_groups(tickers, staging)
+            groups = _partitions(tickers, staging)
             part_counts = ray.data.from_items(groups, override_num_blocks=len(groups)) \
                 .map_batches(_partitions_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
                              fn_kwargs={"staging": staging, "out_dir": out_dir, "drops": drops,

@@ -7,19 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from conftest import free_port
 
 from finpulse.serving import canary
 from finpulse.serving.testing import build_test_models, serve_config
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(url: str, timeout: float = 240) -> None:

@@ -13,23 +13,14 @@ from hypothesis import strategies as st
 from finpulse.serving.api import create_api
 from finpulse.serving.router import LocalBackend
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
-from finpulse.serving.testing import make_features, make_tiny_forecaster, make_tiny_sentiment_model
+from finpulse.serving.testing import build_test_models
 
 JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    feats = make_features(["AAPL", "MSFT", "TSLA"], start="2020-01-01")
-    feats.to_parquet(root / "features.parquet")
-    return {
-        "sent_a": str(make_tiny_sentiment_model(root / "sent_a", "sent-a", seed=0)),
-        "sent_b": str(make_tiny_sentiment_model(root / "sent_b", "sent-b", seed=1)),
-        "fc_a": str(make_tiny_forecaster(root / "fc_a", feats, "fc-a", seed=0)),
-        "fc_b": str(make_tiny_forecaster(root / "fc_b", feats, "fc-b", seed=1)),
-        "features": str(root / "features.parquet"),
-    }
+    return build_test_models(tmp_path_factory.mktemp("models"))
 
 
 def _backend(models, weights=None, sentiment_model="sent_a", **gateway) -> LocalBackend:
