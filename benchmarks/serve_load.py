@@ -78,7 +78,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
+    ap.add_argument("--throughput-optimized", action="store_true",
+                    help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for the whole local cluster (ceiling included)")
     a = ap.parse_args()
+    if a.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -125,7 +129,8 @@ def main() -> None:
         "sentiment16": (f"{base}/v1/sentiment", {"texts": [TEXT] * 16}),
         "signal": (f"{base}/v1/signal", {"ticker": "AAPL", "texts": [TEXT] * 4}),
     }
-    results: dict = {"models": m, "duration_s": a.duration, "cpus": os.cpu_count(), "cells": {}}
+    results: dict = {"models": m, "duration_s": a.duration, "cpus": os.cpu_count(), "cells": {},
+                     "throughput_optimized": a.throughput_optimized}
     for name, (url, body) in cells.items():
         wrk(url, body, 8, 2)  # warm-up
         for c in a.connections:

@@ -296,6 +296,14 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
     storage.delete_dir(out_dir)
 
     remote = storage.ray_remote_args()
+    timings: dict[str, float] = {}
+    mark = time.time()
+
+    def lap(stage: str) -> None:
+        nonlocal mark
+        timings[stage] = round(time.time() - mark, 3)
+        mark = time.time()
+
     # 1. prices
     price_rows = ray.data.from_items([{"uri": u} for u in price_files], override_num_blocks=len(price_files)) \
         .map_batches(_prices_batch, batch_size=1, batch_format="pandas", num_cpus=cfg.task_cpus, **remote).to_pandas()
@@ -306,6 +314,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
     valid_prices, prices_deduped = curate.dedupe_prices(valid_prices)
     price_counts = Counts(len(price_rows), len(valid_prices), prices_deduped, len(rejected_prices))
     calendar = trading_calendar(valid_prices["date"])
+    lap("prices")
 
     # 2. posts -> staging, partitioned by ticker (streaming; one input file per task)
     post_counts = Counts()
@@ -318,6 +327,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
             .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
                          fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}, **remote) \
             .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_year"])
+        lap("posts_to_staging")
         parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
         tickers = [p for p in parts if p != QUARANTINE_PART]
         if QUARANTINE_PART in parts:
@@ -332,6 +342,7 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
                              fn_kwargs={"staging": staging, "dedupe_window_s": cfg.dedupe_window_s}, **remote) \
                 .to_pandas()
             drops = {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
+            lap("duplicates")
             groups = _partitions(tickers, staging)
             part_counts = ray.data.from_items(groups, override_num_blocks=len(groups)) \
                 .map_batches(_partitions_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
@@ -343,14 +354,16 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
                 model_scored=("model_scored", "sum"),
                 scorer=("scorer", lambda v: v[v != "none"].mode().iat[0] if (v != "none").any() else "none"),
             ).reset_index()
+            lap("partitions")
         post_counts.rows_out = int(ticker_counts["kept"].sum())
         post_counts.deduped = int(ticker_counts["deduped"].sum())
         post_counts.rows_in = int(ticker_counts["rows"].sum()) + post_counts.quarantined
 
     manifest = _finish(out_uri, out_dir, version_id, valid_prices, ticker_counts, quarantine,
-                       price_counts, post_counts, identity, cfg, t0, scores_uri=scores_uri)
+                       price_counts, post_counts, identity, cfg, t0, scores_uri=scores_uri, stage_seconds=timings)
     if not cfg.keep_staging:
         storage.delete_dir(staging)
+    timings["features_and_manifest"] = round(time.time() - mark, 3)
     return EtlResult(out_uri, version_id, manifest)
 
 
