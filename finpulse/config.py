@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,8 +18,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
 
     home: str = Field(".finpulse", description="Local working folder for the embedded defaults.")
-    data_root: str = Field(".finpulse/data", description="Local path or s3:// URI for datasets.")
-    mlflow_tracking_uri: str = Field("sqlite:///.finpulse/mlflow.db")
+    data_root: str = Field("", description="Local path or s3:// URI for datasets; default <home>/data.")
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
     mlflow_artifact_location: str | None = Field(
         None, description="Artifact root for new experiments; None lets MLflow pick (./mlruns)."
     )
@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _defaults_under_home(self) -> Settings:
+        """Unset locations follow ``home``, so one variable moves a whole local installation."""
+        if not self.data_root:
+            self.data_root = f"{self.home}/data"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.home}/mlflow.db"
+        return self
 
 
 @lru_cache(maxsize=1)

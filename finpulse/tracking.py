@@ -35,7 +35,8 @@ class DirectoryModel(mlflow.pyfunc.PythonModel):
     ``finpulse.forecast.model``), which read ``artifacts/model_dir``.
     """
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:  # pragma: no cover
+    # no type hints here: MLflow would try (and warn about failing) to infer a signature from them
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # pragma: no cover
         raise NotImplementedError("load with finpulse.tracking.download_model and the FinPulse loader")
 
 
