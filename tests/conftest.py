@@ -67,24 +67,26 @@ def shared_data() -> Path:
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real Ray head node on 127.0.0.1 (``ray start --head``), shared by the whole session.
 
-    Yields ``{"address": gcs address, "dashboard": http url}``; the test process is connected.
+    Yields ``{"address": gcs address, "dashboard": http url, "metrics": host:port of the node's
+    Prometheus endpoint}``; the test process is connected.
     """
     import ray
 
-    gcs_port, dash_port = free_port(), free_port()
+    gcs_port, dash_port, metrics_port = free_port(), free_port(), free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
     # as a user with the venv activated: job entrypoints' `python` is the venv's
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--num-cpus=4",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true"]
+           f"--temp-dir={temp_dir}", "--disable-usage-stats", "--include-dashboard=true",
+           f"--metrics-export-port={metrics_port}"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
     address = f"127.0.0.1:{gcs_port}"
     dashboard = f"http://127.0.0.1:{dash_port}"
     try:
         wait_http(f"{dashboard}/api/version", timeout=120)
         ray.init(address=address, log_to_driver=False)
-        yield {"address": address, "dashboard": dashboard}
+        yield {"address": address, "dashboard": dashboard, "metrics": f"127.0.0.1:{metrics_port}"}
     finally:
         ray.shutdown()
         subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -146,3 +148,44 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus(ray_head: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus (Debian package `prometheus`) scraping the Ray head's metrics every second.
+
+    Yields its base URL. `.ci/run` installs the package; without it the test says so and skips.
+    """
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not on PATH (Debian package `prometheus`; .ci/run installs it)")
+    d = tmp_path_factory.mktemp("prometheus")
+    (d / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: ray\n    static_configs: [{{targets: ['{ray_head['metrics']}']}}]\n")
+    port = free_port()
+    log = open(d / "prometheus.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/-/ready", timeout=60)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def prometheus_query(url: str, query: str, timeout: float = 90.0) -> list[dict]:
+    """Poll Prometheus until ``query`` returns samples (Ray exports metrics every few seconds)."""
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
+        if result:
+            return result
+        time.sleep(1)
+    raise TimeoutError(f"no samples for {query!r} within {timeout}s")

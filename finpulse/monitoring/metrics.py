@@ -7,6 +7,7 @@ Outside a Ray worker the recorders become no-ops, so the pure API can be tested 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter as _Tally
 from collections.abc import Iterable
 
@@ -14,7 +15,9 @@ log = logging.getLogger(__name__)
 
 LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000]
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-RETURN_BOUNDARIES = [-0.1, -0.05, -0.03, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1]
+# Ray histograms take positive boundaries only, so returns are recorded as the gross price ratio
+# exp(r) = predicted close / close: 1.0 is "no change", 1.01 is +1%.
+GROSS_RETURN_BOUNDARIES = [0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02, 1.03, 1.05, 1.1]
 
 
 class ServingMetrics:
@@ -30,13 +33,14 @@ class ServingMetrics:
                                       boundaries=LATENCY_MS_BOUNDARIES, tag_keys=("route",))
             self._batch = Histogram("finpulse_batch_size", "Items per batch at each hop and model pass",
                                     boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("stage",))
-            self._returns = Histogram("finpulse_predicted_return", "Predicted next-day log returns",
-                                      boundaries=RETURN_BOUNDARIES, tag_keys=("model_version",))
+            self._returns = Histogram("finpulse_predicted_gross_return",
+                                      "Predicted next-day price ratio exp(r) (1.0 = unchanged)",
+                                      boundaries=GROSS_RETURN_BOUNDARIES, tag_keys=("model_version",))
             self._classes = Counter("finpulse_sentiment_predictions", "Predicted sentiment classes",
                                     tag_keys=("label", "model_version"))
             self.enabled = True
-        except Exception as exc:
-            log.debug("metrics disabled: %s", exc)
+        except Exception as exc:  # outside Ray (pure tests) this is expected; inside a replica it is a bug
+            log.warning("serving metrics disabled: %s", exc)
             self.enabled = False
 
     def request(self, route: str, version: str, status: int, seconds: float) -> None:
@@ -51,7 +55,7 @@ class ServingMetrics:
     def predicted_returns(self, version: str, values: Iterable[float]) -> None:
         if self.enabled:
             for v in values:
-                self._returns.observe(float(v), tags={"model_version": version})
+                self._returns.observe(math.exp(float(v)), tags={"model_version": version})
 
     def sentiment_classes(self, version: str, labels: Iterable[str]) -> None:
         if self.enabled:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import free_port
+from conftest import free_port, prometheus_query
 
 from finpulse.serving import canary
 from finpulse.serving.testing import build_test_models, serve_config
@@ -41,7 +41,7 @@ def served(ray_head, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url)
-        yield {"url": url, "models": models, "client": client}
+        yield {"url": url, "models": models, "client": client, "metrics": ray_head["metrics"]}
     finally:
         serve.shutdown()
 
@@ -146,3 +146,27 @@ def test_promote_makes_canary_stable(served):
     r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
     assert r.headers["X-Model-Version"] == "sent-b"
     assert _identity(url) == before
+
+
+def test_custom_metrics_reach_prometheus(served, prometheus):
+    """Requests through the Gateway show up in a real Prometheus scraping Ray: by route, model
+    version and status; sentiment classes and predicted returns too."""
+    url = served["url"]
+    with requests.Session() as s:
+        for _ in range(5):
+            assert s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, timeout=30).status_code == 200
+            assert s.post(f"{url}/v1/sentiment", json={"texts": ["great quarter"]}, timeout=30).status_code == 200
+        assert s.post(f"{url}/v1/forecast", json={"ticker": "ZZZ"}, timeout=30).status_code == 404
+    try:
+        ok = prometheus_query(prometheus, 'ray_finpulse_requests_total{route="/v1/forecast",status="200"}')
+    except TimeoutError:
+        raw = requests.get(f"http://{served['metrics']}/metrics", timeout=10).text
+        names = sorted({line.split("{")[0] for line in raw.splitlines() if "finpulse" in line and not line.startswith("#")})
+        series = [line[:300] for line in raw.splitlines() if line.startswith("ray_finpulse_requests_total")]
+        raise AssertionError(f"Prometheus has no request samples; Ray exports {names}; {series[:3]}") from None
+    assert sum(float(r["value"][1]) for r in ok) >= 5
+    assert {r["metric"]["model_version"] for r in ok} <= {"fc-a", "fc-b"}
+    assert prometheus_query(prometheus, 'ray_finpulse_requests_total{route="/v1/forecast",status="404"}')
+    assert prometheus_query(prometheus, "ray_finpulse_sentiment_predictions_total")
+    assert prometheus_query(prometheus, "ray_finpulse_predicted_gross_return_count")
+    assert prometheus_query(prometheus, "ray_finpulse_request_latency_ms_bucket")
