@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from finpulse.config import Settings, get_settings
+
+# FinPulse models are folders behind a pyfunc shell with no typed predict(): MLflow's type-hint
+# advice (at logging and at loading) does not apply.
+warnings.filterwarnings("ignore", message=r".*[Tt]ype hint.*", category=UserWarning, module=r"mlflow\..*")
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
