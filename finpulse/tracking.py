@@ -26,7 +26,7 @@ from finpulse.config import Settings, get_settings
 
 # FinPulse models are folders behind a pyfunc shell with no typed predict(): MLflow's type-hint
 # advice (at logging and at loading) does not apply.
-warnings.filterwarnings("ignore", message=r".*[Tt]ype hint.*", category=UserWarning, module=r"mlflow\..*")
+warnings.filterwarnings("ignore", message=r"(?is).*type hint", category=UserWarning)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
