@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from finpulse.config import Settings, get_settings
-
-# FinPulse models are folders behind a pyfunc shell with no typed predict(): MLflow's type-hint
-# advice (at logging and at loading) does not apply.
-warnings.filterwarnings("ignore", message=r"(?is).*type hint", category=UserWarning)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -40,8 +35,8 @@ class DirectoryModel(mlflow.pyfunc.PythonModel):
     ``finpulse.forecast.model``), which read ``artifacts/model_dir``.
     """
 
-    # no type hints here: MLflow would try (and warn about failing) to infer a signature from them
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # pragma: no cover
+    # list[Any] is the hint MLflow accepts without warnings (it infers a signature from it)
+    def predict(self, context: Any, model_input: list[Any], params: dict | None = None) -> list[Any]:  # pragma: no cover
         raise NotImplementedError("load with finpulse.tracking.download_model and the FinPulse loader")
 
 
