@@ -35,8 +35,8 @@ class DirectoryModel(mlflow.pyfunc.PythonModel):
     ``finpulse.forecast.model``), which read ``artifacts/model_dir``.
     """
 
-    # list[Any] is the hint MLflow accepts without warnings (it infers a signature from it)
-    def predict(self, context: Any, model_input: list[Any], params: dict | None = None) -> list[Any]:  # pragma: no cover
+    # a list[...] hint is what MLflow accepts without warnings; FinPulse never calls predict()
+    def predict(self, context: Any, model_input: list[str], params: dict | None = None) -> list[str]:  # pragma: no cover
         raise NotImplementedError("load with finpulse.tracking.download_model and the FinPulse loader")
 
 
