@@ -185,5 +185,5 @@ def load_forecaster(model: str | Path) -> LoadedForecaster:
                          config.embedding_dim, tuple(config.quantiles))
     net.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True))
     net.eval()
-    version = ref.version if ref.version else meta.get("extra", {}).get("version", "local")
+    version = ref.label if ref.version else meta.get("extra", {}).get("version", "local")
     return LoadedForecaster(net, config, scaler, tickers, version=str(version), meta=meta)

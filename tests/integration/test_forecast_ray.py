@@ -51,7 +51,7 @@ def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse
     assert len(MlflowClient().get_metric_history(res.run_id, "val_loss")) >= 5  # rank 0 logged every epoch
 
     loaded = load_forecaster(f"{REGISTERED_NAME}@challenger")
-    assert loaded.version == res.ref.version
+    assert loaded.version == res.ref.label == f"{REGISTERED_NAME}/v{res.ref.version}"  # same label as sentiment
     out = loaded.predict_next(features[features["ticker"] == "AAPL"].tail(15))
     assert out["low"] <= out["high"]
 
