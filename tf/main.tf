@@ -91,35 +91,22 @@ resource "openstack_networking_floatingip_associate_v2" "head" {
   depends_on  = [openstack_compute_instance_v2.head]
 }
 
-resource "openstack_compute_instance_v2" "worker" {
-  count           = var.worker_count
-  name            = "${var.name_prefix}-worker-${count.index}"
-  image_name      = var.image_name
-  flavor_name     = var.worker_flavor
-  key_pair        = var.key_pair
-  security_groups = [openstack_networking_secgroup_v2.cluster.name]
-  user_data       = templatefile("${path.module}/cloud-init/agent.yaml.tftpl", merge(local.agent_vars, { gpu = false }))
-
-  network {
-    uuid = data.openstack_networking_network_v2.net.id
-  }
-
-  dynamic "scheduler_hints" {
-    for_each = local.hints
-    content {
-      additional_properties = { reservation = scheduler_hints.value }
-    }
-  }
+# CPU and GPU agents differ only in image, flavor and the cloud-init GPU switch: one resource.
+locals {
+  agents = merge(
+    { for i in range(var.worker_count) : "worker-${i}" => { image = var.image_name, flavor = var.worker_flavor, gpu = false } },
+    { for i in range(var.gpu_worker_count) : "gpu-${i}" => { image = var.gpu_image_name, flavor = var.gpu_flavor, gpu = true } },
+  )
 }
 
-resource "openstack_compute_instance_v2" "gpu_worker" {
-  count           = var.gpu_worker_count
-  name            = "${var.name_prefix}-gpu-${count.index}"
-  image_name      = var.gpu_image_name
-  flavor_name     = var.gpu_flavor
+resource "openstack_compute_instance_v2" "agent" {
+  for_each        = local.agents
+  name            = "${var.name_prefix}-${each.key}"
+  image_name      = each.value.image
+  flavor_name     = each.value.flavor
   key_pair        = var.key_pair
   security_groups = [openstack_networking_secgroup_v2.cluster.name]
-  user_data       = templatefile("${path.module}/cloud-init/agent.yaml.tftpl", merge(local.agent_vars, { gpu = true }))
+  user_data       = templatefile("${path.module}/cloud-init/agent.yaml.tftpl", merge(local.agent_vars, { gpu = each.value.gpu }))
 
   network {
     uuid = data.openstack_networking_network_v2.net.id
