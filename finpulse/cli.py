@@ -87,7 +87,7 @@ def score_cmd(
     num_actors: int = typer.Option(1),
     cpus_per_actor: float = typer.Option(1.0),
     threads: int = typer.Option(None, help="Torch threads per actor."),
-    quantize: bool = typer.Option(False, help="Dynamic int8 on CPU actors."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU) or int8 (CPU)."),
     gpus: float = typer.Option(0.0, help="GPUs per actor."),
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
@@ -97,7 +97,7 @@ def score_cmd(
     paths = data_paths()
     src = posts or curated_posts(curated or paths.curated)
     _print_json(score_posts(src, model, out or paths.scores, batch_size=batch_size, num_actors=num_actors,
-                            num_cpus_per_actor=cpus_per_actor, threads=threads, quantize=quantize, gpus=gpus))
+                            num_cpus_per_actor=cpus_per_actor, threads=threads, precision=precision, gpus=gpus))
 
 
 @app.command("eval-sentiment")

@@ -51,6 +51,7 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
     """Fine-tune the shipped encoder on VADER-labelled synthetic posts, score every post with the
     Ray Data scorer, and rebuild the daily features with model scores instead of VADER."""
     from finpulse import tracking
+    from finpulse.sentiment.model import cpu_has_bf16
     from finpulse.sentiment.score import curated_posts, score_posts
     from finpulse.sentiment.train import train_on_vader_posts
 
@@ -63,7 +64,8 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
     if ref is not None:  # no gate for the demo's sentiment model: the weak-label fine-tune serves
         tracking.set_alias("finpulse-sentiment", tracking.CHAMPION, ref.version)
         print(f"registered {ref.label} as challenger and champion")
-    summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, quantize=True, num_actors=2,
+    summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, num_actors=2,
+                          precision="bf16" if cpu_has_bf16() else "int8",
                           num_cpus_per_actor=1, threads=1)
     print(f"scored {summary.get('rows', len(posts))} posts -> {paths.scores}")
     return run_etl_stage(paths, signal_strength=signal_strength, posts_per_day=posts_per_day,

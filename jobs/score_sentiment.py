@@ -8,6 +8,7 @@ import argparse
 import json
 
 from finpulse.data.embedded import data_paths
+from finpulse.sentiment.model import PRECISIONS
 from finpulse.sentiment.score import curated_posts, score_posts
 
 
@@ -21,13 +22,14 @@ def main() -> None:
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--threads", type=int, help="torch threads per actor")
-    p.add_argument("--quantize", action="store_true", help="dynamic int8 (CPU actors)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32; bf16 (CPUs with AVX512-BF16/AMX, or GPU); int8 dynamic quantization (CPU)")
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per actor (cuda)")
     a = p.parse_args()
     paths = data_paths()
     posts = a.posts or curated_posts(a.curated or paths.curated)
     out = score_posts(posts, a.model, a.out or paths.scores, batch_size=a.batch_size, num_actors=a.num_actors,
-                      num_cpus_per_actor=a.cpus_per_actor, threads=a.threads, quantize=a.quantize, gpus=a.gpus)
+                      num_cpus_per_actor=a.cpus_per_actor, threads=a.threads, precision=a.precision, gpus=a.gpus)
     print(json.dumps(out, default=str))
 
 

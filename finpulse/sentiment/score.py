@@ -1,6 +1,6 @@
 """Batch scoring of posts with Ray Data: ``map_batches`` over an actor pool, one model per actor.
 
-Each actor loads the classifier once (optionally int8-quantized, with its own torch thread count),
+Each actor loads the classifier once (fp32, bf16 or dynamic int8, with its own torch thread count),
 then scores every batch it receives with length-sorted, dynamically padded micro-batches under
 ``torch.inference_mode``. The driver resolves the model (registry spec, folder or hub id) once and
 ships the folder's bytes through the object store, so actors on other nodes need neither MLflow
@@ -21,13 +21,14 @@ import pandas as pd
 import pyarrow as pa
 
 from finpulse.data.schemas import POST_SCORES, SENTIMENT_LABELS, to_table
-from finpulse.sentiment.model import SentimentClassifier, load_classifier, resolve_model_dir
+from finpulse.sentiment.model import PRECISIONS, SentimentClassifier, load_classifier, resolve_model_dir
 
 INPUT_COLUMNS = ["post_id", "ticker", "text"]
 
 
-def scorer_name(version: str, quantized: bool) -> str:
-    return f"{version}+int8" if quantized else version
+def scorer_name(version: str, precision: str = "fp32") -> str:
+    """The model version as written beside each score: ``+bf16`` / ``+int8`` when not fp32."""
+    return version if precision == "fp32" else f"{version}+{precision}"
 
 
 def score_frame(clf: SentimentClassifier, df: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
@@ -39,7 +40,7 @@ def score_frame(clf: SentimentClassifier, df: pd.DataFrame, scorer: str | None =
         "ticker": df["ticker"].astype(str).to_numpy(),
         "p_negative": probs[:, 0], "p_neutral": probs[:, 1], "p_positive": probs[:, 2],
         "label": labels, "score": probs[:, 2] - probs[:, 0],
-        "scorer": scorer or scorer_name(clf.version, clf.quantized),
+        "scorer": scorer or scorer_name(clf.version, clf.precision),
     })
 
 
@@ -61,7 +62,7 @@ class PostScorer:
     """Ray Data callable class: the model loads once in ``__init__``, per actor."""
 
     def __init__(self, model: Any, version: str, *, max_length: int = 128,
-                 inference_batch_size: int = 32, threads: int | None = None, quantize: bool = False,
+                 inference_batch_size: int = 32, threads: int | None = None, precision: str = "fp32",
                  device: str = "cpu") -> None:
         if device == "cuda":
             import torch
@@ -72,9 +73,11 @@ class PostScorer:
 
             model = ray.get(model)
         path = unpack_model_dir(model) if isinstance(model, dict) else model
+        if precision == "int8" and device != "cpu":
+            precision = "fp32"  # int8 is CPU-only: a GPU actor scores in fp32 and says so in `scorer`
         self.clf = load_classifier(path, device=device, max_length=max_length, batch_size=inference_batch_size,
-                                   quantize=quantize and device == "cpu", threads=threads, version=version)
-        self.scorer = scorer_name(version, self.clf.quantized)
+                                   precision=precision, threads=threads, version=version)
+        self.scorer = scorer_name(version, precision)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         return to_table(score_frame(self.clf, batch, self.scorer), POST_SCORES)
@@ -114,17 +117,20 @@ def curated_posts(curated_uri: str) -> pd.DataFrame:
 
 def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, inference_batch_size: int = 32,
                 num_actors: int = 1, num_cpus_per_actor: float = 1.0, threads: int | None = None,
-                quantize: bool = False, gpus: float = 0.0, max_length: int = 128) -> dict[str, Any]:
+                precision: str = "fp32", gpus: float = 0.0, max_length: int = 128) -> dict[str, Any]:
     """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``.
 
     ``batch_size`` rows go to an actor per call; inside, micro-batches of ``inference_batch_size``
-    similar-length texts. ``gpus`` > 0 puts each actor on that share of a GPU (cuda; no int8 there).
+    similar-length texts. ``precision``: fp32, bf16 or int8 (see ``load_classifier``). ``gpus`` > 0 puts
+    each actor on that share of a GPU (cuda; int8 falls back to fp32 there).
     Returns a summary with the row count, seconds, texts/s and the scorer (model version) string.
     """
     import ray.data
 
     from finpulse import storage
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     connect_ray()
     local, version = resolve_model_dir(model)
     payload: str | dict[str, bytes] = (ray.put(pack_model_dir(local)) if os.path.isdir(local) else local)
@@ -134,7 +140,7 @@ def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, 
         fn_constructor_kwargs={"model": payload, "version": version, "max_length": max_length,
                                "inference_batch_size": inference_batch_size,
                                "threads": threads or max(1, int(num_cpus_per_actor)),
-                               "quantize": quantize, "device": "cuda" if gpus else "cpu"},
+                               "precision": precision, "device": "cuda" if gpus else "cpu"},
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         batch_size=batch_size, batch_format="pandas", num_cpus=num_cpus_per_actor, num_gpus=gpus or None,
     )
@@ -145,8 +151,8 @@ def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, 
     seconds = time.perf_counter() - t0
     rows = pa_dataset(out_uri).count_rows() if storage.exists(out_uri) else 0
     return {"rows": rows, "seconds": seconds, "texts_per_s": rows / seconds if seconds else float("nan"),
-            "scorer": scorer_name(version, quantize and not gpus), "out_uri": out_uri, "num_actors": num_actors,
-            "quantize": quantize, "gpus": gpus}
+            "scorer": scorer_name(version, "fp32" if precision == "int8" and gpus else precision),
+            "out_uri": out_uri, "num_actors": num_actors, "precision": precision, "gpus": gpus}
 
 
 def pa_dataset(uri: str) -> Any:

@@ -80,6 +80,13 @@ def test_score_posts_matches_direct_model_call(ray_head, tmp_path):
     assert set(got["scorer"]) == {"m"}
 
     q = score_posts(posts, str(path), str(tmp_path / "scores_q"), batch_size=64, num_actors=1,
-                    num_cpus_per_actor=1, quantize=True)
+                    num_cpus_per_actor=1, precision="int8")
     assert q["scorer"] == "m+int8"
     assert set(read_scores(str(tmp_path / "scores_q"))["scorer"]) == {"m+int8"}
+    b = score_posts(posts, str(path), str(tmp_path / "scores_b"), batch_size=64, num_actors=1,
+                    num_cpus_per_actor=1, precision="bf16")
+    assert b["scorer"] == "m+bf16" and b["rows"] == len(posts)
+    got_b = read_scores(str(tmp_path / "scores_b")).sort_values("post_id").reset_index(drop=True)
+    assert set(got_b["scorer"]) == {"m+bf16"}
+    np.testing.assert_allclose(got_b[["p_negative", "p_neutral", "p_positive"]].to_numpy(),
+                               want[["p_negative", "p_neutral", "p_positive"]].to_numpy(), atol=0.05)

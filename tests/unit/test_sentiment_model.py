@@ -110,9 +110,26 @@ def test_classifier_matches_direct_model_call_and_handles_odd_texts(tmp_path):
     assert set(preds[0]) == {"label", "probabilities", "score"}
 
 
-def test_int8_quantized_classifier_runs(tmp_path):
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_classifier_stays_close_to_fp32(tmp_path, precision):
     path = build_tiny_model(tmp_path / "m")
-    fp = load_classifier(str(path)).predict_proba(["profit rose", "loss"])
-    q = load_classifier(str(path), quantize=True)
-    assert q.quantized
-    np.testing.assert_allclose(q.predict_proba(["profit rose", "loss"]), fp, atol=0.05)
+    texts = ["profit rose", "loss", "shares fell on weak results", ""]
+    fp = load_classifier(str(path)).predict_proba(texts)
+    low = load_classifier(str(path), precision=precision)
+    assert low.precision == precision
+    if precision == "bf16":
+        assert next(low.model.parameters()).dtype == torch.bfloat16
+    else:
+        assert any("quantized" in type(m).__module__ for m in low.model.modules())
+    got = low.predict_proba(texts)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, fp, atol=0.05)
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    path = build_tiny_model(tmp_path / "m")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_classifier(str(path), precision="fp8")
+    with pytest.raises(ValueError, match="CPU only"):
+        load_classifier(str(path), precision="int8", device="cuda")
