@@ -108,6 +108,28 @@ def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig
     return folder
 
 
+@dataclass(frozen=True)
+class PreparedRows:
+    """One ticker's complete feature rows, scaled: ``x[i]`` came from source row ``rows[i]``."""
+
+    ticker: str
+    x: np.ndarray
+    rows: np.ndarray
+    dates: list
+    closes: np.ndarray
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: ``lookback`` scaled rows ending on ``as_of`` (close ``close``)."""
+
+    x: np.ndarray
+    ticker_idx: int
+    ticker: str
+    as_of: Any
+    close: float
+
+
 @dataclass
 class LoadedForecaster:
     """A trained forecaster ready to predict from DAILY_FEATURES rows (no Ray needed)."""
@@ -135,38 +157,44 @@ class LoadedForecaster:
     def level(self) -> float:
         return self.config.interval_level
 
-    def _window(self, history: pd.DataFrame) -> tuple[np.ndarray, int, str, Any, float]:
+    def prepare(self, history: pd.DataFrame) -> PreparedRows:
+        """One ticker's rows, cleaned and scaled once. Serving prepares each ticker's whole feature
+        history at load time and slices windows from it per request (:meth:`window_at`)."""
         tickers = history["ticker"].unique()
         if len(tickers) != 1:
             raise ValueError(f"history must hold one ticker, got {list(tickers)}")
-        frame = prepare_frame(history, self.feature_columns)
-        if len(frame) < self.lookback:
-            raise ValueError(f"need at least {self.lookback} complete rows, got {len(frame)}")
-        last = frame.iloc[-self.lookback:]
-        x = self.scaler.transform(last)[None]
-        ticker = str(tickers[0])
-        return x, self.ticker_index.get(ticker, UNKNOWN_TICKER), ticker, last["date"].iloc[-1], float(last["close"].iloc[-1])
+        history = history.sort_values("date", kind="stable")
+        frame = prepare_frame(history.assign(_row=np.arange(len(history))), self.feature_columns)
+        return PreparedRows(ticker=str(tickers[0]), x=self.scaler.transform(frame), rows=frame["_row"].to_numpy(),
+                            dates=frame["date"].tolist(), closes=frame["close"].to_numpy(dtype=float))
+
+    def window_at(self, prepared: PreparedRows, end: int, start: int = 0) -> Window:
+        """The window of the last ``lookback`` complete rows among source rows ``start..end-1``."""
+        k = int(np.searchsorted(prepared.rows, end, side="left"))
+        have = k - int(np.searchsorted(prepared.rows, start, side="left"))
+        if have < self.lookback:
+            raise ValueError(f"need at least {self.lookback} complete rows, got {have}")
+        return Window(prepared.x[k - self.lookback : k], self.ticker_index.get(prepared.ticker, UNKNOWN_TICKER),
+                      prepared.ticker, prepared.dates[k - 1], float(prepared.closes[k - 1]))
+
+    def _window(self, history: pd.DataFrame) -> Window:
+        return self.window_at(self.prepare(history), len(history))
+
+    def predict_windows(self, windows: list[Window]) -> list[dict]:
+        """One forecast per window, in one model pass."""
+        if not windows:
+            return []
+        x = np.stack([w.x for w in windows])
+        idx = np.array([w.ticker_idx for w in windows], dtype=np.int64)
+        point, quant = predict_arrays(self.model, x, idx, self.scaler.target_scale)
+        return [{"ticker": w.ticker, "as_of": w.as_of, "predicted_return": float(p),
+                 "predicted_close": float(w.close * np.exp(p)), "low": float(w.close * np.exp(q[0])),
+                 "high": float(w.close * np.exp(q[-1])), "level": self.level}
+                for w, p, q in zip(windows, point, quant, strict=True)]
 
     def predict_batch(self, histories: list[pd.DataFrame]) -> list[dict]:
         """One forecast per history (each: one ticker's rows up to and including the as-of day)."""
-        if not histories:
-            return []
-        items = [self._window(h) for h in histories]
-        x = np.concatenate([i[0] for i in items])
-        idx = np.array([i[1] for i in items], dtype=np.int64)
-        point, quant = predict_arrays(self.model, x, idx, self.scaler.target_scale)
-        out = []
-        for (_, _, ticker, as_of, close), p, q in zip(items, point, quant, strict=True):
-            out.append({
-                "ticker": ticker,
-                "as_of": as_of,
-                "predicted_return": float(p),
-                "predicted_close": float(close * np.exp(p)),
-                "low": float(close * np.exp(q[0])),
-                "high": float(close * np.exp(q[-1])),
-                "level": self.level,
-            })
-        return out
+        return self.predict_windows([self._window(h) for h in histories])
 
     def predict_next(self, history: pd.DataFrame) -> dict:
         return self.predict_batch([history])[0]

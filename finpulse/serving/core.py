@@ -242,23 +242,31 @@ class FeatureStore:
     def last_date(self, ticker: str) -> dt.date:
         return self._by_ticker[ticker]["date"].iloc[-1]
 
-    def history(self, ticker: str, as_of: dt.date | None = None, rows: int = 120,
-                max_staleness_days: int = 7) -> pd.DataFrame:
-        """The last ``rows`` rows of ``ticker`` up to and including ``as_of`` (default: the latest day)."""
+    def end_row(self, ticker: str, as_of: dt.date | None = None, max_staleness_days: int = 7) -> int:
+        """How many of ``ticker``'s rows are dated on or before ``as_of`` (all when None); 404-type
+        errors for an unknown ticker or an ``as_of`` with no recent enough features."""
         frame = self._by_ticker.get(ticker)
         if frame is None:
             raise UnknownTicker(f"unknown ticker {ticker!r}; known: {', '.join(self.tickers) or 'none'}")
         if as_of is None:
-            end = len(frame)
-        else:
-            end = int(np.searchsorted(self._dates[ticker], np.datetime64(_to_date(as_of), "D"), side="right"))
-            if end == 0:
-                raise NoFeatures(f"no features for {ticker} on or before {as_of} (first day {frame['date'].iloc[0]})")
-            last = frame["date"].iloc[end - 1]
-            if (_to_date(as_of) - last).days > max_staleness_days:
-                raise NoFeatures(f"no features for {ticker} within {max_staleness_days} days before {as_of} "
-                                 f"(latest {last})")
-        return frame.iloc[max(0, end - rows) : end]
+            return len(frame)
+        end = int(np.searchsorted(self._dates[ticker], np.datetime64(_to_date(as_of), "D"), side="right"))
+        if end == 0:
+            raise NoFeatures(f"no features for {ticker} on or before {as_of} (first day {frame['date'].iloc[0]})")
+        last = frame["date"].iloc[end - 1]
+        if (_to_date(as_of) - last).days > max_staleness_days:
+            raise NoFeatures(f"no features for {ticker} within {max_staleness_days} days before {as_of} "
+                             f"(latest {last})")
+        return end
+
+    def frame(self, ticker: str) -> pd.DataFrame:
+        return self._by_ticker[ticker]
+
+    def history(self, ticker: str, as_of: dt.date | None = None, rows: int = 120,
+                max_staleness_days: int = 7) -> pd.DataFrame:
+        """The last ``rows`` rows of ``ticker`` up to and including ``as_of`` (default: the latest day)."""
+        end = self.end_row(ticker, as_of, max_staleness_days)
+        return self._by_ticker[ticker].iloc[max(0, end - rows) : end]
 
 
 def apply_signal(history: pd.DataFrame, aggregate: dict | None = None, closes: Sequence[float] | None = None,
@@ -299,6 +307,8 @@ class ForecastService:
     store_error: str | None = None
     max_staleness_days: int = 7
     context_rows: int = 40  # rows beyond the lookback, so 20-day features can be recomputed from closes
+    _prepared: dict = field(default_factory=dict, repr=False)  # ticker -> PreparedRows of the current pair
+    _prepared_key: tuple | None = field(default=None, repr=False)
 
     def load_features(self, uri: str | None) -> None:
         """(Re)load the features; called on every reconfigure, so the same URI again means refresh."""
@@ -311,6 +321,22 @@ class ForecastService:
             self.store_error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("loading features from %r failed: %s", uri, self.store_error)
 
+    def _window(self, model: Any, item: dict, rows: int) -> Any:
+        """The model input for one request. Plain look-ups slice the ticker's rows prepared once per
+        (model, features) pair; requests that override the day's sentiment or closes rebuild theirs."""
+        assert self.store is not None
+        ticker = item["ticker"]
+        end = self.store.end_row(ticker, item.get("as_of"), self.max_staleness_days)
+        if item.get("sentiment") is not None or item.get("closes"):
+            hist = self.store.frame(ticker).iloc[max(0, end - rows) : end]
+            return model._window(apply_signal(hist, item.get("sentiment"), item.get("closes")))
+        key = (id(model), id(self.store))
+        if self._prepared_key != key:
+            self._prepared, self._prepared_key = {}, key
+        if ticker not in self._prepared:
+            self._prepared[ticker] = model.prepare(self.store.frame(ticker))
+        return model.window_at(self._prepared[ticker], end, start=max(0, end - rows))
+
     def predict(self, items: Sequence[dict]) -> list[dict]:
         """``items``: ``{"ticker", "as_of"?, "sentiment"?, "closes"?}``; one result or error dict each."""
         out: list[dict | None] = [None] * len(items)
@@ -321,28 +347,17 @@ class ForecastService:
         except ServingError as exc:
             return [exc.to_dict()] * len(items)
         rows = int(model.lookback) + self.context_rows
-        todo, histories = [], []
+        todo, windows = [], []
         for i, item in enumerate(items):
             try:
-                hist = self.store.history(item["ticker"], item.get("as_of"), rows, self.max_staleness_days)
-                if item.get("sentiment") is not None or item.get("closes"):
-                    hist = apply_signal(hist, item.get("sentiment"), item.get("closes"))
+                windows.append(self._window(model, item, rows))
                 todo.append(i)
-                histories.append(hist)
             except ServingError as exc:
                 out[i] = exc.to_dict()
-        if histories:
-            try:
-                preds = model.predict_batch(histories)
-            except ValueError:  # one short history fails the batch: retry one by one to find it
-                preds = []
-                for h in histories:
-                    try:
-                        preds.append(model.predict_next(h))
-                    except ValueError as exc:
-                        preds.append(BadInput(f"not enough history to forecast: {exc}").to_dict())
-            for i, p in zip(todo, preds, strict=True):
-                out[i] = p if "error" in p else {**p, "model_version": self.slot.version}
+            except ValueError as exc:  # fewer complete rows than the lookback
+                out[i] = BadInput(f"not enough history to forecast: {exc}").to_dict()
+        for i, p in zip(todo, model.predict_windows(windows), strict=True):
+            out[i] = {**p, "model_version": self.slot.version}
         return out  # type: ignore[return-value]
 
 

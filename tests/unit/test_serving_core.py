@@ -14,6 +14,7 @@ from finpulse.serving.core import (
     STABLE,
     BadInput,
     FeatureStore,
+    ForecastService,
     ModelNotReady,
     ModelSlot,
     NoFeatures,
@@ -133,3 +134,35 @@ def test_model_slot_swaps_and_keeps_old_model_on_failure():
     broken.load("broken", loader)
     with pytest.raises(ModelNotReady, match="no such model"):
         broken.require()
+
+
+def test_forecast_fast_path_matches_a_rebuild_from_history(features, tmp_path):
+    """Plain look-ups slice rows prepared once per (model, features); the answer must equal the
+    model run on the request's own history, on every day including the warm-up edge."""
+    from finpulse.forecast.model import load_forecaster
+    from finpulse.serving.testing import make_tiny_forecaster
+
+    service = ForecastService()
+    service.slot.load(str(make_tiny_forecaster(tmp_path / "fc", features)), "finpulse.forecast.model:load_forecaster")
+    service.store = FeatureStore(features)
+    model = load_forecaster(tmp_path / "fc")
+    rows = model.lookback + service.context_rows
+    days = sorted(features.loc[features["ticker"] == "MSFT", "date"].unique())
+    probe = [*days[:35], *days[35::37], days[-1]]  # the first days have too few complete rows
+    got = service.predict([{"ticker": "MSFT", "as_of": d} for d in probe])
+    assert service._prepared_key is not None and set(service._prepared) == {"MSFT"}
+    errors = 0
+    for d, g in zip(probe, got, strict=True):
+        try:
+            want = model.predict_next(service.store.history("MSFT", d, rows))
+        except ValueError:
+            assert g["error"]["status"] == 422 and "not enough history" in g["error"]["detail"]
+            errors += 1
+            continue
+        assert g["as_of"] == want["as_of"] == pd.Timestamp(d).date()
+        for k in ("predicted_return", "predicted_close", "low", "high"):
+            assert g[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9)
+    assert 0 < errors < len(probe)
+    # new features replace the prepared rows: the cache is keyed by the (model, store) pair
+    service.store = FeatureStore(features[features["date"] <= days[-10]])
+    assert service.predict([{"ticker": "MSFT"}])[0]["as_of"] == pd.Timestamp(days[-10]).date()
