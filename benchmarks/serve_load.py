@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                    help="SentimentModel precision, batched and unbatched alike (auto: bf16 where the CPU has it)")
     ap.add_argument("--throughput-optimized", action="store_true",
                     help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for the whole local cluster (ceiling included)")
     a = ap.parse_args()
@@ -103,6 +105,7 @@ def main() -> None:
     deps += [{"name": n, "ray_actor_options": {"num_cpus": 0.05}} for n in ("SentimentModelCanary", "ForecasterCanary")]
     cfg = serve_config({"sent_a": m["sentiment"], "fc_a": m["forecast"], "features": m["features"]}, port, deps)
     cfg["applications"][0]["route_prefix"] = "/"
+    cfg["applications"][0]["args"]["sentiment_loader_kwargs"]["precision"] = a.precision
     cfg["applications"].append({"name": "ceiling", "route_prefix": "/ceiling",
                                 "import_path": "finpulse.serving.testing:ceiling_app"})
 
@@ -129,7 +132,10 @@ def main() -> None:
         "sentiment16": (f"{base}/v1/sentiment", {"texts": [TEXT] * 16}),
         "signal": (f"{base}/v1/signal", {"ticker": "AAPL", "texts": [TEXT] * 4}),
     }
+    from finpulse.sentiment.model import resolve_precision
+
     results: dict = {"models": m, "duration_s": a.duration, "cpus": os.cpu_count(), "cells": {},
+                     "sentiment_precision": resolve_precision(a.precision),
                      "throughput_optimized": a.throughput_optimized}
     for name, (url, body) in cells.items():
         wrk(url, body, 8, 2)  # warm-up
@@ -144,7 +150,8 @@ def main() -> None:
     gw = next(d for d in off["applications"][0]["deployments"] if d["name"] == "Gateway")
     gw["user_config"] = {"max_batch_size": 1}
     sm = next(d for d in off["applications"][0]["deployments"] if d["name"] == "SentimentModel")
-    sm["user_config"] = {"model": m["sentiment"], "loader_kwargs": {"threads": 1}, "max_batch_size": 1}
+    sm["user_config"] = {"model": m["sentiment"], "loader_kwargs": {"threads": 1, "precision": a.precision},
+                         "max_batch_size": 1}
     deploy(off)
     time.sleep(3)
     wrk(cells["sentiment1"][0], cells["sentiment1"][1], 8, 2)

@@ -87,7 +87,7 @@ def score_cmd(
     num_actors: int = typer.Option(1),
     cpus_per_actor: float = typer.Option(1.0),
     threads: int = typer.Option(None, help="Torch threads per actor."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU) or int8 (CPU)."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU), int8 (CPU), or auto (bf16 where native)."),
     gpus: float = typer.Option(0.0, help="GPUs per actor."),
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""

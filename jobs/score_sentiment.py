@@ -23,7 +23,7 @@ def main() -> None:
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--threads", type=int, help="torch threads per actor")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32; bf16 (CPUs with AVX512-BF16/AMX, or GPU); int8 dynamic quantization (CPU)")
+                   help="fp32; bf16 (CPUs with AVX512-BF16/AMX, or GPU); int8 dynamic quantization (CPU); auto")
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per actor (cuda)")
     a = p.parse_args()
     paths = data_paths()

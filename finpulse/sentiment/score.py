@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from finpulse.data.schemas import POST_SCORES, SENTIMENT_LABELS, to_table
-from finpulse.sentiment.model import PRECISIONS, SentimentClassifier, load_classifier, resolve_model_dir
+from finpulse.sentiment.model import SentimentClassifier, load_classifier, resolve_model_dir, resolve_precision
 
 INPUT_COLUMNS = ["post_id", "ticker", "text"]
 
@@ -121,7 +121,7 @@ def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, 
     """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``.
 
     ``batch_size`` rows go to an actor per call; inside, micro-batches of ``inference_batch_size``
-    similar-length texts. ``precision``: fp32, bf16 or int8 (see ``load_classifier``). ``gpus`` > 0 puts
+    similar-length texts. ``precision``: fp32, bf16, int8 or auto (see ``load_classifier``). ``gpus`` > 0 puts
     each actor on that share of a GPU (cuda; int8 falls back to fp32 there).
     Returns a summary with the row count, seconds, texts/s and the scorer (model version) string.
     """
@@ -129,8 +129,7 @@ def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, 
 
     from finpulse import storage
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    precision = resolve_precision(precision, "cuda" if gpus else "cpu")
     connect_ray()
     local, version = resolve_model_dir(model)
     payload: str | dict[str, bytes] = (ray.put(pack_model_dir(local)) if os.path.isdir(local) else local)

@@ -11,10 +11,12 @@ from finpulse.sentiment.model import (
     build_tiny_model,
     canonical_index,
     clean_texts,
+    cpu_has_bf16,
     length_sorted_batches,
     load_classifier,
     pad_batch,
     predictions_from_proba,
+    resolve_precision,
 )
 
 
@@ -127,8 +129,10 @@ def test_reduced_precision_classifier_stays_close_to_fp32(tmp_path, precision):
     np.testing.assert_allclose(got, fp, atol=0.05)
 
 
-def test_unknown_precision_is_refused(tmp_path):
+def test_auto_precision_and_unknown_precision(tmp_path):
     path = build_tiny_model(tmp_path / "m")
+    assert load_classifier(str(path), precision="auto").precision == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("auto", "cuda") == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         load_classifier(str(path), precision="fp8")
     with pytest.raises(ValueError, match="CPU only"):
