@@ -119,7 +119,10 @@ def bench_stocknet(args, out: dict) -> None:
     }
 
 
-def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float = 8.0) -> dict:
+def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float = 8.0,
+                  threads: int | None = None) -> dict:
+    """Median epoch of the plain loop (one process, ``threads`` or every core) against N Ray Train
+    workers with (threads or cores/N) threads each."""
     import torch
 
     from finpulse.forecast.config import ForecastConfig
@@ -132,7 +135,7 @@ def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float =
                          patience=epochs + 1, num_workers=workers, cpus_per_worker=cpus / workers, seed=0,
                          val_end=dt.date(2019, 1, 1))
     data = prepare_training_data(df, cfg)
-    torch.set_num_threads(cpus)  # plain PyTorch: one process, every core, the same steps
+    torch.set_num_threads(threads or cpus)  # plain PyTorch: one process, every core (or `threads`), the same steps
 
     def plain_epochs() -> list[float]:
         seed_everything(cfg.seed)
@@ -149,7 +152,7 @@ def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float =
     # a pause first lets the previous run's worker processes exit (they otherwise steal the cores)
     time.sleep(settle_s)
     before = plain_epochs()
-    threads = max(1, cpus // workers)
+    threads = threads or max(1, cpus // workers)
     t = time.perf_counter()
     _, _, ray_times = fit_with_ray(data, cfg, max_failures=0, threads_per_worker=threads)
     wall = time.perf_counter() - t
@@ -173,6 +176,7 @@ def bench_train(args, out: dict) -> None:
     epochs = 5 if args.quick else 8
     one = _ray_vs_plain(df, 1, epochs)
     ddp = _ray_vs_plain(df, args.workers, epochs)
+    single = _ray_vs_plain(df, 1, epochs, threads=1)  # one thread each side: Ray without core contention
     # fixed start-up: a TorchTrainer with N workers doing one epoch on a sliver of data
     tiny = ForecastConfig(feature_set="price", lookback=20, hidden_size=8, max_epochs=1, num_workers=args.workers)
     small = prepare_training_data(df[df["ticker"] == "AAPL"].tail(80), tiny)
@@ -181,9 +185,10 @@ def bench_train(args, out: dict) -> None:
     startup = time.perf_counter() - t
     out["train"] = {
         "train_overhead_ratio": one["ratio"], "train_overhead_ratio_ddp": ddp["ratio"],
+        "train_overhead_ratio_1thread": single["ratio"], "one_thread": single,
         "train_startup_s": startup, "startup_workers": args.workers, "one_worker": one, "ddp": ddp,
         "note": "median epoch after the first; plain = 1 process with all cores; 'ddp' = N Ray workers x "
-                "(cores/N) threads with gradient all-reduce every batch",
+                "(cores/N) threads with gradient all-reduce every batch; '1thread' = 1 worker x 1 thread vs plain with 1 thread",
     }
     print(json.dumps(out["train"], indent=1), flush=True)
 
