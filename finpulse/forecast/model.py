@@ -177,7 +177,8 @@ class LoadedForecaster:
         return Window(prepared.x[k - self.lookback : k], self.ticker_index.get(prepared.ticker, UNKNOWN_TICKER),
                       prepared.ticker, prepared.dates[k - 1], float(prepared.closes[k - 1]))
 
-    def _window(self, history: pd.DataFrame) -> Window:
+    def window(self, history: pd.DataFrame) -> Window:
+        """The window ending on the last day of one ticker's ``history``."""
         return self.window_at(self.prepare(history), len(history))
 
     def predict_windows(self, windows: list[Window]) -> list[dict]:
@@ -194,7 +195,7 @@ class LoadedForecaster:
 
     def predict_batch(self, histories: list[pd.DataFrame]) -> list[dict]:
         """One forecast per history (each: one ticker's rows up to and including the as-of day)."""
-        return self.predict_windows([self._window(h) for h in histories])
+        return self.predict_windows([self.window(h) for h in histories])
 
     def predict_next(self, history: pd.DataFrame) -> dict:
         return self.predict_batch([history])[0]

@@ -329,7 +329,7 @@ class ForecastService:
         end = self.store.end_row(ticker, item.get("as_of"), self.max_staleness_days)
         if item.get("sentiment") is not None or item.get("closes"):
             hist = self.store.frame(ticker).iloc[max(0, end - rows) : end]
-            return model._window(apply_signal(hist, item.get("sentiment"), item.get("closes")))
+            return model.window(apply_signal(hist, item.get("sentiment"), item.get("closes")))
         key = (id(model), id(self.store))
         if self._prepared_key != key:
             self._prepared, self._prepared_key = {}, key
