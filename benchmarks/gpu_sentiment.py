@@ -151,9 +151,7 @@ def run(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for dtype in ("fp32", "bf16"):
         for bs in (32, 256):
-            c = load_classifier(str(best_dir), device=dev, max_length=args.max_length, batch_size=bs)
-            if dtype == "bf16":
-                c.model.to(torch.bfloat16)
+            c = load_classifier(str(best_dir), device=dev, max_length=args.max_length, batch_size=bs, precision=dtype)
             c.predict_proba(texts[:512])  # warm-up
             sync()
             t0 = time.perf_counter()
