@@ -77,6 +77,9 @@ def test_ray_etl_matches_reference_and_reruns_identically(ray_head: dict, tmp_pa
     second = etl.run_etl(prices_uri, posts_uri, out)
     assert second.version == first.version
     assert _file_bytes(out, second.version) == before  # byte-identical rerun
+    import ray.data  # the ETL lifts Ray Data's CPU reservation only while it runs
+
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled
 
 
 def test_half_written_version_is_invisible(ray_head: dict, tmp_path: Path) -> None:
