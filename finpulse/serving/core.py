@@ -308,7 +308,7 @@ class ForecastService:
     max_staleness_days: int = 7
     context_rows: int = 40  # rows beyond the lookback, so 20-day features can be recomputed from closes
     _prepared: dict = field(default_factory=dict, repr=False)  # ticker -> PreparedRows of the current pair
-    _prepared_key: tuple | None = field(default=None, repr=False)
+    _prepared_for: tuple | None = field(default=None, repr=False)  # the (model, store) they were prepared for
 
     def load_features(self, uri: str | None) -> None:
         """(Re)load the features; called on every reconfigure, so the same URI again means refresh."""
@@ -330,9 +330,9 @@ class ForecastService:
         if item.get("sentiment") is not None or item.get("closes"):
             hist = self.store.frame(ticker).iloc[max(0, end - rows) : end]
             return model.window(apply_signal(hist, item.get("sentiment"), item.get("closes")))
-        key = (id(model), id(self.store))
-        if self._prepared_key != key:
-            self._prepared, self._prepared_key = {}, key
+        if self._prepared_for is None or self._prepared_for[0] is not model or self._prepared_for[1] is not self.store:
+            # the pair itself, not id()s: a new model may reuse a freed one's id
+            self._prepared, self._prepared_for = {}, (model, self.store)
         if ticker not in self._prepared:
             self._prepared[ticker] = model.prepare(self.store.frame(ticker))
         return model.window_at(self._prepared[ticker], end, start=max(0, end - rows))

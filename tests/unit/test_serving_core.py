@@ -150,7 +150,7 @@ def test_forecast_fast_path_matches_a_rebuild_from_history(features, tmp_path):
     days = sorted(features.loc[features["ticker"] == "MSFT", "date"].unique())
     probe = [*days[:35], *days[35::37], days[-1]]  # the first days have too few complete rows
     got = service.predict([{"ticker": "MSFT", "as_of": d} for d in probe])
-    assert service._prepared_key is not None and set(service._prepared) == {"MSFT"}
+    assert service._prepared_for is not None and set(service._prepared) == {"MSFT"}
     errors = 0
     for d, g in zip(probe, got, strict=True):
         try:
