@@ -8,7 +8,8 @@ numbers are reported whichever side of the goal they land.
   feature set), walk-forward over the last years, MAE ratio to persistence per ticker and overall,
   directional accuracy, DM p-value (one-sided, H1: model beats persistence);
 - stocknet: the ten StockNet tickers (their prices and tweets, data in ../shared/data), tweets scored
-  by the sentiment model when one is registered (``--sentiment-model``), else VADER; the StockNet split;
+  by the sentiment model (``--sentiment-model``; default: the one ``make bench-sentiment`` fine-tuned
+  on PhraseBank + TFNS, else the registry champion, else VADER); the StockNet split;
 - train: Ray Train's steady-state epoch time over the same loop in one plain process on the same
   data (train_overhead_ratio), and the fixed start-up of a TorchTrainer doing almost nothing;
 - tune: the same 16 configurations under ASHA and under FIFO to the full budget.
@@ -78,12 +79,14 @@ def stocknet_inputs(sentiment_model: str | None) -> tuple[pd.DataFrame, pd.DataF
     posts = pd.concat([sources.read_stocknet_jsonl((SHARED / "stocknet" / "tweets_preprocessed" / f"{t}.jsonl")
                                                    .read_bytes(), t, f"stocknet/{t}") for t in TEN], ignore_index=True)
     scores, source = None, "vader"
-    spec = sentiment_model or "finpulse-sentiment@champion"
+    # the model `make bench-sentiment` fine-tuned (PhraseBank + TFNS: no StockNet text), else the registry's
+    bench_model = REPO / ".finpulse" / "bench" / "sentiment-model"
+    spec = sentiment_model or (str(bench_model) if bench_model.is_dir() else "finpulse-sentiment@champion")
     try:
         from finpulse.sentiment.model import load_classifier
         from finpulse.sentiment.score import score_frame
 
-        clf = load_classifier(spec, threads=os.cpu_count())
+        clf = load_classifier(spec, threads=os.cpu_count(), precision="auto")
         valid, _ = sources.normalize_posts(posts)
         scores = score_frame(clf, valid)
         source = f"model:{spec} ({clf.version})"
