@@ -75,6 +75,10 @@ def _maybe_fail(loop_cfg: dict, rank: int, epoch: int) -> None:
         return
     if rank == loop_cfg.get("fail_rank", 1) and not os.path.exists(marker):
         Path(marker).write_text(f"killed rank {rank} at epoch {epoch}\n")
+        # Ray Train's controller collects reported checkpoints when it polls the workers (every
+        # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S). Epochs here take milliseconds, so dying at once could
+        # beat the first poll and leave no checkpoint to resume from: wait two polls first.
+        time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0")) + 0.5)
         os._exit(1)
 
 
