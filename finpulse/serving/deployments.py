@@ -27,7 +27,7 @@ from finpulse.serving.router import (
     forecast_info,
     sentiment_info,
 )
-from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
+from finpulse.serving.schemas import BatchConfig, ForecasterConfig, GatewayConfig, SentimentModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def _split(results: list, calls: list[list]) -> list[list]:
     return out
 
 
+def _apply_batching(batched: Any, cfg: BatchConfig) -> None:
+    """A ``user_config``'s batch size and wait on a ``@serve.batch`` method: no replica restart."""
+    batched.set_max_batch_size(cfg.max_batch_size)
+    batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+
 @serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32)
 class SentimentModel:
     """Scores texts. One call carries many requests (a Gateway batch); calls are batched again here."""
@@ -54,8 +60,7 @@ class SentimentModel:
     async def reconfigure(self, config: dict) -> None:
         cfg = SentimentModelConfig(**(config or {}))
         await asyncio.to_thread(configure_sentiment, self.service, cfg)
-        self._batched.set_max_batch_size(cfg.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        _apply_batching(self._batched, cfg)
 
     async def score(self, requests: list[list[str]]) -> list[dict]:
         """Per request ``{"results": [...], "version"}`` or an error dict."""
@@ -85,8 +90,7 @@ class Forecaster:
     async def reconfigure(self, config: dict) -> None:
         cfg = ForecasterConfig(**(config or {}))
         await asyncio.to_thread(configure_forecast, self.service, cfg)
-        self._batched.set_max_batch_size(cfg.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        _apply_batching(self._batched, cfg)
 
     async def predict(self, items: list[dict]) -> list[dict]:
         """Per item a forecast dict (with ``model_version``) or an error dict."""
@@ -127,8 +131,7 @@ class Gateway(Router):
     def reconfigure(self, config: dict) -> None:
         Router.reconfigure(self, GatewayConfig(**(config or {})))
         for hop in (self._sentiment_hop, self._forecast_hop):
-            hop.set_max_batch_size(self.config.max_batch_size)
-            hop.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+            _apply_batching(hop, self.config)
 
     async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
         return await self._sentiment_hop((slot, texts))
