@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -ra
 
 demo: $(STAMP)
-	$(BIN)/python -m finpulse.demo
+	$(BIN)/python -m finpulse.demo $(DEMO_ARGS)
 
 # ---- benchmarks (each prints a table and writes benchmarks/results/<name>.json) ----
 bench-etl: $(STAMP)

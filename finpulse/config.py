@@ -6,7 +6,10 @@ below, so a job on a KubeRay cluster is configured by its environment and a test
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,11 +20,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FINPULSE_", extra="ignore")
 
-    home: str = Field(".finpulse", description="Local working folder for the embedded defaults.")
+    home: str = Field("", description="Local working folder; default: see default_home(). Made absolute.")
     data_root: str = Field("", description="Local path or s3:// URI for datasets; default <home>/data.")
     mlflow_tracking_uri: str = Field("", description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
     mlflow_artifact_location: str | None = Field(
-        None, description="Artifact root for new experiments; None lets MLflow pick (./mlruns)."
+        None, description="Artifact root for new experiments; default <home>/mlartifacts with sqlite MLflow."
     )
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (SeaweedFS, MinIO); None = AWS.")
     s3_access_key: str | None = None
@@ -31,13 +34,53 @@ class Settings(BaseSettings):
     seed: int = 42
 
     @model_validator(mode="after")
-    def _defaults_under_home(self) -> Settings:
-        """Unset locations follow ``home``, so one variable moves a whole local installation."""
-        if not self.data_root:
-            self.data_root = f"{self.home}/data"
-        if not self.mlflow_tracking_uri:
-            self.mlflow_tracking_uri = f"sqlite:///{self.home}/mlflow.db"
+    def _absolute_defaults_under_home(self) -> Settings:
+        """Unset locations follow ``home``, so one variable moves a whole local installation.
+
+        Every local location is made absolute here, once: Ray Train V2 runs workers in the run's
+        storage folder and ``ray job submit --working-dir`` runs the driver in a temporary package
+        folder, so a relative path would name a different (or vanishing) file there.
+        """
+        self.home = absolute_path(self.home or default_home())
+        self.data_root = absolute_path(self.data_root or os.path.join(self.home, "data"))
+        self.mlflow_tracking_uri = absolute_sqlite(self.mlflow_tracking_uri or f"sqlite:///{self.home}/mlflow.db")
+        if self.mlflow_artifact_location:
+            self.mlflow_artifact_location = absolute_path(self.mlflow_artifact_location)
+        elif self.mlflow_tracking_uri.startswith("sqlite:"):  # a tracking server keeps its own artifact root
+            self.mlflow_artifact_location = os.path.join(self.home, "mlartifacts")
         return self
+
+
+def default_home() -> str:
+    """``<checkout>/.finpulse`` when this Python is the checkout's ``.venv`` (``make demo``, the CLI, and
+    jobs on a cluster started from that venv), else ``~/.finpulse``: always absolute and persistent,
+    never the working folder of a job."""
+    checkout = Path(sys.prefix).resolve().parent
+    project = checkout / "pyproject.toml"
+    if project.is_file() and 'name = "finpulse"' in project.read_text(errors="replace"):
+        return str(checkout / ".finpulse")
+    return str(Path.home() / ".finpulse")
+
+
+def absolute_path(location: str) -> str:
+    """A local path made absolute (``~`` expanded); URIs such as ``s3://`` or ``file://`` unchanged."""
+    if "://" in location:
+        return location
+    return os.path.abspath(os.path.expanduser(location))
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///relative.db`` made absolute; other URIs (http, postgresql, absolute sqlite) unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + absolute_path(uri[len(prefix):])
+    return uri
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``FINPULSE_*`` variables (resolved, absolute), for Ray workers, jobs and replicas."""
+    values = settings.model_dump()
+    return {f"FINPULSE_{k.upper()}": str(v) for k, v in values.items() if v is not None and v != ""}
 
 
 @lru_cache(maxsize=1)

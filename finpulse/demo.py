@@ -8,13 +8,17 @@ registration and promotion -> the Serve application answering until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
+import sys
 
 import pandas as pd
 
 from finpulse.config import get_settings
 from finpulse.data.embedded import DataPaths, data_paths, stage_embedded
 from finpulse.data.etl import EtlResult, load_dataset, run_etl
+from finpulse.runtime import stderr_to_log
 
 
 def banner(text: str) -> None:
@@ -39,9 +43,17 @@ def etl_summary(result: EtlResult) -> pd.DataFrame:
 
 def run_etl_stage(paths: DataPaths, *, signal_strength: float, posts_per_day: float,
                   scores_uri: str | None = None) -> EtlResult:
+    from finpulse.data.etl import ETL_STAGES
+    from finpulse.progress import stage_bar
+
     if scores_uri is None:
-        stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
-    result = run_etl(paths.raw_prices, paths.raw_posts, paths.curated, scores_uri=scores_uri)
+        staged = stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
+        print(f"staged {staged['prices']} price bars and {staged['posts']} synthetic posts under {paths.root}/raw")
+    bar, done = stage_bar("ETL (Ray Data)", list(ETL_STAGES))
+    try:
+        result = run_etl(paths.raw_prices, paths.raw_posts, paths.curated, scores_uri=scores_uri, on_stage=done)
+    finally:
+        bar.close()
     etl_summary(result)
     return result
 
@@ -73,44 +85,84 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
 
 
 def run_serving_stage(dashboard_url: str) -> None:
-    """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C."""
+    """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C (or SIGTERM)."""
     import json
+    import signal
     import time
     from pathlib import Path
 
     from finpulse.serving.launch import deploy_and_wait, example_calls
 
     config = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
+    print(f"deploying {config.name} (Gateway, SentimentModel, Forecaster and their canary slots) ...", flush=True)
     base = deploy_and_wait(config, dashboard_url)
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it the way Ctrl-C does
     print("\nServing until Ctrl-C ...", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopped")
+    while True:
+        time.sleep(3600)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--posts-per-day", type=float, default=6.0)
     ap.add_argument("--signal-strength", type=float, default=0.5,
                     help="planted next-day signal in the synthetic posts (0 = none)")
     ap.add_argument("--sentiment-examples", type=int, default=3000, help="VADER-labelled posts to fine-tune on")
     ap.add_argument("--sentiment-epochs", type=int, default=2)
+    ap.add_argument("--forecast-epochs", type=int, default=15)
+    ap.add_argument("--quick", action="store_true",
+                    help="the same stages on less: fewer posts, examples and epochs (CI's end-to-end run)")
     ap.add_argument("--no-serve", action="store_true", help="stop after training instead of serving")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.posts_per_day, args.sentiment_examples = min(args.posts_per_day, 2.0), min(args.sentiment_examples, 300)
+        args.sentiment_epochs, args.forecast_epochs = 1, min(args.forecast_epochs, 3)
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stages; Ctrl-C at any point shuts Serve and Ray down and exits (0 once serving)."""
     import ray
 
+    from finpulse.runtime import connect
+
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started where SIGINT was ignored
     s = get_settings()
     os.makedirs(s.home, exist_ok=True)
-    ctx = ray.init(address=s.ray_address, log_to_driver=False, include_dashboard=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    paths = data_paths(s)
+    log = stderr_to_log(s)
+    print(f"FinPulse home: {s.home}   library logs: {log}", flush=True)
+    try:
+        run_stages(args, connect(s, include_dashboard=True))
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping ...", flush=True)
+        return 0
+    except Exception as exc:
+        logging.getLogger("finpulse.demo").exception("demo failed")
+        print(f"\nerror: {type(exc).__name__}: {exc}\n(traceback in {log})", flush=True)
+        return 1
+    finally:
+        _shutdown(ray)
+    return 0
 
+
+def _shutdown(ray: object) -> None:
+    """Serve first (its proxies and replicas), then the local Ray this process started."""
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    except Exception as exc:  # Ray already gone: nothing left to stop
+        print(f"serve shutdown: {exc}")
+    ray.shutdown()  # type: ignore[attr-defined]
+    print("stopped", flush=True)
+
+
+def run_stages(args: argparse.Namespace, ctx: object) -> None:
+    paths = data_paths(get_settings())
     banner("1. ETL: shipped real prices + synthetic posts (labelled synthetic) -> daily features")
     print(f"synthetic posts carry a planted next-day signal of strength {args.signal_strength}: any forecasting "
           "gain over persistence below is that planted signal, not a market result")
@@ -118,19 +170,19 @@ def main(argv: list[str] | None = None) -> None:
 
     banner("2. Sentiment: fine-tune MiniLM on VADER weak labels (Ray Train), score posts (Ray Data)")
     result = run_sentiment_stage(paths, max_examples=args.sentiment_examples, epochs=args.sentiment_epochs,
-                                 signal_strength=args.signal_strength,
-                                 posts_per_day=args.posts_per_day)
+                                 signal_strength=args.signal_strength, posts_per_day=args.posts_per_day)
 
     banner("3. Forecaster: train (Ray Train), walk-forward evaluation vs baselines, register, promote")
     from finpulse.forecast.demo import run_forecast_demo
 
-    run_forecast_demo(load_dataset(result.out_uri, "daily_features"))
-
+    run_forecast_demo(load_dataset(result.out_uri, "daily_features"), max_epochs=args.forecast_epochs,
+                      k=1 if args.quick else 2)
     if args.no_serve:
         return
     banner("4. Serving: Ray Serve graph (Gateway -> SentimentModel, Forecaster)")
-    run_serving_stage(f"http://{ctx.dashboard_url}" if ctx.dashboard_url else "http://127.0.0.1:8265")
+    dashboard = getattr(ctx, "dashboard_url", None)
+    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

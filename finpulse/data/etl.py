@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -292,19 +292,24 @@ def _one_operator_stages() -> Iterator[None]:
         ctx.op_resource_reservation_enabled = before
 
 
-def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None = None,
-            config: EtlConfig | None = None) -> EtlResult:
-    """Run the whole ETL on Ray Data (connects to a running Ray or starts a local one)."""
-    import ray
+ETL_STAGES = ("prices", "posts_to_staging", "duplicates", "partitions", "features_and_manifest")
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False)
+
+def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None = None,
+            config: EtlConfig | None = None, on_stage: Callable[[str], None] | None = None) -> EtlResult:
+    """Run the whole ETL on Ray Data (connects to a running Ray or starts a local one).
+
+    ``on_stage(name)`` is called as each of :data:`ETL_STAGES` ends (a progress bar's hook)."""
+    from finpulse.runtime import connect
+
+    connect()
     with _one_operator_stages():
-        return _run_etl(prices_uri, posts_uri, out_uri, scores_uri=scores_uri, config=config or EtlConfig())
+        return _run_etl(prices_uri, posts_uri, out_uri, scores_uri=scores_uri, config=config or EtlConfig(),
+                        on_stage=on_stage or (lambda _stage: None))
 
 
 def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None,
-             config: EtlConfig) -> EtlResult:
+             config: EtlConfig, on_stage: Callable[[str], None]) -> EtlResult:
     import ray
 
     cfg = config
@@ -330,6 +335,7 @@ def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri
         nonlocal mark
         timings[stage] = round(time.time() - mark, 3)
         mark = time.time()
+        on_stage(stage)
 
     # 1. prices
     price_rows = ray.data.from_items([{"uri": u} for u in price_files], override_num_blocks=len(price_files)) \
@@ -393,6 +399,7 @@ def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri
     if not cfg.keep_staging:
         storage.delete_dir(staging)
     timings["features_and_manifest"] = round(time.time() - mark, 3)
+    on_stage("features_and_manifest")
     return EtlResult(out_uri, version_id, manifest)
 
 

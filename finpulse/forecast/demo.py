@@ -23,7 +23,7 @@ DEMO_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_
 
 def run_forecast_demo(features: pd.DataFrame | None = None, *, config: ForecastConfig | None = None,
                       wf: WalkForwardConfig | None = None, policy: PromotionPolicy | None = None,
-                      signal_strength: float = 0.5, echo=print) -> dict:
+                      signal_strength: float = 0.5, max_epochs: int = 15, k: int = 2, echo=print) -> dict:
     """Train -> register (challenger) -> walk-forward evaluate -> promote; prints the metrics table."""
     from finpulse.forecast.inputs import connect_ray, synthetic_features
 
@@ -33,9 +33,9 @@ def run_forecast_demo(features: pd.DataFrame | None = None, *, config: ForecastC
              f"{signal_strength}): the gain below is the planted signal, not a market result")
     days = sorted(pd.to_datetime(features["date"]).dt.date.unique())
     test_start = days[int(len(days) * 0.8)]
-    config = config or ForecastConfig(hidden_size=16, lookback=10, max_epochs=15, patience=4, batch_size=64,
+    config = config or ForecastConfig(hidden_size=16, lookback=10, max_epochs=max_epochs, patience=4, batch_size=64,
                                       num_workers=2, val_end=test_start)
-    wf = wf or WalkForwardConfig(k=2, test_start=test_start)
+    wf = wf or WalkForwardConfig(k=k, test_start=test_start)
     connect_ray()
     echo(f"forecaster: training with Ray Train ({config.num_workers} workers) on {features['ticker'].nunique()} "
          f"tickers, {days[0]}..{days[-1]}")

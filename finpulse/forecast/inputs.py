@@ -62,9 +62,6 @@ def load_features(features_uri: str | None = None, *, embedded: bool = False, ti
 
 def connect_ray() -> None:
     """Join the configured Ray cluster (``FINPULSE_RAY_ADDRESS``), the job's cluster, or start a local one."""
-    import ray
+    from finpulse.runtime import connect
 
-    from finpulse.config import get_settings
-
-    if not ray.is_initialized():
-        ray.init(address=get_settings().ray_address, log_to_driver=False)
+    connect()

@@ -42,6 +42,8 @@ from finpulse.forecast.loop import (
 )
 from finpulse.forecast.model import build_model, forecast_loss, predict_arrays, save_forecaster
 from finpulse.forecast.windows import Windows
+from finpulse.progress import epoch_bar
+from finpulse.runtime import sigint_restored
 
 REGISTERED_NAME = "finpulse-forecaster"
 EXPERIMENT = "finpulse-forecast"
@@ -130,6 +132,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             ts = int(time.time() * 1000)
             client.log_batch(loop_cfg["run_id"], metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()
                                                           if k != "epoch"])
+        if rank == 0 and loop_cfg.get("progress") is not None:
+            loop_cfg["progress"](metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -160,16 +164,17 @@ def fit_with_ray(data: TrainingData, config: ForecastConfig, *, run_id: str | No
         "threads_per_worker": threads_per_worker,
         **(test_hooks or {}),
     }
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_cfg,
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=False,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),
-        run_config=RunConfig(name=f"forecaster-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    result = trainer.fit()
+    with epoch_bar("forecaster (Ray Train)", config.max_epochs) as sink, sigint_restored():
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={**loop_cfg, "progress": sink},
+            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=False,
+                                         resources_per_worker={"CPU": config.cpus_per_worker}),
+            run_config=RunConfig(name=f"forecaster-{uuid.uuid4().hex[:8]}", storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:

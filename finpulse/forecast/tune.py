@@ -29,6 +29,7 @@ from finpulse import tracking
 from finpulse.config import get_settings
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.train import EXPERIMENT, TrainResult, train_forecaster
+from finpulse.runtime import sigint_restored
 
 
 class SearchSpace(BaseModel):
@@ -143,7 +144,8 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
                                         max_concurrent_trials=max_concurrent, reuse_actors=reuse_actors),
             run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", storage_path=storage, verbose=0),
         )
-        grid = tuner.fit()
+        with sigint_restored():
+            grid = tuner.fit()
         wall = time.perf_counter() - start
         rows = []
         for r in grid:

@@ -100,12 +100,9 @@ def _as_dataset(posts: Any, batch_size: int) -> Any:
 
 def connect_ray() -> None:
     """Join the configured cluster (or the job's, under ``ray job submit``), else start a local Ray."""
-    import ray
+    from finpulse.runtime import connect
 
-    from finpulse.config import get_settings
-
-    if not ray.is_initialized():
-        ray.init(address=get_settings().ray_address, log_to_driver=False)
+    connect()
 
 
 def curated_posts(curated_uri: str) -> pd.DataFrame:

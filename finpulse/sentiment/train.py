@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from finpulse.data.schemas import SENTIMENT_LABELS
+from finpulse.progress import epoch_bar
+from finpulse.runtime import sigint_restored
 from finpulse.sentiment.datasets import DatasetSpec, Splits
 from finpulse.sentiment.model import (
     DEFAULT_MODEL,
@@ -280,7 +282,11 @@ def _ray_worker(cfg: dict[str, Any]) -> None:
         meta = json.loads((Path(tmp) / METADATA_FILE).read_text())
         start_dir, start_epoch, history = tmp, int(meta["epoch"]) + 1, meta.get("history")
 
+    progress = cfg.pop("_progress", None)
+
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
+        if progress is not None and ctx.get_world_rank() == 0:
+            progress(metrics)
         checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -305,8 +311,6 @@ def prepare_splits(config: SentimentTrainConfig) -> Splits:
 
 def fit(config: SentimentTrainConfig, splits: Splits) -> Any:
     """Run the Ray Train TorchTrainer; returns its Result (per-epoch checkpoints, best kept)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     from finpulse.config import get_settings
     from finpulse.sentiment.score import connect_ray
@@ -318,7 +322,15 @@ def fit(config: SentimentTrainConfig, splits: Splits) -> Any:
     resources = {"CPU": config.cpus_per_worker}
     if config.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    with epoch_bar("sentiment (Ray Train)", config.epochs) as sink, sigint_restored():
+        return _trainer(config, {**cfg, "_progress": sink}, storage, resources).fit()
+
+
+def _trainer(config: SentimentTrainConfig, cfg: dict[str, Any], storage: str, resources: dict[str, float]) -> Any:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
         _ray_worker,
         train_loop_config=cfg,
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
@@ -331,7 +343,6 @@ def fit(config: SentimentTrainConfig, splits: Splits) -> Any:
                                                          checkpoint_score_order="max"),
         ),
     )
-    return trainer.fit()
 
 
 def _best_checkpoint(result: Any) -> tuple[Any, dict[str, Any]]:

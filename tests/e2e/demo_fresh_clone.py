@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""End to end as a newcomer: clone the committed tree, empty environment, the demo to serving, Ctrl-C.
+
+Run by `.ci/run` after `make test` (stdlib only, so any python3 runs it):
+
+    python3 tests/e2e/demo_fresh_clone.py [--keep] [--timeout 2400]
+
+Steps: `git clone` HEAD into a temp folder; `make install` there with only CI, PATH (and HOME) set;
+start `make demo`'s command with `--quick` in its own process group; wait until it serves; call every
+route once; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
+no Ray process of the clone left behind. Exits non-zero with the demo's output on any failure. It
+never inherits the test suite's variables (FINPULSE_*, RAY_*): that is what hid the relative-path bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ROUTES = [("GET", "/healthz", None), ("GET", "/v1/models", None),
+          ("POST", "/v1/sentiment", {"texts": ["Record quarter, shares jump", "Guidance cut"]}),
+          ("POST", "/v1/forecast", {"ticker": "AAPL"}),
+          ("POST", "/v1/signal", {"ticker": "MSFT", "texts": ["Cloud revenue beats estimates"]})]
+
+
+def clean_env() -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CI": os.environ.get("CI", "true")}
+    if "HOME" in os.environ:  # pip's cache; nothing of FinPulse's reads it with a checkout's venv
+        env["HOME"] = os.environ["HOME"]
+    return env
+
+
+def call(base: str, method: str, path: str, body: dict | None) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()[:300]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()[:300]
+
+
+def leftover_ray(clone: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if str(clone) in line and ("ray" in line or "raylet" in line or "gcs" in line)]
+
+
+def wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"demo exited with {proc.returncode} before {text!r}")
+        time.sleep(2)
+    raise TimeoutError(f"no {text!r} within {timeout:.0f}s")
+
+
+def run(clone: Path, timeout: float) -> None:
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)], check=True)
+    env = clean_env()
+    t0 = time.time()
+    subprocess.run(["make", "install"], cwd=clone, env=env, check=True)
+    print(f"make install: {time.time() - t0:.0f}s", flush=True)
+    log = clone / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(clone / ".venv/bin/python"), "-m", "finpulse.demo", "--quick"], cwd=clone,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(proc, log, "Serving until Ctrl-C", timeout)
+        print(f"demo serving after {time.time() - t0:.0f}s", flush=True)
+        failures = []
+        for method, path, body in ROUTES:
+            status, answer = call("http://127.0.0.1:8000", method, path, body)
+            print(f"{method} {path} -> {status} {answer[:120]}", flush=True)
+            if status != 200:
+                failures.append(f"{path}: {status}")
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+        t_int = time.time()
+        rc = proc.wait(timeout=30)
+        print(f"Ctrl-C: exit {rc} after {time.time() - t_int:.1f}s", flush=True)
+        time.sleep(3)
+        left = leftover_ray(clone)
+        if rc != 0 or "stopped" not in log.read_text() or left or failures:
+            raise RuntimeError(f"rc={rc} failures={failures} leftover={left}")
+    except BaseException:
+        print(log.read_text(errors="replace")[-8000:], file=sys.stderr)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    print("fresh-clone demo: OK (served every route, stopped on Ctrl-C)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", action="store_true", help="keep the clone (and its .finpulse) for inspection")
+    ap.add_argument("--timeout", type=float, default=2400, help="seconds until the demo must be serving")
+    args = ap.parse_args()
+    clone = Path(tempfile.mkdtemp(prefix="finpulse-e2e-")) / "finpulse"
+    try:
+        run(clone, args.timeout)
+    finally:
+        for line in leftover_ray(clone):  # only this clone's processes: other Ray users may share the machine
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        if not args.keep:
+            shutil.rmtree(clone.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
