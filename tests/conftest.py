@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from skip_policy import SHARED_DATA_SKIP, pytest_configure  # noqa: F401 (the skip rule's hook)
+
+pytest_plugins = ("pytester",)  # tests/unit/test_skip_policy.py runs pytest inside pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -59,7 +62,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 def shared_data() -> Path:
     """The real data sets beside the checkout; tests that need them skip with the reason."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not present at {SHARED_DATA} (development data, not shipped)")
+        pytest.skip(f"{SHARED_DATA_SKIP} {SHARED_DATA} (development data, not shipped)")
     return SHARED_DATA
 
 

@@ -11,22 +11,20 @@ Stages (each a thin Ray layer over the pure functions in ``curate`` and ``featur
    curated posts and returns the daily aggregates.
 4. the driver joins aggregates onto price features and writes features, prices and quarantine.
 
-Output is a version folder ``<out>/v=<id>/`` whose id hashes the inputs, the configuration and the
-code version (a rerun on the same inputs rewrites the same bytes), with ``manifest.json`` written
+Output is a version folder ``<out>/v=<id>/`` whose id hashes the inputs' bytes, the curation code's
+source, library versions and the configuration (:mod:`lineage`; a rerun on the same inputs rewrites the
+same bytes, a changed byte of input or code makes a new version), with ``manifest.json`` written
 last and then ``<out>/LATEST`` pointing at it: a reader that goes through :func:`load_dataset`
 never sees half a version.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -35,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finpulse import storage
-from finpulse.data import curate, sources
+from finpulse.data import curate, lineage, sources
 from finpulse.data.calendar import trading_calendar
 from finpulse.data.features import AGGREGATE_COLUMNS, aggregate_daily_sentiment, build_daily_features
 from finpulse.data.schemas import (
@@ -99,13 +97,6 @@ class EtlResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def code_version() -> str:
-    try:
-        return f"finpulse-{version('finpulse')}"
-    except PackageNotFoundError:  # running from a working dir without an install (ray job submit)
-        return "finpulse-unknown"
-
-
 # ------------------------------------------------------------------------------------------ inputs
 
 
@@ -138,14 +129,6 @@ def read_raw_posts(item: dict[str, str]) -> pd.DataFrame:
     if fmt == "kaggle_tweets":
         return sources.read_kaggle_tweets(data, storage.read_bytes(item["companies"]), uri)
     raise ValueError(f"{uri}: unsupported post format {fmt}")
-
-
-def _input_fingerprint(uris: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for u in uris:
-        fs, path = storage.filesystem(u)
-        out.append({"uri": u, "size": fs.get_file_info(path).size})
-    return out
 
 
 # ------------------------------------------------------------------------------------------ stages (pure-ish)
@@ -261,10 +244,6 @@ def _write_partitioned(df: pd.DataFrame, schema: pa.Schema, out_dir: str, name: 
     return written
 
 
-def _version_id(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
     scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
     return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")
@@ -319,10 +298,10 @@ def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri
         raise FileNotFoundError(f"no price files (.csv, .json) under {prices_uri}")
     post_items = discover_post_inputs(posts_uri) if posts_uri else []
     post_files = [i["uri"] for i in post_items] + [i["companies"] for i in post_items if i["companies"]]
-    identity = {"prices": _input_fingerprint(price_files), "posts": _input_fingerprint(post_files),
-                "scores": _input_fingerprint(storage.list_files(scores_uri, ".parquet")) if scores_uri else [],
-                "config": asdict(cfg), "code": code_version()}
-    version_id = _version_id(identity)
+    score_files = storage.list_files(scores_uri, ".parquet") if scores_uri else []
+    identity = lineage.version_identity({"prices": price_files, "posts": post_files, "scores": score_files},
+                                        asdict(cfg))
+    version_id = identity["hash"]
     out_dir = storage.join(out_uri, f"v={version_id}")
     staging = storage.join(out_dir, "_staging")
     storage.delete_dir(out_dir)
@@ -425,9 +404,11 @@ def _finish(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, t
     manifest = {
         "version": version_id,
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "code_version": identity["code"],
+        "code_version": identity["code"]["package"],
         "config": asdict(cfg),
-        "inputs": {k: identity[k] for k in ("prices", "posts", "scores")},
+        "inputs": identity["inputs"],
+        "identity": {"made_of": "sha256 of inputs[*].uri+sha256, identity.code, config",
+                     **{k: identity[k] for k in ("hash", "code", "seconds", "bytes_hashed")}},
         "counts": {"prices": asdict(price_counts), "posts": asdict(post_counts)},
         "quarantine_reasons": q.groupby(["dataset", "reason"]).size().rename("n").reset_index().to_dict("records"),
         "sentiment_source": source,

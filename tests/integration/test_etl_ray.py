@@ -3,6 +3,7 @@ reruns, versions published only when complete, S3 in and out, `ray job submit`, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -77,9 +78,28 @@ def test_ray_etl_matches_reference_and_reruns_identically(ray_head: dict, tmp_pa
     second = etl.run_etl(prices_uri, posts_uri, out)
     assert second.version == first.version
     assert _file_bytes(out, second.version) == before  # byte-identical rerun
+    _assert_identity(first.manifest, blobs)
+    # one changed byte of one input (same size) is a new version, and LATEST moves to it
+    post = Path(posts_uri) / "part-1.csv"
+    data = bytearray(post.read_bytes())
+    at = next(i for i in range(len(data) // 2, len(data)) if chr(data[i]).islower())
+    data[at] ^= 0x20  # a lower-case letter in the second half (a post's text) to upper case
+    post.write_bytes(bytes(data))
+    third = etl.run_etl(prices_uri, posts_uri, out)
+    assert third.version != first.version and etl.latest_version(out) == third.version
+    assert third.manifest["identity"]["code"] == first.manifest["identity"]["code"]
     import ray.data  # the ETL lifts Ray Data's CPU reservation only while it runs
 
     assert ray.data.DataContext.get_current().op_resource_reservation_enabled
+
+
+def _assert_identity(manifest: dict, blobs: list[bytes]) -> None:
+    """The manifest says what the version id is made of, and the post files' hashes are their bytes'."""
+    identity = manifest["identity"]
+    assert identity["hash"] == manifest["version"]
+    assert [e["sha256"] for e in manifest["inputs"]["posts"]] == [hashlib.sha256(b).hexdigest() for b in blobs]
+    assert {"finpulse.data.curate", "finpulse.data.etl"} <= set(identity["code"]["modules"])
+    assert identity["bytes_hashed"] >= sum(map(len, blobs)) and identity["seconds"] >= 0
 
 
 def test_half_written_version_is_invisible(ray_head: dict, tmp_path: Path) -> None:
@@ -104,6 +124,7 @@ def test_etl_on_real_s3(ray_head: dict, s3_server: dict, tmp_path: Path) -> None
     result = etl.run_etl(prices_uri, posts_uri, "s3://finpulse-curated/out")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finpulse-curated", Prefix="out/")["Contents"]}
     assert f"out/v={result.version}/manifest.json" in keys and "out/LATEST" in keys
+    _assert_identity(result.manifest, blobs)  # inputs hashed through S3 too
     assert any(k.startswith(f"out/v={result.version}/daily_features/ticker=TSLA/") for k in keys)
     features = etl.load_dataset("s3://finpulse-curated/out", "daily_features")
     ref = _reference(prices, blobs)["daily_features"]
