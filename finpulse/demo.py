@@ -63,6 +63,7 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
     """Fine-tune the shipped encoder on VADER-labelled synthetic posts, score every post with the
     Ray Data scorer, and rebuild the daily features with model scores instead of VADER."""
     from finpulse import tracking
+    from finpulse.progress import polled_bar
     from finpulse.sentiment.model import cpu_has_bf16
     from finpulse.sentiment.score import curated_posts, score_posts
     from finpulse.sentiment.train import train_on_vader_posts
@@ -76,12 +77,27 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
     if ref is not None:  # no gate for the demo's sentiment model: the weak-label fine-tune serves
         tracking.set_alias("finpulse-sentiment", tracking.CHAMPION, ref.version)
         print(f"registered {ref.label} as challenger and champion")
-    summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, num_actors=2,
-                          precision="bf16" if cpu_has_bf16() else "int8",
-                          num_cpus_per_actor=1, threads=1)
+    with polled_bar("scoring (Ray Data)", len(posts), lambda: written_rows(paths.scores)):
+        summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, num_actors=2,
+                              precision="bf16" if cpu_has_bf16() else "int8",
+                              num_cpus_per_actor=1, threads=1)
     print(f"scored {summary.get('rows', len(posts))} posts -> {paths.scores}")
     return run_etl_stage(paths, signal_strength=signal_strength, posts_per_day=posts_per_day,
                          scores_uri=paths.scores)
+
+
+def written_rows(uri: str) -> int:
+    """Rows in the Parquet files under ``uri`` so far (footers only): the scoring bar's count."""
+    import pyarrow.parquet as pq
+
+    from finpulse import storage
+
+    total = 0
+    for f in storage.list_files(uri, ".parquet"):
+        fs, path = storage.filesystem(f)
+        with fs.open_input_file(path) as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def run_serving_stage(dashboard_url: str) -> None:

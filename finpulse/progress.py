@@ -78,3 +78,28 @@ def stage_bar(desc: str, stages: list[str]) -> tuple[Any, Callable[[str], None]]
         bar.set_postfix_str(stage, refresh=True)
 
     return bar, done
+
+
+@contextlib.contextmanager
+def polled_bar(desc: str, total: int, count: Callable[[], int], *, unit: str = "row",
+               every_s: float = 1.0) -> Iterator[None]:
+    """A bar that polls ``count()`` (e.g. rows already written by a Ray Data sink) while the block runs."""
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=True, file=sys.stdout, unit_scale=True)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(every_s):
+            with contextlib.suppress(Exception):  # files may be half-written while we look
+                bar.n = min(total, count())
+                bar.refresh()
+
+    thread = threading.Thread(target=poll, name=f"progress-{desc}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s + 5)
+        with contextlib.suppress(Exception):
+            bar.n = min(total, count())
+        bar.close()
