@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from typing import Annotated, Literal
 
 import typer
 
+from finpulse.sentiment import DatasetKind, Precision
+
 app = typer.Typer(help="FinPulse: social-media sentiment in next-day price forecasts, on Ray.", no_args_is_help=True)
+
+
+def run_job(command: str) -> None:
+    """``jobs/<name>.py``: run one CLI command with this process's arguments (a job is the CLI, nothing else)."""
+    app([command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]))
 
 
 def _print_json(obj: object) -> None:
@@ -15,30 +25,45 @@ def _print_json(obj: object) -> None:
 
 # ---- data (foundation) ----------------------------------------------------------------------------
 
+Uri = Annotated[str | None, typer.Option(help="Folder or s3:// URI.")]
+
 
 @app.command()
 def etl(
-    prices: str = typer.Option(None, help="Folder/URI of price files; default <data_root>/raw/prices."),
-    posts: str = typer.Option(None, help="Folder/URI of post files; default <data_root>/raw/posts."),
-    out: str = typer.Option(None, help="Output URI; default <data_root>/curated."),
-    scores: str = typer.Option(None, help="Model scores (Parquet) to use instead of VADER."),
-    embedded: bool = typer.Option(False, help="Stage the shipped prices and synthetic posts first."),
-    posts_per_day: float = typer.Option(6.0, help="Synthetic posts per ticker and day (with --embedded)."),
-    signal_strength: float = typer.Option(0.0, help="Planted next-day signal in synthetic posts (with --embedded)."),
+    prices: Annotated[str | None, typer.Option(help="Price files (Yahoo CSV, Alpha Vantage CSV/JSON); "
+                                                    "default <data_root>/raw/prices.")] = None,
+    posts: Annotated[str | None, typer.Option(help="Post files (posts CSV, StockNet JSONL, Kaggle pair); default "
+                                                   "<data_root>/raw/posts when it exists, else prices only.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output URI; default <data_root>/curated.")] = None,
+    scores: Annotated[str | None, typer.Option(help="Model scores (POST_SCORES Parquet) to use instead of VADER.")] = None,
+    embedded: Annotated[bool, typer.Option(help="Stage the shipped prices and synthetic posts first.")] = False,
+    posts_per_day: Annotated[float, typer.Option(help="Synthetic posts per ticker and day (--embedded).")] = 6.0,
+    signal_strength: Annotated[float, typer.Option(help="Planted next-day signal in synthetic posts "
+                                                        "(--embedded).")] = 0.0,
+    dedupe_window_s: Annotated[int, typer.Option(help="Same author and text within this many seconds is a "
+                                                      "duplicate.")] = 60,
+    close_hour: Annotated[int, typer.Option(help="Market close hour, New York time: later posts count for the "
+                                                 "next trading day.")] = 16,
 ) -> None:
     """Run the Ray Data ETL: validate, dedupe, align, score with VADER, build daily features."""
+    from finpulse import storage
     from finpulse.data.embedded import data_paths, stage_embedded
-    from finpulse.data.etl import run_etl
+    from finpulse.data.etl import EtlConfig, run_etl
+    from finpulse.runtime import connect
 
     paths = data_paths()
     if embedded:
         stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
-    result = run_etl(prices or paths.raw_prices, posts or paths.raw_posts, out or paths.curated, scores_uri=scores)
+    posts = posts or (paths.raw_posts if storage.exists(paths.raw_posts) else None)
+    connect()
+    cfg = EtlConfig(dedupe_window_s=dedupe_window_s, close_hour=close_hour)
+    result = run_etl(prices or paths.raw_prices, posts, out or paths.curated, scores_uri=scores, config=cfg)
     _print_json({"version": result.version, "out": result.out_uri, "counts": result.manifest["counts"]})
 
 
 @app.command()
-def manifest(out: str = typer.Option(None, help="ETL output URI; default <data_root>/curated.")) -> None:
+def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None
+             ) -> None:
     """Print the manifest of the latest complete ETL version."""
     from finpulse.data.embedded import data_paths
     from finpulse.data.etl import load_manifest
@@ -50,61 +75,71 @@ def manifest(out: str = typer.Option(None, help="ETL output URI; default <data_r
 
 @app.command("train-sentiment")
 def train_sentiment_cmd(
-    model: str = typer.Option("minilm", help="Base model: minilm (shipped encoder), a folder or a hub id."),
-    dataset: str = typer.Option("phrasebank", help="phrasebank | tfns | csv | vader_posts | vader_synthetic."),
-    data: str = typer.Option(None, help="Data folder (e.g. ../shared/data) or file for the dataset."),
-    agreement: str = typer.Option("50", help="PhraseBank agreement file: 50, 66, 75, all."),
-    epochs: int = typer.Option(3),
-    max_length: int = typer.Option(64),
-    batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(5e-5),
-    patience: int = typer.Option(2, help="Epochs without a better validation macro-F1 before stopping."),
-    num_workers: int = typer.Option(1),
-    use_gpu: bool = typer.Option(False),
-    max_train_examples: int = typer.Option(None),
-    seed: int = typer.Option(42),
-    register: bool = typer.Option(True, help="Register as finpulse-sentiment@challenger."),
+    model: Annotated[str, typer.Option(help="Base model: minilm (shipped encoder), a folder or a hub id.")] = "minilm",
+    dataset: Annotated[DatasetKind, typer.Option(help="Labelled data to train on.")] = "phrasebank",
+    data: Annotated[str | None, typer.Option(help="Data folder (e.g. ../shared/data) or file; absolute "
+                                                  "under `ray job submit`.")] = None,
+    agreement: Annotated[str, typer.Option(help="PhraseBank agreement file: 50, 66, 75, all.")] = "50",
+    epochs: Annotated[int, typer.Option()] = 3,
+    max_length: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 5e-5,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation macro-F1 before stopping.")] = 2,
+    num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 1,
+    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    max_train_examples: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int, typer.Option()] = 42,
+    register: Annotated[bool, typer.Option(help="Register as finpulse-sentiment@challenger.")] = True,
+    config: Annotated[str, typer.Option(help="Other SentimentTrainConfig fields as JSON.")] = "{}",
 ) -> None:
     """Fine-tune a sentiment classifier with Ray Train; log to MLflow; register the challenger."""
+    from finpulse.runtime import connect
     from finpulse.sentiment.datasets import DatasetSpec
     from finpulse.sentiment.train import SentimentTrainConfig, train_sentiment
 
-    cfg = SentimentTrainConfig(model=model, dataset=DatasetSpec(kind=dataset, path=data, agreement=agreement),
-                               epochs=epochs, max_length=max_length, batch_size=batch_size,
-                               learning_rate=learning_rate, patience=patience, num_workers=num_workers,
-                               use_gpu=use_gpu, max_train_examples=max_train_examples, seed=seed,
-                               register_model=register)
+    cfg = SentimentTrainConfig(**{**json.loads(config), "model": model,
+                                  "dataset": DatasetSpec(kind=dataset, path=data, agreement=agreement),
+                                  "epochs": epochs, "max_length": max_length, "batch_size": batch_size,
+                                  "learning_rate": learning_rate, "patience": patience, "num_workers": num_workers,
+                                  "use_gpu": use_gpu, "max_train_examples": max_train_examples, "seed": seed,
+                                  "register_model": register})
+    connect()
     _print_json({k: v for k, v in train_sentiment(cfg).items() if k != "history"})
 
 
 @app.command("score")
 def score_cmd(
-    model: str = typer.Option("finpulse-sentiment@champion", help="Registry spec, folder or hub id."),
-    posts: str = typer.Option(None, help="Parquet URI with post_id, ticker, text; default: curated posts."),
-    curated: str = typer.Option(None, help="ETL output URI; default <data_root>/curated."),
-    out: str = typer.Option(None, help="Output URI; default <data_root>/scores."),
-    batch_size: int = typer.Option(256),
-    num_actors: int = typer.Option(1),
-    cpus_per_actor: float = typer.Option(1.0),
-    threads: int = typer.Option(None, help="Torch threads per actor."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU), int8 (CPU), or auto (bf16 where native)."),
-    gpus: float = typer.Option(0.0, help="GPUs per actor."),
+    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = "finpulse-sentiment@champion",
+    posts: Annotated[str | None, typer.Option(help="Parquet URI with post_id, ticker, text; default: the ETL's "
+                                                   "curated posts.")] = None,
+    curated: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output URI; default <data_root>/scores.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per actor call.")] = 256,
+    num_actors: Annotated[int, typer.Option()] = 1,
+    cpus_per_actor: Annotated[float, typer.Option()] = 1.0,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per actor.")] = None,
+    precision: Annotated[Precision, typer.Option(help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU), int8 (CPU), "
+                                                "or auto (bf16 where native).")] = "fp32",
+    gpus: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
     from finpulse.data.embedded import data_paths
+    from finpulse.runtime import connect
     from finpulse.sentiment.score import curated_posts, score_posts
 
     paths = data_paths()
     src = posts or curated_posts(curated or paths.curated)
+    connect()
     _print_json(score_posts(src, model, out or paths.scores, batch_size=batch_size, num_actors=num_actors,
                             num_cpus_per_actor=cpus_per_actor, threads=threads, precision=precision, gpus=gpus))
 
 
 @app.command("eval-sentiment")
 def eval_sentiment_cmd(
-    model: str = typer.Option("finpulse-sentiment@challenger", help="Registry spec, folder or hub id."),
-    data: str = typer.Option(..., help="Folder holding financial_phrasebank/ and twitter_financial_news_sentiment/."),
-    seed: int = typer.Option(42),
+    data: Annotated[str, typer.Option(help="Folder holding financial_phrasebank/ and "
+                                           "twitter_financial_news_sentiment/.")],
+    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = "finpulse-sentiment@challenger",
+    seed: Annotated[int, typer.Option()] = 42,
 ) -> None:
     """Accuracy, macro-F1, per-class F1, confusion matrices on PhraseBank and TFNS, next to VADER."""
     from finpulse.sentiment.evaluate import evaluate_sentiment, format_table
@@ -115,86 +150,93 @@ def eval_sentiment_cmd(
 
 # ---- forecast ------------------------------------------------------------------------------------
 
+Features = Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")]
+Embedded = Annotated[bool, typer.Option(help="Shipped prices + synthetic posts instead of the ETL output.")]
+Start = Annotated[str | None, typer.Option(help="First day of features to use (YYYY-MM-DD).")]
+End = Annotated[str | None, typer.Option(help="Day after the last day of features to use (YYYY-MM-DD).")]
 
-def _forecast_features(features: str | None, embedded: bool, tickers: list[str] | None = None):
+
+def _forecast_features(features: str | None, embedded: bool, tickers: list[str] | None = None,
+                       start: str | None = None, end: str | None = None):
     from finpulse.forecast.inputs import load_features
 
-    return load_features(features, embedded=embedded, tickers=tickers)
+    return load_features(features, embedded=embedded, tickers=tickers, start=start, end=end)
 
 
 @app.command("train-forecaster")
 def train_forecaster_cmd(
-    features: str = typer.Option(None, help="ETL output URI; default <data_root>/curated."),
-    embedded: bool = typer.Option(False, help="Shipped prices + synthetic posts instead of the ETL output."),
-    config: str = typer.Option("{}", help="ForecastConfig fields as JSON."),
-    num_workers: int = typer.Option(2, help="Ray Train CPU workers."),
-    no_ray: bool = typer.Option(False, help="Train in this process (same steps, no Ray Train)."),
+    features: Features = None,
+    embedded: Embedded = False,
+    start: Start = None,
+    end: End = None,
+    config: Annotated[str, typer.Option(help="ForecastConfig fields as JSON.")] = "{}",
+    num_workers: Annotated[int, typer.Option(help="Ray Train CPU workers.")] = 2,
+    no_ray: Annotated[bool, typer.Option(help="Train in this process (same steps, no Ray Train).")] = False,
 ) -> None:
     """Train the LSTM forecaster with Ray Train and register finpulse-forecaster@challenger."""
-    import json as _json
-
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.inputs import connect_ray
     from finpulse.forecast.train import train_forecaster
+    from finpulse.runtime import connect
 
-    cfg = ForecastConfig(**{**_json.loads(config), "num_workers": num_workers})
-    df = _forecast_features(features, embedded, cfg.tickers)
+    cfg = ForecastConfig(**{**json.loads(config), "num_workers": num_workers})
+    df = _forecast_features(features, embedded, cfg.tickers, start, end)
     if not no_ray:
-        connect_ray()
+        connect()
     r = train_forecaster(df, cfg, use_ray=not no_ray)
     _print_json({"model": r.ref.label if r.ref else str(r.model_dir), "run_id": r.run_id, **r.metrics})
 
 
 @app.command("tune")
 def tune_cmd(
-    features: str = typer.Option(None, help="ETL output URI; default <data_root>/curated."),
-    embedded: bool = typer.Option(False, help="Shipped prices + synthetic posts instead of the ETL output."),
-    config: str = typer.Option("{}", help="Base ForecastConfig fields as JSON."),
-    num_samples: int = typer.Option(8),
-    max_concurrent: int = typer.Option(2),
-    cpus_per_trial: float = typer.Option(1.0),
-    scheduler: str = typer.Option("asha", help="asha or fifo"),
+    features: Features = None,
+    embedded: Embedded = False,
+    config: Annotated[str, typer.Option(help="Base ForecastConfig fields as JSON.")] = "{}",
+    num_samples: Annotated[int, typer.Option()] = 8,
+    max_concurrent: Annotated[int, typer.Option()] = 2,
+    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
+    scheduler: Annotated[Literal["asha", "fifo"], typer.Option(help="ASHA stops bad trials early; FIFO runs all.")] = "asha",
 ) -> None:
     """Ray Tune (ASHA) search; each trial an MLflow child run; the best retrained as challenger."""
-    import json as _json
-
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.inputs import connect_ray
     from finpulse.forecast.tune import tune_forecaster
+    from finpulse.runtime import connect
 
-    base = ForecastConfig(**_json.loads(config))
+    base = ForecastConfig(**json.loads(config))
     df = _forecast_features(features, embedded, base.tickers)
-    connect_ray()
+    connect()
     r = tune_forecaster(df, base, num_samples=num_samples, max_concurrent=max_concurrent,
                         cpus_per_trial=cpus_per_trial, scheduler=scheduler)
     typer.echo(r.trials.to_string())
-    _print_json({"best_val_loss": r.best_val_loss, "best": _json.loads(r.best_config.model_dump_json()),
+    _print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
                  "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})
 
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: str = typer.Option("finpulse-forecaster@challenger", help="Registry spec or local model folder."),
-    features: str = typer.Option(None, help="ETL output URI; default <data_root>/curated."),
-    embedded: bool = typer.Option(False, help="Shipped prices + synthetic posts instead of the ETL output."),
-    k: int = typer.Option(4, help="Walk-forward refits."),
-    test_start: str = typer.Option(None, help="First forecast day (default: the last 20% of days)."),
-    out: str = typer.Option(None, help="Also write report.md, the table and plots here."),
+    model: Annotated[str, typer.Option(help="Registry spec or local model folder.")] = "finpulse-forecaster@challenger",
+    features: Features = None,
+    embedded: Embedded = False,
+    k: Annotated[int, typer.Option(help="Walk-forward refits.")] = 4,
+    test_start: Annotated[str | None, typer.Option(help="First forecast day (default: the last 20% of days).")] = None,
+    wf: Annotated[str, typer.Option(help="Other WalkForwardConfig fields as JSON (test_end, cost_bps, ...).")] = "{}",
+    out: Annotated[str | None, typer.Option(help="Also write report.md, the table and plots here.")] = None,
 ) -> None:
     """Walk-forward evaluation against persistence, drift, ridge and the price-only LSTM."""
     from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model, format_table
 
-    wf = WalkForwardConfig(k=k, test_start=test_start)
-    result = evaluate_model(_forecast_features(features, embedded), model, wf=wf, out_dir=out)
+    wf_cfg = WalkForwardConfig(**{**json.loads(wf), "k": k, "test_start": test_start})
+    result = evaluate_model(_forecast_features(features, embedded), model, wf=wf_cfg, out_dir=out)
     typer.echo(format_table(result.table))
 
 
 @app.command("promote")
 def promote_cmd(
-    name: str = typer.Option("finpulse-forecaster"),
-    margin: float = typer.Option(0.0, help="Relative walk-forward MAE improvement required over the champion."),
-    persistence_tolerance: float = typer.Option(0.0, help="Relative slack allowed above persistence's MAE."),
-    dry_run: bool = typer.Option(False),
+    name: Annotated[str, typer.Option(help="Registered model.")] = "finpulse-forecaster",
+    margin: Annotated[float, typer.Option(help="Relative walk-forward MAE improvement required over the "
+                                               "champion.")] = 0.0,
+    persistence_tolerance: Annotated[float, typer.Option(help="Relative slack allowed above persistence's "
+                                                              "MAE.")] = 0.0,
+    dry_run: Annotated[bool, typer.Option(help="Decide and record, but move no alias.")] = False,
 ) -> None:
     """Promote challenger -> champion when the walk-forward evidence says so; reasons go to MLflow."""
     from dataclasses import asdict

@@ -11,12 +11,13 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from finpulse.data.schemas import SENTIMENT_LABELS
+from finpulse.sentiment import DatasetKind
 
 TFNS_LABELS = {0: "negative", 1: "positive", 2: "neutral"}  # 0 bearish, 1 bullish, 2 neutral
 PHRASEBANK_FILES = {"50": "Sentences_50Agree.txt", "66": "Sentences_66Agree.txt",
@@ -140,7 +141,7 @@ class DatasetSpec:
     (csv, PhraseBank .txt, posts Parquet, or the shared data folder). A plain dataclass: the GPU
     benchmark imports this on a device image that has no pydantic."""
 
-    kind: Literal["phrasebank", "tfns", "csv", "vader_posts", "vader_synthetic"] = "phrasebank"
+    kind: DatasetKind = "phrasebank"
     path: str | None = None
     agreement: str = "50"  # PhraseBank agreement file: 50, 66, 75 or all
     text_column: str = "text"

