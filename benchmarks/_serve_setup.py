@@ -99,11 +99,12 @@ def request_bodies(seed: int = 0, n: int = 256, skip_rows: int = 80) -> dict[str
 
 
 LUA_HEAD = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.method = method
+if method == "POST" then wrk.headers["Content-Type"] = "application/json" end
 math.randomseed(os.time())
 local n = #bodies
 request = function()
+  if n == 0 then return wrk.format() end
   return wrk.format(nil, nil, nil, bodies[math.random(n)])
 end
 done = function(summary, latency, requests)
@@ -116,10 +117,11 @@ end
 
 
 def lua_script(bodies: list[dict]) -> str:
-    """A wrk script whose every request is a body picked at random from ``bodies``."""
+    """A wrk script whose every request is a body picked at random from ``bodies`` (a GET when empty)."""
     items = []
     for b in bodies:
         s = json.dumps(b, ensure_ascii=True)
         assert "]==]" not in s
         items.append(f"[==[{s}]==]")
-    return "bodies = {\n" + ",\n".join(items) + "\n}\n" + LUA_HEAD
+    method = "POST" if bodies else "GET"
+    return f'method = "{method}"\nbodies = {{\n' + ",\n".join(items) + "\n}\n" + LUA_HEAD

@@ -8,7 +8,7 @@ Every request body is picked at random from a pregenerated list (tickers, as-of 
 real post texts). Beside it in the same Ray, the ceiling: one trivial deployment that reads the body and
 answers a small JSON, loaded with the same forecast bodies. Headline: /v1/forecast vs the ceiling at 32
 connections, repeated and interleaved (ceiling, forecast, ceiling, ...), median and spread. Then each
-route at 8/32/64 connections once, and sentiment with batching off. wrk (C, one thread) on loopback.
+route (and GET /healthz) at 8/32/64 connections once, and sentiment with batching off. wrk (C, one thread) on loopback.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def route_cells(base: str, bodies: dict, connections: list[int], duration: int) 
     cells = {"ceiling": (f"{base}/ceiling", bodies["forecast"]), "forecast": (f"{base}/v1/forecast", bodies["forecast"]),
              "sentiment1": (f"{base}/v1/sentiment", bodies["sentiment1"]),
              "sentiment16": (f"{base}/v1/sentiment", bodies["sentiment16"]),
-             "signal": (f"{base}/v1/signal", bodies["signal"])}
+             "signal": (f"{base}/v1/signal", bodies["signal"]), "healthz": (f"{base}/healthz", [])}
     out = {}
     for name, (url, b) in cells.items():
         wrk(url, b, 8, 2)  # warm-up
@@ -160,7 +160,8 @@ def summarize(results: dict) -> dict:
          "forecast_ratio_spread": h["forecast_ratio_spread"],
          "forecast_p99_ratio_vs_ceiling": h["forecast_p99_ratio_vs_ceiling"],
          "forecast_p99_ratio_spread": h["forecast_p99_ratio_spread"],
-         "signal_rps_c32": cl["signal_c32"]["rps"], "sentiment_batched_texts_per_s": cl["sentiment1_c32"]["rps"],
+         "signal_rps_c32": cl["signal_c32"]["rps"],
+         "healthz_ratio_vs_ceiling_c8": round(cl["healthz_c8"]["rps"] / cl["ceiling_c8"]["rps"], 3), "sentiment_batched_texts_per_s": cl["sentiment1_c32"]["rps"],
          "sentiment16_texts_per_s": round(cl["sentiment16_c32"]["rps"] * 16, 1),
          "sentiment_unbatched_texts_per_s": cl["sentiment1_unbatched_c32"]["rps"]}
     s["batching_ratio"] = round(s["sentiment_batched_texts_per_s"] / max(s["sentiment_unbatched_texts_per_s"], 1e-9), 2)
