@@ -39,15 +39,17 @@ def _champions() -> dict[str, str] | None:
 
 
 def ensure_home() -> dict:
-    """Use the current FinPulse home if it has both champions and curated features; else build a private
-    home under benchmarks/.tmp with the demo (``finpulse.demo.main([... "--no-serve"])``)."""
+    """Use the current FinPulse home if it has both champions and curated features; else the bench's own
+    home under benchmarks/.tmp (``bench_home``), built with the demo (``finpulse.demo.main([... "--no-serve"])``)
+    unless an earlier run left it complete. ``forced_champion``: the demo's gate refused the forecaster,
+    and its challenger is served as champion."""
     from finpulse import storage
     from finpulse.config import get_settings
 
     s = get_settings()
     curated = storage.join(s.data_root, "curated")
     if _champions() and storage.exists(storage.join(curated, "LATEST")):
-        return {"home": os.path.abspath(s.home), "built_by_bench": False, "forced_champion": False}
+        return {"home": os.path.abspath(s.home), "bench_home": False, "forced_champion": False}
     _use_home(BENCH_HOME)
     curated = storage.join(get_settings().data_root, "curated")
     forced = False
@@ -69,7 +71,7 @@ def ensure_home() -> dict:
             ref = tracking.get_version("finpulse-forecaster", tracking.CHALLENGER)
             tracking.set_alias("finpulse-forecaster", tracking.CHAMPION, ref.version)
             forced = True
-    return {"home": str(BENCH_HOME), "built_by_bench": True, "forced_champion": forced}
+    return {"home": str(BENCH_HOME.relative_to(ROOT)), "bench_home": True, "forced_champion": forced}
 
 
 def request_bodies(seed: int = 0, n: int = 256, skip_rows: int = 80) -> dict[str, list[dict]]:

@@ -179,7 +179,7 @@ def deployment(base: str, home: dict, cfg: dict) -> dict:
     return {"config": CONFIG, **home,
             "sentiment": {"spec": args["sentiment_model"], "version": m["sentiment"]["stable"].get("version")},
             "forecast": {"spec": args["forecast_model"], "version": fc.get("version")},
-            "features": {k: fc.get("features", {}).get(k) for k in ("source", "rows", "tickers")}}
+            "features": {k: fc.get("features", {}).get(k) for k in ("rows", "tickers")}}
 
 
 def main() -> None:
