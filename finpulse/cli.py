@@ -251,71 +251,74 @@ def promote_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    config: str = typer.Option("serve_configs/local.yaml", help="Serve config YAML."),
-    port: int = typer.Option(None, help="Override http_options.port."),
-    blocking: bool = typer.Option(True, help="Stay up until Ctrl-C (like `serve run`)."),
+    config: Annotated[str, typer.Option(help="Serve config YAML.")] = "serve_configs/local.yaml",
+    port: Annotated[int | None, typer.Option(help="Override http_options.port.")] = None,
+    dashboard_port: Annotated[int, typer.Option(help="Ray dashboard port of the local Ray this starts.")] = 8265,
+    address: Annotated[str | None, typer.Option(help="Serve on this Ray cluster instead (default: "
+                                                     "$FINPULSE_RAY_ADDRESS, else a fresh local Ray).")] = None,
 ) -> None:
-    """Run the serving graph: `serve run` on the config with this machine's FinPulse settings."""
-    import os
-    import shutil
-    import sys
+    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings,
+    and on Ctrl-C (or SIGTERM) stops Serve and Ray."""
+    from finpulse.serving.run import serve_forever
 
-    from finpulse.serving.launch import write_resolved
-
-    resolved = write_resolved(config, port)
-    serve_bin = shutil.which("serve") or os.path.join(os.path.dirname(sys.executable), "serve")
-    args = [serve_bin, "run", str(resolved)] + ([] if blocking else ["--non-blocking"])
-    typer.echo(f"serve run {resolved}")
-    os.execv(serve_bin, args)
+    serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
 
 
 canary_app = typer.Typer(help="Canary traffic for a running app: set, promote, rollback, status.",
                          no_args_is_help=True)
 app.add_typer(canary_app, name="canary")
-_MODEL_OPT = typer.Option("forecast", "--model", "-m", help="sentiment or forecast.")
-_DASH_OPT = typer.Option(None, "--address", help="Ray dashboard URL; default $RAY_DASHBOARD_ADDRESS or :8265.")
+ModelKind = Annotated[Literal["sentiment", "forecast"], typer.Option("--model", "-m", help="Which model's slots.")]
+Dashboard = Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: the one `finpulse "
+                                                                 "serve` recorded in this home, else "
+                                                                 "$RAY_DASHBOARD_ADDRESS or :8265.")]
 
 
-def _canary_client(address: str | None):
-    from finpulse.serving.canary import DEFAULT_DASHBOARD, ServeConfigClient
+def _canary(address: str | None, op: str, *args: object) -> None:
+    """Run canary operation ``op`` and print its summary; failures print one line and exit 1."""
+    import requests
 
-    return ServeConfigClient(address or DEFAULT_DASHBOARD)
+    from finpulse.serving import canary
+    from finpulse.serving.run import read_state
+
+    state = read_state() or {}
+    client = canary.ServeConfigClient(address or os.environ.get("RAY_DASHBOARD_ADDRESS") or state.get("dashboard")
+                                      or canary.DEFAULT_DASHBOARD, token_path=state.get("token_path"))
+    try:
+        out = client.models() if op == "status" else getattr(canary, op)(client, *args)
+    except (canary.DashboardError, LookupError, RuntimeError, TimeoutError, ValueError) as exc:
+        typer.echo(f"finpulse canary {op.removesuffix('_canary')}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except requests.RequestException as exc:
+        typer.echo(f"finpulse canary {op.removesuffix('_canary')}: the app did not answer "
+                   f"({type(exc).__name__}): is `finpulse serve` running?", err=True)
+        raise typer.Exit(1) from None
+    _print_json(canary.summary(out))
 
 
 @canary_app.command("set")
-def canary_set(version: str = typer.Option(..., "--version", help="Model spec: name@alias, name/N or a folder."),
-               weight: float = typer.Option(..., "--weight", min=0.0, max=1.0),
-               model: str = _MODEL_OPT, address: str = _DASH_OPT) -> None:
+def canary_set(version: Annotated[str, typer.Option("--version", help="Model spec: name@alias, name/N or a folder.")],
+               weight: Annotated[float, typer.Option("--weight", min=0.0, max=1.0)],
+               model: ModelKind = "forecast", address: Dashboard = None) -> None:
     """Load VERSION into the canary slot, then send it WEIGHT of the traffic (no replica restarts)."""
-    from finpulse.serving import canary
-
-    client = _canary_client(address)
-    _print_json(canary.summary(canary.set_canary(client, model, version, weight)))
+    _canary(address, "set_canary", model, version, weight)
 
 
 @canary_app.command("promote")
-def canary_promote(model: str = _MODEL_OPT, address: str = _DASH_OPT) -> None:
+def canary_promote(model: ModelKind = "forecast", address: Dashboard = None) -> None:
     """Make the canary's version stable and empty the canary slot."""
-    from finpulse.serving import canary
-
-    _print_json(canary.summary(canary.promote(_canary_client(address), model)))
+    _canary(address, "promote", model)
 
 
 @canary_app.command("rollback")
-def canary_rollback(model: str = _MODEL_OPT, address: str = _DASH_OPT) -> None:
+def canary_rollback(model: ModelKind = "forecast", address: Dashboard = None) -> None:
     """Send all traffic back to stable and unload the canary."""
-    from finpulse.serving import canary
-
-    _print_json(canary.summary(canary.rollback(_canary_client(address), model)))
+    _canary(address, "rollback", model)
 
 
 @canary_app.command("status")
-def canary_status(address: str = _DASH_OPT) -> None:
+def canary_status(address: Dashboard = None) -> None:
     """Versions, weights and readiness of the stable and canary slots."""
-    from finpulse.serving import canary
-
-    _print_json(canary.summary(_canary_client(address).models()))
-
+    _canary(address, "status")
 
 
 if __name__ == "__main__":

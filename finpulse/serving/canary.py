@@ -76,25 +76,60 @@ def with_weight(config: dict, model: str, weight: float, app_name: str = APP_NAM
 # ---- the running application ----------------------------------------------------------------------
 
 
-def _auth_headers() -> dict[str, str]:
-    """Ray's dashboard token, when the cluster has token authentication on (as the Serve CLI sends it)."""
-    try:
-        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+class DashboardError(RuntimeError):
+    """The dashboard cannot be used as asked; the message is one line that names the fix."""
 
-        return dict(get_auth_headers_if_auth_enabled({}) or {})
-    except Exception:
-        return {}
+
+def cluster_token(token_path: str | None = None) -> str | None:
+    """The Ray cluster's auth token, looked up where Ray keeps it: ``RAY_AUTH_TOKEN``, the file at
+    ``RAY_AUTH_TOKEN_PATH``, the file ``finpulse serve`` recorded, then ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    for p in (os.environ.get("RAY_AUTH_TOKEN_PATH"), token_path, os.path.expanduser("~/.ray/auth_token")):
+        try:
+            token = open(p).read().strip() if p else ""  # noqa: SIM115 - tiny file
+        except OSError:
+            continue
+        if token:
+            return token
+    return None
+
+
+def _auth_headers(token_path: str | None = None) -> dict[str, str]:
+    """Sent on every dashboard call: a cluster without token authentication ignores it."""
+    token = cluster_token(token_path)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+_TOKEN_FIX = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node prints it) "
+              "or RAY_AUTH_TOKEN_PATH to a file holding it")
 
 
 class ServeConfigClient:
     """Reads and deploys the Serve config through the Ray dashboard (what ``serve deploy`` does)."""
 
-    def __init__(self, dashboard: str = DEFAULT_DASHBOARD, timeout: float = 30.0):
+    def __init__(self, dashboard: str = DEFAULT_DASHBOARD, timeout: float = 30.0, token_path: str | None = None):
         self.dashboard, self.timeout = dashboard.rstrip("/"), timeout
-        self.headers = _auth_headers()
+        self.headers = _auth_headers(token_path)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A dashboard call whose failures (down, 401, 403) become one-line :class:`DashboardError`s."""
+        url = f"{self.dashboard}{path}"
+        try:
+            r = requests.request(method, url, headers=self.headers, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            raise DashboardError(f"no Ray dashboard answers at {self.dashboard}: start the app with `finpulse serve`,"
+                                 " or pass --address / set RAY_DASHBOARD_ADDRESS to the cluster's dashboard") from None
+        if r.status_code == 401:
+            raise DashboardError(f"the Ray dashboard at {self.dashboard} requires a token and none was found: "
+                                 f"{_TOKEN_FIX}") from None
+        if r.status_code == 403:
+            raise DashboardError(f"the Ray dashboard at {self.dashboard} rejected the token found "
+                                 f"(another cluster's?): {_TOKEN_FIX}") from None
+        return r
 
     def details(self) -> dict:
-        r = requests.get(f"{self.dashboard}/api/serve/applications/", headers=self.headers, timeout=self.timeout)
+        r = self._request("GET", "/api/serve/applications/")
         r.raise_for_status()
         return r.json()
 
@@ -123,8 +158,7 @@ class ServeConfigClient:
         return out
 
     def deploy(self, config: dict) -> None:
-        r = requests.put(f"{self.dashboard}/api/serve/applications/", json=config, headers=self.headers,
-                         timeout=self.timeout)
+        r = self._request("PUT", "/api/serve/applications/", json=config)
         if r.status_code != 200:
             raise RuntimeError(f"deploy failed ({r.status_code}): {r.text[:500]}")
 

@@ -1,4 +1,4 @@
-"""``finpulse serve``: resolve a Serve config for this machine and hand it to ``serve run``.
+"""Resolve a Serve config for this machine and deploy it (``finpulse serve``, ``make demo``).
 
 Replicas may start in another working directory, so relative FinPulse settings (data root, sqlite
 MLflow, model folders) are made absolute and passed in the application's ``runtime_env``.

@@ -6,7 +6,9 @@ A request goes to the canary slot of a model with probability ``weights[model]``
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from typing import Any
 
 from finpulse.serving.core import (
@@ -30,9 +32,12 @@ class Router:
     def __init__(self, config: GatewayConfig | None = None, seed: int | None = None):
         self.config = config or GatewayConfig()
         self._rng = random.Random(seed)
+        self._health: tuple[float, bool, dict] | None = None  # (checked at, ok, detail)
+        self._health_task: asyncio.Task | None = None
 
     def reconfigure(self, config: dict | GatewayConfig) -> None:
         self.config = config if isinstance(config, GatewayConfig) else GatewayConfig(**(config or {}))
+        self._health = None  # a reconfigure may change what "ready" means: ask the models again
 
     async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
         raise NotImplementedError
@@ -65,7 +70,8 @@ class Router:
                     models[model][slot] = {"ready": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
         return {"gateway": process_identity(), "models": models}
 
-    async def health(self) -> tuple[bool, dict]:
+    async def check_health(self) -> tuple[bool, dict]:
+        """Ask every stable slot for its state (four handle calls in Serve): what /healthz caches."""
         info = await self.models()
         problems = {f"{m}.{STABLE}": info["models"][m][STABLE].get("error") or "not loaded"
                     for m in MODELS if not info["models"][m][STABLE].get("ready")}
@@ -74,6 +80,31 @@ class Router:
             problems["forecast.features"] = fc["features"].get("error") or "not loaded"
         return not problems, {"problems": problems}
 
+    async def _refresh_health(self) -> tuple[bool, dict]:
+        try:
+            ok, detail = await self.check_health()
+        except Exception as exc:  # a check that fails is a "not ready", not a 500
+            ok, detail = False, {"problems": {"gateway": f"{type(exc).__name__}: {exc}"[:300]}}
+        self._health = (time.monotonic(), ok, detail)
+        return ok, detail
+
+    def _start_refresh(self) -> asyncio.Task:
+        """One check in flight at a time, however many probes arrive meanwhile."""
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.ensure_future(self._refresh_health())
+        return self._health_task
+
+    async def health(self) -> tuple[bool, dict]:
+        """Readiness kept in the Gateway: a ready state is served from memory and re-checked in the
+        background once it is ``health_ttl_s`` old; a not-ready state is re-checked on the probe
+        (shared by concurrent probes), so the first probe after the models load answers 200."""
+        cached = self._health
+        if cached is not None and cached[1]:
+            if time.monotonic() - cached[0] >= self.config.health_ttl_s:
+                self._start_refresh()
+            return cached[1], {**cached[2], "checked_s_ago": round(time.monotonic() - cached[0], 3)}
+        ok, detail = await asyncio.shield(self._start_refresh())
+        return ok, {**detail, "checked_s_ago": 0.0}
 
 def sentiment_info(service: SentimentService) -> dict:
     return {**service.slot.info(), **process_identity()}

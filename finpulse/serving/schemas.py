@@ -122,6 +122,8 @@ class GatewayConfig(BatchConfig):
         default_factory=lambda: {"sentiment": 0.0, "forecast": 0.0})
     max_texts: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    health_ttl_s: float = Field(2.0, ge=0.0, description="Age at which /healthz re-checks a ready state "
+                                                          "(in the background; probes answer from memory).")
 
     def weight(self, model: str) -> float:
         return min(max(float(self.weights.get(model, 0.0)), 0.0), 1.0)
