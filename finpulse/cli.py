@@ -104,7 +104,7 @@ def score_cmd(
 def eval_sentiment_cmd(
     model: str = typer.Option("finpulse-sentiment@challenger", help="Registry spec, folder or hub id."),
     data: str = typer.Option(..., help="Folder holding financial_phrasebank/ and twitter_financial_news_sentiment/."),
-    seed: int = typer.Option(42),
+    seed: int = typer.Option(42, help="Seed of the held-out set (the split seed training used: 42)."),
 ) -> None:
     """Accuracy, macro-F1, per-class F1, confusion matrices on PhraseBank and TFNS, next to VADER."""
     from finpulse.sentiment.evaluate import evaluate_sentiment, format_table
