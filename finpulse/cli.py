@@ -154,6 +154,8 @@ def tune_cmd(
     max_concurrent: int = typer.Option(2),
     cpus_per_trial: float = typer.Option(1.0),
     scheduler: str = typer.Option("asha", help="asha or fifo"),
+    tune_end: str = typer.Option(None, help="First day tuning never sees; evaluate from it on (default: the "
+                                 "config's val_end, else the start of the last 20% of days)."),
 ) -> None:
     """Ray Tune (ASHA) search; each trial an MLflow child run; the best retrained as challenger."""
     import json as _json
@@ -166,7 +168,7 @@ def tune_cmd(
     df = _forecast_features(features, embedded, base.tickers)
     connect_ray()
     r = tune_forecaster(df, base, num_samples=num_samples, max_concurrent=max_concurrent,
-                        cpus_per_trial=cpus_per_trial, scheduler=scheduler)
+                        cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end)
     typer.echo(r.trials.to_string())
     _print_json({"best_val_loss": r.best_val_loss, "best": _json.loads(r.best_config.model_dump_json()),
                  "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})

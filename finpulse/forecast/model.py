@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from finpulse.forecast.calibration import IntervalCalibration
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.windows import UNKNOWN_TICKER, Scaler, prepare_frame
 
@@ -90,8 +91,10 @@ def predict_arrays(model: nn.Module, x: np.ndarray, ticker_idx: np.ndarray, targ
 
 
 def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig, scaler: Scaler,
-                    tickers: dict[str, int], extra: dict[str, Any] | None = None) -> Path:
-    """Write the model folder (state dict + meta JSON). ``extra`` lands in meta (e.g. training metrics)."""
+                    tickers: dict[str, int], extra: dict[str, Any] | None = None,
+                    calibration: IntervalCalibration | None = None) -> Path:
+    """Write the model folder (state dict + meta JSON). ``extra`` lands in meta (e.g. training metrics);
+    ``calibration`` is the interval's conformal correction, applied by every predict path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
@@ -102,6 +105,7 @@ def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig
         "feature_columns": list(scaler.columns),
         "scaler": scaler.to_dict(),
         "tickers": tickers,
+        "interval_calibration": (calibration or IntervalCalibration(config.interval_level)).to_dict(),
         "extra": extra or {},
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
@@ -157,6 +161,16 @@ class LoadedForecaster:
     def level(self) -> float:
         return self.config.interval_level
 
+    @property
+    def calibration(self) -> IntervalCalibration:
+        return IntervalCalibration.from_dict(self.meta.get("interval_calibration"), self.level)
+
+    def predict_intervals(self, x: np.ndarray, ticker_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(point, low, high) log returns for windows, the interval calibrated as saved with the model."""
+        point, quant = predict_arrays(self.model, x, ticker_idx, self.scaler.target_scale)
+        low, high = self.calibration.apply(quant[:, 0], quant[:, -1])
+        return point, low, high
+
     def prepare(self, history: pd.DataFrame) -> PreparedRows:
         """One ticker's rows, cleaned and scaled once. Serving prepares each ticker's whole feature
         history at load time and slices windows from it per request (:meth:`window_at`)."""
@@ -187,11 +201,11 @@ class LoadedForecaster:
             return []
         x = np.stack([w.x for w in windows])
         idx = np.array([w.ticker_idx for w in windows], dtype=np.int64)
-        point, quant = predict_arrays(self.model, x, idx, self.scaler.target_scale)
+        point, low, high = self.predict_intervals(x, idx)
         return [{"ticker": w.ticker, "as_of": w.as_of, "predicted_return": float(p),
-                 "predicted_close": float(w.close * np.exp(p)), "low": float(w.close * np.exp(q[0])),
-                 "high": float(w.close * np.exp(q[-1])), "level": self.level}
-                for w, p, q in zip(windows, point, quant, strict=True)]
+                 "predicted_close": float(w.close * np.exp(p)), "low": float(w.close * np.exp(lo)),
+                 "high": float(w.close * np.exp(hi)), "level": self.level}
+                for w, p, lo, hi in zip(windows, point, low, high, strict=True)]
 
     def predict_batch(self, histories: list[pd.DataFrame]) -> list[dict]:
         """One forecast per history (each: one ticker's rows up to and including the as-of day)."""
