@@ -26,9 +26,10 @@ from pydantic import BaseModel, Field
 
 from finpulse.forecast import baselines, holdout
 from finpulse.forecast.backtest import backtest
+from finpulse.forecast.calibration import IntervalCalibration, track_groups
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.loop import calibrate_intervals, fit_in_process, prepare_training_data
-from finpulse.forecast.metrics import dm_vs, forecast_metrics, mcc, price_errors
+from finpulse.forecast.metrics import dm_between, dm_vs, forecast_metrics, mcc, price_errors  # noqa: F401
 from finpulse.forecast.model import LoadedForecaster, predict_arrays
 from finpulse.forecast.report import (  # noqa: F401  (re-exported: callers import them from here)
     TABLE_COLUMNS,
@@ -37,7 +38,7 @@ from finpulse.forecast.report import (  # noqa: F401  (re-exported: callers impo
     format_table,
     markdown_report,
 )
-from finpulse.forecast.windows import concat_windows
+from finpulse.forecast.windows import Scaler, Windows, concat_windows, window_vol
 
 PERSISTENCE = "persistence"
 STOCKNET_PAPER = {"accuracy": 0.5823, "mcc": 0.081}  # Xu and Cohen (ACL 2018), StockNet (best variant)
@@ -88,6 +89,13 @@ def walk_forward_folds(dates: list[dt.date], k: int, test_start: dt.date | None,
     return [(edges[i], edges[i + 1] if i + 1 < k else stop) for i in range(k)]
 
 
+def _intervals(cal: IntervalCalibration, quant: np.ndarray, test: Windows, scaler: Scaler) -> tuple[np.ndarray, ...]:
+    """The calibrated interval of a refit on its test block: static CQR, then online tracking per
+    ticker from the block's first day (the refit never saw it), as serving does from ``seen_before``."""
+    low, high = cal.apply(quant[:, 0], quant[:, -1], window_vol(test.x, scaler))
+    return track_groups(low, high, test.target_ret, test.tickers, cal)
+
+
 def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig,
                       start: dt.date, end: dt.date, fold: int) -> list[pd.DataFrame]:
     cfg = config.model_copy(update={"train_end": None, "val_end": start})
@@ -105,7 +113,8 @@ def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkFo
 
     fit = fit_in_process(data, cfg)
     point, quant = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
-    add(f"lstm_{config.feature_set}", point, *calibrate_intervals(fit.model, data, cfg).apply(quant[:, 0], quant[:, -1]))
+    add(f"lstm_{config.feature_set}", point, *_intervals(calibrate_intervals(fit.model, data, cfg), quant, test,
+                                                          data.scaler))
     fitted = concat_windows([data.train, data.val])
     for name in wf.baselines:
         if name == PERSISTENCE:
@@ -120,7 +129,7 @@ def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkFo
             ptest = pdata.rest.between(start, end)
             pfit = fit_in_process(pdata, pcfg)
             pp, pq = predict_arrays(pfit.model, ptest.x, ptest.ticker_idx, pdata.scaler.target_scale)
-            plow, phigh = calibrate_intervals(pfit.model, pdata, pcfg).apply(pq[:, 0], pq[:, -1])
+            plow, phigh = _intervals(calibrate_intervals(pfit.model, pdata, pcfg), pq, ptest, pdata.scaler)
             # the price-only frame keeps the same rows (sentiment never drops a row): align on key
             pframe = pd.DataFrame({"ticker": ptest.tickers, "date": ptest.dates, "pred": pp,
                                    "low": plow, "high": phigh})
@@ -338,12 +347,3 @@ def record_walk_forward(run_id: str, result: WalkForwardResult, name: str, wf: W
             client.log_metric(run_id, key, value)
     client.set_tag(run_id, "wf_key", wf.key())
     client.set_tag(run_id, "leakage_alarm", str(result.leakage_alarm).lower())
-
-
-def dm_between(predictions: pd.DataFrame, model: str, baseline: str) -> tuple[float, float]:
-    """DM test (one-sided: ``model`` more accurate) of any two models in a walk-forward's predictions."""
-    a = predictions[predictions["model"] == model].set_index(["ticker", "date"]).sort_index()
-    b = predictions[predictions["model"] == baseline].set_index(["ticker", "date"]).reindex(a.index)
-    ea = price_errors(a["pred"].to_numpy(), a["close"].to_numpy(), a["target_close"].to_numpy())
-    eb = price_errors(b["pred"].to_numpy(), b["close"].to_numpy(), b["target_close"].to_numpy())
-    return dm_vs(a.index.get_level_values("date").to_numpy(), ea, eb, a["close"].to_numpy())

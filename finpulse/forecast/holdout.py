@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from finpulse.forecast.windows import build_windows
-
 if TYPE_CHECKING:
     from finpulse.forecast.loop import TrainingData
     from finpulse.forecast.model import LoadedForecaster
@@ -77,14 +75,12 @@ def check_tune_end(tune_end: dt.date, test_start: dt.date | None) -> None:
 def weights_predictions(features: pd.DataFrame, weights: LoadedForecaster, keys: pd.DataFrame) -> pd.DataFrame:
     """The saved weights' forecasts for the (ticker, date) rows of ``keys`` (no refit): columns
     ``pred``, ``low``, ``high`` aligned to ``keys``, NaN where the model has no window."""
-    df = features[features["ticker"].isin(set(keys["ticker"]))]
-    win = build_windows(df, weights.scaler, weights.lookback, weights.ticker_index)
-    wanted = set(zip(keys["ticker"], keys["date"], strict=True))
-    mask = np.array([(t, d) in wanted for t, d in zip(win.tickers, win.dates, strict=True)], dtype=bool)
-    win = win.subset(mask) if len(win) else win
-    point, low, high = weights.predict_intervals(win.x, win.ticker_idx)
-    preds = pd.DataFrame({"ticker": win.tickers, "date": win.dates, "pred": point, "low": low, "high": high})
-    return keys[["ticker", "date"]].merge(preds, on=["ticker", "date"], how="left")
+    parts = [weights.predict_history(g).assign(ticker=t)
+             for t, g in features[features["ticker"].isin(set(keys["ticker"]))].groupby("ticker", sort=True)]
+    preds = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["ticker", "date", "pred", "low", "high"])
+    preds["date"] = pd.to_datetime(preds["date"]).dt.date
+    out = keys[["ticker", "date"]].assign(date=pd.to_datetime(keys["date"]).dt.date)
+    return out.merge(preds, on=["ticker", "date"], how="left")
 
 
 def leakage_alarm(table: pd.DataFrame, models: list[str], threshold: float = LEAKAGE_ACCURACY) -> bool:

@@ -22,7 +22,15 @@ from torch import nn
 from finpulse.forecast.calibration import IntervalCalibration, fit_conformal
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.model import build_model, forecast_loss, predict_arrays
-from finpulse.forecast.windows import Scaler, Windows, build_windows, prepare_frame, split_dates, ticker_index
+from finpulse.forecast.windows import (
+    Scaler,
+    Windows,
+    build_windows,
+    prepare_frame,
+    split_dates,
+    ticker_index,
+    window_vol,
+)
 
 
 @dataclass
@@ -179,4 +187,4 @@ def calibrate_intervals(model: nn.Module, data: TrainingData, config: ForecastCo
     days the weights were not fitted on, before any test day."""
     _, quant = predict_arrays(model, data.val.x, data.val.ticker_idx, data.scaler.target_scale)
     return fit_conformal(quant[:, 0], quant[:, -1], data.val.target_ret, config.interval_level,
-                         config.interval_calibration)
+                         config.interval_calibration, window_vol(data.val.x, data.scaler), config.interval_track_rate)

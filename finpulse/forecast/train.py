@@ -44,7 +44,7 @@ from finpulse.forecast.loop import (
     train_epoch,
 )
 from finpulse.forecast.model import build_model, forecast_loss, predict_arrays, save_forecaster
-from finpulse.forecast.windows import Windows
+from finpulse.forecast.windows import Windows, window_vol
 
 REGISTERED_NAME = "finpulse-forecaster"
 EXPERIMENT = "finpulse-forecast"
@@ -212,7 +212,8 @@ def validation_metrics(model: torch.nn.Module, data: TrainingData, config: Forec
 
     v = data.val
     point, quant = predict_arrays(model, v.x, v.ticker_idx, data.scaler.target_scale)
-    low, high = (calibration or IntervalCalibration(config.interval_level)).apply(quant[:, 0], quant[:, -1])
+    low, high = (calibration or IntervalCalibration(config.interval_level)).apply(quant[:, 0], quant[:, -1],
+                                                                                  window_vol(v.x, data.scaler))
     m = forecast_metrics(point, v.target_ret, v.close, v.target_close, low, high)
     m["val_loss"] = float(forecast_loss(*(torch.from_numpy(a) for a in (point / data.scaler.target_scale,
                                                                           quant / data.scaler.target_scale,

@@ -48,3 +48,30 @@ def test_narrowing_never_crosses_and_identity_round_trip():
     np.testing.assert_array_equal(ident.apply(np.array([1.0]), np.array([2.0]))[1], [2.0])
     f32 = cal.apply(np.zeros(2, np.float32), np.full(2, 4, np.float32))
     assert f32[0].dtype == np.float32  # model outputs stay float32 (same rounding as before calibration)
+
+
+def test_online_tracking_recovers_nominal_coverage_after_a_regime_change():
+    from finpulse.forecast.calibration import track_groups, tracked_offsets
+
+    rng = np.random.default_rng(1)
+    lo, hi, y = _heads(1000, rng, np.ones(1000), claimed=1.0)  # a calm validation period
+    cal = fit_conformal(lo, hi, y, level=0.9, track_rate=0.1)
+    assert cal.step > 0
+    sigma = np.r_[np.ones(900), np.full(900, 2.0)]  # volatility doubles; the heads do not notice
+    tlo, thi, ty = _heads(1800, rng, np.ones(1800), claimed=1.0)
+    ty = ty * sigma
+    static = cal.apply(tlo, thi)
+    assert coverage(*static, ty) < 0.8  # split conformal alone misses the regime change
+    tracked = track_groups(*static, ty, np.zeros(1800), cal)
+    assert coverage(*tracked, ty) == pytest.approx(0.9, abs=0.02)
+    assert coverage(tracked[0][900:], tracked[1][900:], ty[900:]) > 0.85
+    # an offset uses only earlier outcomes: changing outcome i leaves offsets 0..i unchanged
+    base = tracked_offsets(*static, ty, 0.9, cal.step)
+    shocked = ty.copy()
+    shocked[900:] += 50.0
+    np.testing.assert_array_equal(tracked_offsets(*static, shocked, 0.9, cal.step)[:901], base[:901])
+    # unknown outcomes (the latest day) do not move it
+    unknown = ty.copy()
+    unknown[-5:] = np.nan
+    off = tracked_offsets(*static, unknown, 0.9, cal.step)
+    assert off[-1] == off[-5]

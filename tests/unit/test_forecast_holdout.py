@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,21 @@ def test_leakage_alarm_threshold_and_data_label():
     assert decide({**good, "wf_leakage_alarm": 1.0, "wf_data_synthetic": 1.0}, None, PromotionPolicy()).promote
     stale = decide({"wf_mae": 9.0, "wf_persistence_mae": 10.0}, None, PromotionPolicy())
     assert not stale.promote and "out of sample" in stale.reasons[0]
+
+
+def test_served_interval_is_the_one_evaluation_measured(planted, tmp_path):
+    """predict_next (what the Forecaster deployment calls, via prepare/window_at) gives the registered
+    row's calibrated and tracked interval for the same as-of day."""
+    df, result = planted
+    rows = result.predictions[(result.predictions["model"] == holdout.REGISTERED)
+                              & (result.predictions["ticker"] == "MSFT")].sort_values("date")
+    row = rows.iloc[len(rows) // 2]
+    cfg = ForecastConfig(**SMALL, val_end=dt.date(2019, 1, 1))
+    weights = load_forecaster(str(train_forecaster(df, cfg, use_ray=False, log_mlflow=False, out_dir=tmp_path).model_dir))
+    assert weights.calibration.n > 0 and weights.calibration.step > 0
+    hist = df[(df["ticker"] == "MSFT") & (pd.to_datetime(df["date"]).dt.date <= row["date"])]
+    out = weights.predict_next(hist)
+    assert out["as_of"] == row["date"]
+    assert out["low"] == pytest.approx(row["close"] * np.exp(row["low"]), rel=1e-6)
+    assert out["high"] == pytest.approx(row["close"] * np.exp(row["high"]), rel=1e-6)
+    assert weights.prepare(hist).offsets[-1] != 0.0  # tracking has moved after weeks of outcomes
