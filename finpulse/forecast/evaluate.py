@@ -175,7 +175,7 @@ def summarize(predictions: pd.DataFrame, cost_bps: float = 5.0) -> tuple[pd.Data
     return table, pd.DataFrame(ticker_rows), tests
 
 
-def test_folds(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig) -> list[tuple[dt.date, dt.date]]:
+def evaluation_folds(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig) -> list[tuple[dt.date, dt.date]]:
     """The walk-forward's test blocks for these features (the first block's start is the test start)."""
     df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
     known = df[df["target_ret_1d"].notna()]
@@ -193,7 +193,7 @@ def walk_forward(features: pd.DataFrame, config: ForecastConfig, wf: WalkForward
     wf = wf or WalkForwardConfig()
     synthetic = holdout.data_is_synthetic(features, synthetic)
     df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
-    folds = test_folds(df, config, wf)
+    folds = evaluation_folds(df, config, wf)
     if weights is not None:
         holdout.check_out_of_sample(weights.meta, folds[0][0])
     parts: list[pd.DataFrame] = []

@@ -31,7 +31,9 @@ def features():
 
 def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse_home, features, tmp_path):
     marker, epoch_log = tmp_path / "killed", tmp_path / "epochs"
-    cfg = ForecastConfig(**SMALL, num_workers=2, max_epochs=5, patience=10, val_end=dt.date(2019, 7, 1))
+    # lr 3e-3: two DDP workers take half the optimizer steps per epoch, and the REGISTERED weights
+    # (not only refits of their config) must beat persistence out of sample after 5 epochs
+    cfg = ForecastConfig(**SMALL, num_workers=2, max_epochs=5, patience=10, lr=3e-3, val_end=dt.date(2019, 7, 1))
     res = train_forecaster(features, cfg, max_failures=2,
                            test_hooks={"fail_at_epoch": 2, "fail_rank": 1, "fail_marker": str(marker),
                                        "epoch_log": str(epoch_log)})
