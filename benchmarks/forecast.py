@@ -63,6 +63,8 @@ def bench_quality(args, out: dict) -> None:
         "directional_accuracy_per_ticker": pt["directional_accuracy"].round(4).to_dict(),
         "dm_pvalue": r.metric(name, "dm_pvalue"),
         "coverage": r.metric(name, "coverage"),
+        "interval_coverage": r.metric(name, "coverage"),  # nominal 90%: CQR + online tracking (goal 0.88-0.92)
+        "leakage_alarm": r.leakage_alarm,  # directional accuracy > 60% on real data
         "ridge_mae_ratio_vs_persistence": r.metric("ridge", "mae_ratio_vs_persistence"),
         "drift_mae_ratio_vs_persistence": r.metric("drift", "mae_ratio_vs_persistence"),
         "strategy_sharpe": r.metric(name, "strategy_sharpe"), "buy_hold_sharpe": r.metric(name, "buy_hold_sharpe"),

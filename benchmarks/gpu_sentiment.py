@@ -60,24 +60,9 @@ def prepare(bundle: Path, data_dir: Path, n_texts: int, seed: int) -> None:
 
 def splits_and_tests(data: Path, seed: int) -> tuple[Any, dict[str, Any]]:
     """Same construction as benchmarks/sentiment.py: PhraseBank 50Agree + TFNS train, leak-free."""
-    import pandas as pd
-
     from finpulse.sentiment import datasets as ds
 
-    pb50 = ds.stratified_split(ds.read_phrasebank(data / "financial_phrasebank/Sentences_50Agree.txt"), seed=seed)
-    pball = ds.stratified_split(ds.read_phrasebank(data / "financial_phrasebank/Sentences_AllAgree.txt"), seed=seed)
-    tfns = ds.stratified_split(ds.read_tfns(data / "twitter_financial_news_sentiment/sent_train.csv"),
-                               test_size=0.0, validation_size=0.1, seed=seed)
-    tests = {"phrasebank_50agree": pb50.test, "phrasebank_allagree": pball.test,
-             "tfns_valid": ds.read_tfns(data / "twitter_financial_news_sentiment/sent_valid.csv")}
-    banned = set(pd.concat([t["text"] for t in tests.values()]).map(ds.normalise_text))
-
-    def clean(df: pd.DataFrame) -> pd.DataFrame:
-        return df[~df["text"].map(ds.normalise_text).isin(banned)]
-
-    train = pd.concat([clean(pb50.train), clean(tfns.train)]).sample(frac=1.0, random_state=seed)
-    val = pd.concat([clean(pb50.validation), clean(tfns.validation)])
-    return ds.Splits(train=train, validation=val, test=pb50.test), tests
+    return ds.benchmark_splits(data, seed=seed)
 
 
 def run(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:

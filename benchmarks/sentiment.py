@@ -4,8 +4,9 @@ and Ray Data scorer throughput against transformers.pipeline on the same 10,000 
 Quality: the default model (MiniLM-L6, 22.7M parameters) is fine-tuned with Ray Train on the train
 splits of PhraseBank 50Agree (FinBERT protocol: 20% test, 20% of the rest validation) and of the
 Twitter Financial News train file, then evaluated on the PhraseBank 50Agree and AllAgree test splits
-and the TFNS validation file. AllAgree is a subset of 50Agree, so every AllAgree test sentence is
-removed from training and validation: no test sentence is ever trained on.
+and the TFNS validation file. The PhraseBank test sentences are one held-out set over all agreement
+files (AllAgree is a subset of 50Agree), and every evaluation text is removed from training and
+validation (``datasets.benchmark_splits``): no test sentence is ever trained on.
 
 Throughput: the Ray Data scorer (actor pool, length-sorted batches, dynamic padding; fp32, bf16
 where the CPU has bf16 instructions, and dynamic int8) end to end (actor start-up and Parquet write included) against
@@ -52,24 +53,13 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 def benchmark_splits(data_dir: Path, seed: int, quick: bool) -> tuple[ds.Splits, dict[str, pd.DataFrame]]:
     """Training/validation data (PhraseBank 50Agree + TFNS train) and the three test sets, leak-free."""
-    pb50 = ds.stratified_split(ds.read_phrasebank(ds.phrasebank_path(data_dir, "50")), seed=seed)
-    pball = ds.stratified_split(ds.read_phrasebank(ds.phrasebank_path(data_dir, "all")), seed=seed)
-    tfns_train = ds.read_tfns(data_dir / "twitter_financial_news_sentiment" / "sent_train.csv")
-    tfns = ds.stratified_split(tfns_train, test_size=0.0, validation_size=0.1, seed=seed)
-    tests = {"phrasebank_50agree": pb50.test, "phrasebank_allagree": pball.test,
-             "tfns_valid": ds.read_tfns(data_dir / "twitter_financial_news_sentiment" / "sent_valid.csv")}
-    banned = set(pd.concat([t["text"] for t in tests.values()]).map(ds.normalise_text))
-
-    def clean(df: pd.DataFrame) -> pd.DataFrame:
-        return df[~df["text"].map(ds.normalise_text).isin(banned)]
-
-    train = pd.concat([clean(pb50.train), clean(tfns.train)]).sample(frac=1.0, random_state=seed)
-    val = pd.concat([clean(pb50.validation), clean(tfns.validation)])
+    splits, tests = ds.benchmark_splits(data_dir, seed=seed)
+    train, val = splits.train, splits.validation
     if quick:
         train, val = train.head(400), val.head(200)
         tests = {k: v.head(300) for k, v in tests.items()}
     return ds.Splits(train=train.reset_index(drop=True), validation=val.reset_index(drop=True),
-                     test=pb50.test), tests
+                     test=tests["phrasebank_50agree"]), tests
 
 
 def finetune(splits: ds.Splits, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

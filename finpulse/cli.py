@@ -139,7 +139,7 @@ def eval_sentiment_cmd(
     data: Annotated[str, typer.Option(help="Folder holding financial_phrasebank/ and "
                                            "twitter_financial_news_sentiment/.")],
     model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = "finpulse-sentiment@challenger",
-    seed: Annotated[int, typer.Option()] = 42,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out set (the split seed training used: 42).")] = 42,
 ) -> None:
     """Accuracy, macro-F1, per-class F1, confusion matrices on PhraseBank and TFNS, next to VADER."""
     from finpulse.sentiment.evaluate import evaluate_sentiment, format_table
@@ -195,6 +195,9 @@ def tune_cmd(
     max_concurrent: Annotated[int, typer.Option()] = 2,
     cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
     scheduler: Annotated[Literal["asha", "fifo"], typer.Option(help="ASHA stops bad trials early; FIFO runs all.")] = "asha",
+    tune_end: Annotated[str | None, typer.Option(help="First day tuning never sees; evaluate from it on (default: "
+                                                     "the config's val_end, else the start of the last 20% of "
+                                                     "days).")] = None,
 ) -> None:
     """Ray Tune (ASHA) search; each trial an MLflow child run; the best retrained as challenger."""
     from finpulse.forecast.config import ForecastConfig
@@ -205,7 +208,7 @@ def tune_cmd(
     df = _forecast_features(features, embedded, base.tickers)
     connect()
     r = tune_forecaster(df, base, num_samples=num_samples, max_concurrent=max_concurrent,
-                        cpus_per_trial=cpus_per_trial, scheduler=scheduler)
+                        cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end)
     typer.echo(r.trials.to_string())
     _print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
                  "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})

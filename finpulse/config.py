@@ -78,8 +78,12 @@ def absolute_sqlite(uri: str) -> str:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as ``FINPULSE_*`` variables (resolved, absolute), for Ray workers, jobs and replicas."""
-    values = settings.model_dump()
+    """The settings as ``FINPULSE_*`` variables (resolved, absolute), for Ray workers, jobs and replicas.
+
+    Credentials are left out: this lands in runtime_envs and Serve configs that the dashboard shows.
+    Tasks that reach S3 get them through ``storage.worker_env``; replicas from their own environment.
+    """
+    values = settings.model_dump(exclude={"s3_access_key", "s3_secret_key"})
     return {f"FINPULSE_{k.upper()}": str(v) for k, v in values.items() if v is not None and v != ""}
 
 

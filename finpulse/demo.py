@@ -103,11 +103,10 @@ def written_rows(uri: str) -> int:
 def run_serving_stage(dashboard_url: str) -> None:
     """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C (or SIGTERM)."""
     import json
-    import signal
-    import time
     from pathlib import Path
 
     from finpulse.serving.launch import deploy_and_wait, example_calls
+    from finpulse.serving.run import serve_until_interrupted
 
     config = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
     print(f"deploying {config.name} (Gateway, SentimentModel, Forecaster and their canary slots) ...", flush=True)
@@ -115,10 +114,8 @@ def run_serving_stage(dashboard_url: str) -> None:
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it the way Ctrl-C does
-    print("\nServing until Ctrl-C ...", flush=True)
-    while True:
-        time.sleep(3600)
+    print()
+    serve_until_interrupted(dashboard_url, base)  # SIGTERM (`kill`) stops it the way Ctrl-C does
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -141,9 +138,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stages; Ctrl-C at any point shuts Serve and Ray down and exits (0 once serving)."""
-    import ray
-
     from finpulse.runtime import connect
+    from finpulse.serving.run import stop
 
     args = parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started where SIGINT was ignored
@@ -161,20 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {type(exc).__name__}: {exc}\n(traceback in {log})", flush=True)
         return 1
     finally:
-        _shutdown(ray)
+        stop()  # Serve, then the local Ray, each within a bounded time
     return 0
-
-
-def _shutdown(ray: object) -> None:
-    """Serve first (its proxies and replicas), then the local Ray this process started."""
-    from ray import serve
-
-    try:
-        serve.shutdown()
-    except Exception as exc:  # Ray already gone: nothing left to stop
-        print(f"serve shutdown: {exc}")
-    ray.shutdown()  # type: ignore[attr-defined]
-    print("stopped", flush=True)
 
 
 def run_stages(args: argparse.Namespace, ctx: object) -> None:

@@ -84,12 +84,14 @@ def _job_env_vars() -> dict[str, str]:
     return {}
 
 
-def connect(settings: Settings | None = None, *, quiet: bool = True, **init_kwargs: Any) -> Any:
+def connect(settings: Settings | None = None, *, address: str | None = None, quiet: bool = True,
+            **local_kwargs: Any) -> Any:
     """Join ``settings.ray_address``, the job's cluster under ``ray job submit``, or start a fresh local Ray.
 
     A bare ``ray.init()`` would join the cluster a past ``ray start`` recorded on this machine (and hang
     when it is gone), so with no address configured and no job around, FinPulse asks for ``"local"``.
-    Workers get this process's resolved (absolute) settings in their environment.
+    Workers get this process's resolved (absolute) settings in their environment. ``local_kwargs``
+    (dashboard options, CPUs) apply only when this call starts the local Ray.
     """
     import ray
 
@@ -98,13 +100,13 @@ def connect(settings: Settings | None = None, *, quiet: bool = True, **init_kwar
         quiet_libraries(s)
     if ray.is_initialized():
         return ray.get_runtime_context()
-    address = s.ray_address or (None if os.environ.get("RAY_ADDRESS") else "local")
+    address = address or s.ray_address or (None if os.environ.get("RAY_ADDRESS") else "local")
     taken = _job_env_vars()
     env = {k: v for k, v in settings_env(s).items() if k not in taken}
     if address == "local":
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env} if env else None,
-                   **init_kwargs)
+                   **(local_kwargs if address == "local" else {}))
     if quiet:
         quiet_libraries(s)  # ray.init installs its own console handlers: send them to the file again
         import ray.data

@@ -473,7 +473,9 @@ def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tick
         return (schema.empty_table() if columns is None else
                 pa.schema([schema.field(c) for c in columns]).empty_table()).to_pandas()
     target = schema if columns is None else pa.schema([schema.field(c) for c in columns])
-    return pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
+    frame = pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
+    frame.attrs["synthetic_inputs"] = bool(manifest.get("synthetic_inputs", False))  # read by the leakage alarm
+    return frame
 
 
 # ------------------------------------------------------------------------------------------ reference

@@ -34,6 +34,8 @@ class ForecastConfig(BaseModel):
     quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
     point_loss: Literal["mse", "huber", "l1"] = "huber"
     quantile_weight: float = Field(1.0, ge=0)
+    interval_calibration: Literal["additive", "scaled", "vol", "none"] = "additive"  # CQR on the validation windows
+    interval_track_rate: float = Field(0.1, ge=0)  # online per-ticker tracking of misses (0: static CQR only)
     seed: int = 42
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)

@@ -24,13 +24,21 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from finpulse.forecast import baselines
+from finpulse.forecast import baselines, holdout
 from finpulse.forecast.backtest import backtest
+from finpulse.forecast.calibration import IntervalCalibration, track_groups
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.loop import fit_in_process, prepare_training_data
-from finpulse.forecast.metrics import dm_vs, forecast_metrics, mcc, price_errors
-from finpulse.forecast.model import predict_arrays
-from finpulse.forecast.windows import concat_windows
+from finpulse.forecast.loop import calibrate_intervals, fit_in_process, prepare_training_data
+from finpulse.forecast.metrics import dm_between, dm_vs, forecast_metrics, mcc, price_errors  # noqa: F401
+from finpulse.forecast.model import LoadedForecaster, predict_arrays
+from finpulse.forecast.report import (  # noqa: F401  (re-exported: callers import them from here)
+    TABLE_COLUMNS,
+    backtest_plot,
+    forecast_plot,
+    format_table,
+    markdown_report,
+)
+from finpulse.forecast.windows import Scaler, Windows, concat_windows, window_vol
 
 PERSISTENCE = "persistence"
 STOCKNET_PAPER = {"accuracy": 0.5823, "mcc": 0.081}  # Xu and Cohen (ACL 2018), StockNet (best variant)
@@ -60,6 +68,8 @@ class WalkForwardResult:
     per_ticker: pd.DataFrame  # one row per (model, ticker)
     backtests: dict[str, dict] = field(default_factory=dict)
     folds: list[tuple[dt.date, dt.date]] = field(default_factory=list)
+    leakage_alarm: bool = False  # an LSTM's directional accuracy > 60% (see holdout.leakage_alarm)
+    synthetic: bool = False  # the posts behind the features are labelled synthetic
 
     def metric(self, model: str, name: str) -> float:
         return float(self.table.loc[model, name])
@@ -79,6 +89,13 @@ def walk_forward_folds(dates: list[dt.date], k: int, test_start: dt.date | None,
     return [(edges[i], edges[i + 1] if i + 1 < k else stop) for i in range(k)]
 
 
+def _intervals(cal: IntervalCalibration, quant: np.ndarray, test: Windows, scaler: Scaler) -> tuple[np.ndarray, ...]:
+    """The calibrated interval of a refit on its test block: static CQR, then online tracking per
+    ticker from the block's first day (the refit never saw it), as serving does from ``seen_before``."""
+    low, high = cal.apply(quant[:, 0], quant[:, -1], window_vol(test.x, scaler))
+    return track_groups(low, high, test.target_ret, test.tickers, cal)
+
+
 def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig,
                       start: dt.date, end: dt.date, fold: int) -> list[pd.DataFrame]:
     cfg = config.model_copy(update={"train_end": None, "val_end": start})
@@ -96,7 +113,8 @@ def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkFo
 
     fit = fit_in_process(data, cfg)
     point, quant = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
-    add(f"lstm_{config.feature_set}", point, quant[:, 0], quant[:, -1])
+    add(f"lstm_{config.feature_set}", point, *_intervals(calibrate_intervals(fit.model, data, cfg), quant, test,
+                                                          data.scaler))
     fitted = concat_windows([data.train, data.val])
     for name in wf.baselines:
         if name == PERSISTENCE:
@@ -111,9 +129,10 @@ def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkFo
             ptest = pdata.rest.between(start, end)
             pfit = fit_in_process(pdata, pcfg)
             pp, pq = predict_arrays(pfit.model, ptest.x, ptest.ticker_idx, pdata.scaler.target_scale)
+            plow, phigh = _intervals(calibrate_intervals(pfit.model, pdata, pcfg), pq, ptest, pdata.scaler)
             # the price-only frame keeps the same rows (sentiment never drops a row): align on key
             pframe = pd.DataFrame({"ticker": ptest.tickers, "date": ptest.dates, "pred": pp,
-                                   "low": pq[:, 0], "high": pq[:, -1]})
+                                   "low": plow, "high": phigh})
             merged = base.merge(pframe, on=["ticker", "date"], how="left")
             add(name, merged["pred"].to_numpy(), merged["low"].to_numpy(), merged["high"].to_numpy())
     return out
@@ -156,19 +175,40 @@ def summarize(predictions: pd.DataFrame, cost_bps: float = 5.0) -> tuple[pd.Data
     return table, pd.DataFrame(ticker_rows), tests
 
 
-def walk_forward(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig | None = None) -> WalkForwardResult:
-    """Expanding-window walk-forward with ``wf.k`` refits; every model on the same days."""
-    wf = wf or WalkForwardConfig()
+def evaluation_folds(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig) -> list[tuple[dt.date, dt.date]]:
+    """The walk-forward's test blocks for these features (the first block's start is the test start)."""
     df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
     known = df[df["target_ret_1d"].notna()]
-    folds = walk_forward_folds(list(pd.to_datetime(known["date"]).dt.date), wf.k, wf.test_start, wf.test_end,
-                               wf.test_fraction)
+    return walk_forward_folds(list(pd.to_datetime(known["date"]).dt.date), wf.k, wf.test_start, wf.test_end,
+                              wf.test_fraction)
+
+
+def walk_forward(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig | None = None,
+                 weights: LoadedForecaster | None = None, synthetic: bool | None = None) -> WalkForwardResult:
+    """Expanding-window walk-forward with ``wf.k`` refits; every model on the same days.
+
+    With ``weights`` (a saved model), its forecasts on the same days form the ``registered`` row: the
+    weights a promotion would serve, scored without a refit. They must not have seen the test window
+    (:func:`holdout.check_out_of_sample` raises otherwise)."""
+    wf = wf or WalkForwardConfig()
+    synthetic = holdout.data_is_synthetic(features, synthetic)
+    df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
+    folds = evaluation_folds(df, config, wf)
+    if weights is not None:
+        holdout.check_out_of_sample(weights.meta, folds[0][0])
     parts: list[pd.DataFrame] = []
     for i, (start, end) in enumerate(folds):
         parts.extend(_fold_predictions(df, config, wf, start, end, i))
     predictions = pd.concat(parts, ignore_index=True)
+    if weights is not None:
+        base = predictions[predictions["model"] == f"lstm_{config.feature_set}"].drop(columns=["pred", "low", "high"])
+        scored = holdout.weights_predictions(df, weights, base)
+        predictions = pd.concat([predictions, base.assign(model=holdout.REGISTERED, pred=scored["pred"].to_numpy(),
+                                                          low=scored["low"].to_numpy(), high=scored["high"].to_numpy())],
+                                ignore_index=True)
     table, per_ticker, tests = summarize(predictions, wf.cost_bps)
-    return WalkForwardResult(predictions, table, per_ticker, tests, folds)
+    alarm = holdout.leakage_alarm(table, [holdout.REGISTERED, f"lstm_{config.feature_set}", "lstm_price"])
+    return WalkForwardResult(predictions, table, per_ticker, tests, folds, alarm, synthetic)
 
 
 # ---- StockNet protocol -------------------------------------------------------------------------------
@@ -223,92 +263,24 @@ def _movement_row(name: str, pred_up: np.ndarray, labels: np.ndarray) -> dict:
             else math.nan, "mcc": mcc(pred_up, true_up)}
 
 
-# ---- report and plots --------------------------------------------------------------------------------
-
-TABLE_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
-                 "interval_width", "dm_stat", "dm_pvalue", "strategy_return", "strategy_sharpe", "turnover",
-                 "buy_hold_return", "buy_hold_sharpe"]
-
-
-def format_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
-    """Markdown table (no tabulate dependency)."""
-    cols = [c for c in (columns or TABLE_COLUMNS) if c in table.columns]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, row in table.iterrows():
-        cells = ["" if pd.isna(row[c]) else f"{row[c]:.4g}" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def forecast_plot(predictions: pd.DataFrame, model: str, ticker: str | None = None, last_n: int = 120):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = predictions[predictions["model"] == model]
-    ticker = ticker or str(g["ticker"].iloc[0])
-    g = g[g["ticker"] == ticker].sort_values("date").tail(last_n)
-    dates = pd.to_datetime(g["date"]) + pd.offsets.BDay(1)  # plotted at the day forecast
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(dates, g["target_close"], label="actual close", color="black", lw=1)
-    ax.plot(dates, g["close"] * np.exp(g["pred"]), label=f"{model} forecast", lw=1)
-    if g["low"].notna().all():
-        ax.fill_between(dates, g["close"] * np.exp(g["low"]), g["close"] * np.exp(g["high"]), alpha=0.25,
-                        label="90% interval")
-    ax.set_title(f"{ticker}: next-day close, walk-forward")
-    ax.legend()
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig
-
-
-def backtest_plot(tests: dict[str, dict]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for name, bt in tests.items():
-        if name != PERSISTENCE:
-            ax.plot(pd.to_datetime(bt["curve"].index), bt["curve"]["strategy"], label=f"{name} long/short", lw=1)
-    first = next(iter(tests.values()))
-    ax.plot(pd.to_datetime(first["curve"].index), first["curve"]["buy_hold"], label="buy and hold", color="black")
-    ax.set_title("Cumulative backtest (after costs)")
-    ax.legend(fontsize=7)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig
-
-
-def markdown_report(result: WalkForwardResult, config: ForecastConfig, wf: WalkForwardConfig,
-                    stocknet: pd.DataFrame | None = None) -> str:
-    lines = ["# Forecaster walk-forward evaluation", "",
-             f"Feature set `{config.feature_set}`, lookback {config.lookback}, {wf.k} refits (expanding window), "
-             f"folds: {', '.join(f'{a}..{b}' for a, b in result.folds)}. Costs {wf.cost_bps} bps per unit turnover.",
-             "DM: Diebold-Mariano (HLN) on daily mean absolute relative price error vs persistence, one-sided p "
-             "(H1: the model is more accurate).", "", format_table(result.table), ""]
-    if stocknet is not None:
-        lines += ["## StockNet protocol (Xu and Cohen, ACL 2018)", "", format_table(stocknet, ["n", "accuracy", "mcc"]),
-                  ""]
-    return "\n".join(lines)
-
-
 def evaluate_model(features: pd.DataFrame, model: str | None = None, config: ForecastConfig | None = None,
                    wf: WalkForwardConfig | None = None, *, experiment: str = "finpulse-forecast",
-                   out_dir: str | Path | None = None, log_to_model_run: bool = True) -> WalkForwardResult:
-    """Walk-forward evaluation of a registered model's configuration (or of ``config``), logged to MLflow.
+                   out_dir: str | Path | None = None, log_to_model_run: bool = True,
+                   synthetic: bool | None = None) -> WalkForwardResult:
+    """Walk-forward evaluation of a registered model (its configuration refit per fold, and its saved
+    weights scored as they are) or of ``config``, logged to MLflow.
 
-    Logs an evaluation run (metrics of every model, table, report, plots) and, when the model has a
-    training run, ``wf_mae``/``wf_persistence_mae``/``wf_key`` on that run: what promotion compares.
+    Refuses weights whose training, validation or tuning reached into the test window. Logs an
+    evaluation run (metrics of every model, table, report, plots, ``leakage_alarm``) and, when the
+    model has a training run, :func:`promotion_evidence` on that run: what promotion reads.
+    ``synthetic`` overrides what the features say about their posts (``attrs["synthetic_inputs"]``).
     """
     import mlflow
 
     from finpulse import tracking
 
     wf = wf or WalkForwardConfig()
-    ref = None
+    ref, loaded = None, None
     if model is not None:
         from finpulse.forecast.model import load_forecaster
 
@@ -317,11 +289,14 @@ def evaluate_model(features: pd.DataFrame, model: str | None = None, config: For
         ref = tracking.resolve(model) if not Path(str(model)).is_dir() else None
     if config is None:
         raise ValueError("give a model spec or a ForecastConfig")
-    result = walk_forward(features, config, wf)
+    result = walk_forward(features, config, wf, weights=loaded, synthetic=synthetic)
     name = f"lstm_{config.feature_set}"
     report = markdown_report(result, config, wf)
     with tracking.start_run(experiment, run_name=f"evaluate-{ref.label if ref else name}",
                             tags={"finpulse.kind": "evaluate", "wf_key": wf.key(),
+                                  "leakage_alarm": str(result.leakage_alarm).lower(),
+                                  "data_synthetic": str(result.synthetic).lower(),
+                                  "wf_test_start": str(result.folds[0][0]),
                                   **({"model": ref.label} if ref else {})}):
         for model_name, row in result.table.iterrows():
             mlflow.log_metrics({f"{model_name}.{k}": float(v) for k, v in row.items()
@@ -344,25 +319,31 @@ def evaluate_model(features: pd.DataFrame, model: str | None = None, config: For
     return result
 
 
+def promotion_evidence(result: WalkForwardResult, name: str) -> dict[str, float]:
+    """What the promotion gate reads: ``wf_*`` of the saved weights (the ``registered`` row, scored on
+    days none of their training or tuning saw), the configuration's refits (``wf_config_mae``),
+    persistence on the same days, and the leakage alarm with the data's synthetic label (0/1)."""
+    out = {"wf_persistence_mae": result.metric(PERSISTENCE, "mae") if PERSISTENCE in result.table.index else math.nan,
+           "wf_config_mae": result.metric(name, "mae"), "wf_leakage_alarm": float(result.leakage_alarm),
+           "wf_data_synthetic": float(result.synthetic)}
+    if holdout.REGISTERED in result.table.index:
+        row = result.table.loc[holdout.REGISTERED]
+        out.update({"wf_mae": float(row["mae"]), "wf_mae_ratio_vs_persistence": float(row["mae_ratio_vs_persistence"]),
+                    "wf_dm_pvalue": float(row["dm_pvalue"]), "wf_directional_accuracy": float(row["directional_accuracy"]),
+                    "wf_coverage": float(row["coverage"]), "wf_out_of_sample": 1.0})
+    return out
+
+
 def record_walk_forward(run_id: str, result: WalkForwardResult, name: str, wf: WalkForwardConfig) -> None:
-    """Write the walk-forward summary onto a model's training run (read by the promotion gate)."""
+    """Write :func:`promotion_evidence` onto a model's training run (read by the promotion gate)."""
     from mlflow import MlflowClient
 
     from finpulse import tracking
 
     tracking.configure()
     client = MlflowClient()
-    client.log_metric(run_id, "wf_mae", result.metric(name, "mae"))
-    client.log_metric(run_id, "wf_persistence_mae", result.metric(PERSISTENCE, "mae"))
-    client.log_metric(run_id, "wf_mae_ratio_vs_persistence", result.metric(name, "mae_ratio_vs_persistence"))
-    client.log_metric(run_id, "wf_dm_pvalue", result.metric(name, "dm_pvalue"))
+    for key, value in promotion_evidence(result, name).items():
+        if math.isfinite(value):
+            client.log_metric(run_id, key, value)
     client.set_tag(run_id, "wf_key", wf.key())
-
-
-def dm_between(predictions: pd.DataFrame, model: str, baseline: str) -> tuple[float, float]:
-    """DM test (one-sided: ``model`` more accurate) of any two models in a walk-forward's predictions."""
-    a = predictions[predictions["model"] == model].set_index(["ticker", "date"]).sort_index()
-    b = predictions[predictions["model"] == baseline].set_index(["ticker", "date"]).reindex(a.index)
-    ea = price_errors(a["pred"].to_numpy(), a["close"].to_numpy(), a["target_close"].to_numpy())
-    eb = price_errors(b["pred"].to_numpy(), b["close"].to_numpy(), b["target_close"].to_numpy())
-    return dm_vs(a.index.get_level_values("date").to_numpy(), ea, eb, a["close"].to_numpy())
+    client.set_tag(run_id, "leakage_alarm", str(result.leakage_alarm).lower())

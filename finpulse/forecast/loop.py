@@ -19,9 +19,18 @@ import pandas as pd
 import torch
 from torch import nn
 
+from finpulse.forecast.calibration import IntervalCalibration, fit_conformal
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.model import build_model, forecast_loss
-from finpulse.forecast.windows import Scaler, Windows, build_windows, prepare_frame, split_dates, ticker_index
+from finpulse.forecast.model import build_model, forecast_loss, predict_arrays
+from finpulse.forecast.windows import (
+    Scaler,
+    Windows,
+    build_windows,
+    prepare_frame,
+    split_dates,
+    ticker_index,
+    window_vol,
+)
 
 
 @dataclass
@@ -171,3 +180,11 @@ def fit_in_process(data: TrainingData, config: ForecastConfig,
         model.load_state_dict(stopper.best_state)
     model.eval()
     return FitResult(model, stopper.best_loss, stopper.best_epoch, history)
+
+
+def calibrate_intervals(model: nn.Module, data: TrainingData, config: ForecastConfig) -> IntervalCalibration:
+    """Split-conformal (CQR) correction of the quantile interval, fitted on the validation windows:
+    days the weights were not fitted on, before any test day."""
+    _, quant = predict_arrays(model, data.val.x, data.val.ticker_idx, data.scaler.target_scale)
+    return fit_conformal(quant[:, 0], quant[:, -1], data.val.target_ret, config.interval_level,
+                         config.interval_calibration, window_vol(data.val.x, data.scaler), config.interval_track_rate)

@@ -88,3 +88,12 @@ def dm_vs(dates: np.ndarray, err_model: np.ndarray, err_base: np.ndarray, close:
     a = daily_loss(dates, err_model, close)
     b = daily_loss(dates, err_base, close)
     return diebold_mariano(a.to_numpy(), b.reindex(a.index).to_numpy())
+
+
+def dm_between(predictions: pd.DataFrame, model: str, baseline: str) -> tuple[float, float]:
+    """DM test (one-sided: ``model`` more accurate) of any two models in a walk-forward's predictions."""
+    a = predictions[predictions["model"] == model].set_index(["ticker", "date"]).sort_index()
+    b = predictions[predictions["model"] == baseline].set_index(["ticker", "date"]).reindex(a.index)
+    ea = price_errors(a["pred"].to_numpy(), a["close"].to_numpy(), a["target_close"].to_numpy())
+    eb = price_errors(b["pred"].to_numpy(), b["close"].to_numpy(), b["target_close"].to_numpy())
+    return dm_vs(a.index.get_level_values("date").to_numpy(), ea, eb, a["close"].to_numpy())

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from finpulse.forecast.calibration import IntervalCalibration, tracked_offsets, widen
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.windows import UNKNOWN_TICKER, Scaler, prepare_frame
+from finpulse.forecast.windows import UNKNOWN_TICKER, Scaler, prepare_frame, window_vol
 
 FORMAT_VERSION = 1
 STATE_FILE = "model.pt"
@@ -90,8 +91,10 @@ def predict_arrays(model: nn.Module, x: np.ndarray, ticker_idx: np.ndarray, targ
 
 
 def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig, scaler: Scaler,
-                    tickers: dict[str, int], extra: dict[str, Any] | None = None) -> Path:
-    """Write the model folder (state dict + meta JSON). ``extra`` lands in meta (e.g. training metrics)."""
+                    tickers: dict[str, int], extra: dict[str, Any] | None = None,
+                    calibration: IntervalCalibration | None = None) -> Path:
+    """Write the model folder (state dict + meta JSON). ``extra`` lands in meta (e.g. training metrics);
+    ``calibration`` is the interval's conformal correction, applied by every predict path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
@@ -102,6 +105,7 @@ def save_forecaster(folder: str | Path, model: nn.Module, config: ForecastConfig
         "feature_columns": list(scaler.columns),
         "scaler": scaler.to_dict(),
         "tickers": tickers,
+        "interval_calibration": (calibration or IntervalCalibration(config.interval_level)).to_dict(),
         "extra": extra or {},
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
@@ -117,6 +121,7 @@ class PreparedRows:
     rows: np.ndarray
     dates: list
     closes: np.ndarray
+    offsets: np.ndarray | None = None  # the interval's tracked widening for a window ending on row i
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class Window:
     ticker: str
     as_of: Any
     close: float
+    offset: float = 0.0  # tracked widening of the interval (see calibration.tracked_offsets)
 
 
 @dataclass
@@ -157,6 +163,16 @@ class LoadedForecaster:
     def level(self) -> float:
         return self.config.interval_level
 
+    @property
+    def calibration(self) -> IntervalCalibration:
+        return IntervalCalibration.from_dict(self.meta.get("interval_calibration"), self.level)
+
+    def predict_intervals(self, x: np.ndarray, ticker_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(point, low, high) log returns for windows, the interval calibrated as saved with the model."""
+        point, quant = predict_arrays(self.model, x, ticker_idx, self.scaler.target_scale)
+        low, high = self.calibration.apply(quant[:, 0], quant[:, -1], window_vol(x, self.scaler))
+        return point, low, high
+
     def prepare(self, history: pd.DataFrame) -> PreparedRows:
         """One ticker's rows, cleaned and scaled once. Serving prepares each ticker's whole feature
         history at load time and slices windows from it per request (:meth:`window_at`)."""
@@ -165,8 +181,30 @@ class LoadedForecaster:
             raise ValueError(f"history must hold one ticker, got {list(tickers)}")
         history = history.sort_values("date", kind="stable")
         frame = prepare_frame(history.assign(_row=np.arange(len(history))), self.feature_columns)
-        return PreparedRows(ticker=str(tickers[0]), x=self.scaler.transform(frame), rows=frame["_row"].to_numpy(),
-                            dates=frame["date"].tolist(), closes=frame["close"].to_numpy(dtype=float))
+        x = self.scaler.transform(frame)
+        targets = frame["target_ret_1d"].to_numpy(dtype=float) if "target_ret_1d" in frame else np.full(len(frame), np.nan)
+        return PreparedRows(ticker=str(tickers[0]), x=x, rows=frame["_row"].to_numpy(), dates=frame["date"].tolist(),
+                            closes=frame["close"].to_numpy(dtype=float),
+                            offsets=self._offsets(str(tickers[0]), x, frame["date"].tolist(), targets))
+
+    def _offsets(self, ticker: str, x: np.ndarray, dates: list, targets: np.ndarray) -> np.ndarray:
+        """Per row, the interval's online widening from the model's first unseen day on: each realised
+        next-day return (``target_ret_1d``, known once the next close is) updates it for later rows."""
+        out = np.zeros(len(x))
+        start = (self.meta.get("extra") or {}).get("seen_before")
+        cal, n = self.calibration, len(x) - self.lookback + 1
+        if cal.step <= 0 or not start or n <= 0:
+            return out
+        as_of = np.array(dates[self.lookback - 1:], dtype=object)
+        todo = np.flatnonzero(as_of >= pd.Timestamp(start).date())
+        if len(todo) == 0:
+            return out
+        win = np.lib.stride_tricks.sliding_window_view(x, (self.lookback, x.shape[1]))[:, 0][todo]
+        idx = np.full(len(todo), self.ticker_index.get(ticker, UNKNOWN_TICKER), dtype=np.int64)
+        _, low, high = self.predict_intervals(np.ascontiguousarray(win), idx)
+        rows = todo + self.lookback - 1
+        out[rows] = tracked_offsets(low, high, targets[rows], cal.level, cal.step)
+        return out
 
     def window_at(self, prepared: PreparedRows, end: int, start: int = 0) -> Window:
         """The window of the last ``lookback`` complete rows among source rows ``start..end-1``."""
@@ -175,7 +213,8 @@ class LoadedForecaster:
         if have < self.lookback:
             raise ValueError(f"need at least {self.lookback} complete rows, got {have}")
         return Window(prepared.x[k - self.lookback : k], self.ticker_index.get(prepared.ticker, UNKNOWN_TICKER),
-                      prepared.ticker, prepared.dates[k - 1], float(prepared.closes[k - 1]))
+                      prepared.ticker, prepared.dates[k - 1], float(prepared.closes[k - 1]),
+                      float(prepared.offsets[k - 1]) if prepared.offsets is not None else 0.0)
 
     def window(self, history: pd.DataFrame) -> Window:
         """The window ending on the last day of one ticker's ``history``."""
@@ -187,11 +226,25 @@ class LoadedForecaster:
             return []
         x = np.stack([w.x for w in windows])
         idx = np.array([w.ticker_idx for w in windows], dtype=np.int64)
-        point, quant = predict_arrays(self.model, x, idx, self.scaler.target_scale)
+        point, low, high = self.predict_intervals(x, idx)
+        low, high = widen(low, high, np.array([w.offset for w in windows]))
         return [{"ticker": w.ticker, "as_of": w.as_of, "predicted_return": float(p),
-                 "predicted_close": float(w.close * np.exp(p)), "low": float(w.close * np.exp(q[0])),
-                 "high": float(w.close * np.exp(q[-1])), "level": self.level}
-                for w, p, q in zip(windows, point, quant, strict=True)]
+                 "predicted_close": float(w.close * np.exp(p)), "low": float(w.close * np.exp(lo)),
+                 "high": float(w.close * np.exp(hi)), "level": self.level}
+                for w, p, lo, hi in zip(windows, point, low, high, strict=True)]
+
+    def predict_history(self, history: pd.DataFrame) -> pd.DataFrame:
+        """Forecasts (``date``, ``pred``, ``low``, ``high``: log returns) for every day of one ticker's
+        ``history`` that ends a full window: what serving answers for each as-of day."""
+        prepared = self.prepare(history)
+        n, lb = len(prepared.x), self.lookback
+        if n < lb:
+            return pd.DataFrame(columns=["date", "pred", "low", "high"])
+        win = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(prepared.x, (lb, prepared.x.shape[1]))[:, 0])
+        idx = np.full(len(win), self.ticker_index.get(prepared.ticker, UNKNOWN_TICKER), dtype=np.int64)
+        point, low, high = self.predict_intervals(win, idx)
+        low, high = widen(low, high, prepared.offsets[lb - 1:])
+        return pd.DataFrame({"date": prepared.dates[lb - 1:], "pred": point, "low": low, "high": high})
 
     def predict_batch(self, histories: list[pd.DataFrame]) -> list[dict]:
         """One forecast per history (each: one ticker's rows up to and including the as-of day)."""

@@ -1,8 +1,12 @@
 """The promotion gate: challenger -> champion only on walk-forward evidence, with reasons recorded.
 
 Rules (``PromotionPolicy``), all on the walk-forward metrics that :func:`evaluate.record_walk_forward`
-wrote on each model's training run, under the same evaluation protocol (``wf_key``):
-1. the challenger must have been evaluated (``wf_mae`` on its run);
+wrote on each model's training run, under the same evaluation protocol (``wf_key``). ``wf_mae`` is the
+MAE of the saved weights themselves on test days that none of their training, validation, calibration
+or tuning saw (the evaluation refuses weights that saw them; ``wf_out_of_sample`` records it):
+1. the challenger must have been evaluated out of sample (``wf_mae`` and ``wf_out_of_sample`` on its run);
+   a leakage alarm (walk-forward directional accuracy above 60%) blocks it unless the data is labelled
+   synthetic (a planted signal is meant to be found);
 2. it must not be worse than persistence: ``wf_mae <= wf_persistence_mae * (1 + persistence_tolerance)``;
 3. with a champion, it must beat the champion's ``wf_mae`` by ``margin`` (relative):
    ``wf_mae <= champion_wf_mae * (1 - margin)``, both measured under the same protocol.
@@ -47,7 +51,10 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
     if not math.isfinite(mae) or not math.isfinite(persist):
         return Decision(False, ["challenger has no walk-forward evaluation (run `finpulse evaluate` first)"],
                         metrics=metrics)
-    ok = True
+    if challenger.get("wf_out_of_sample") != 1.0:
+        return Decision(False, ["the challenger's weights were not scored out of sample (evaluated by an older "
+                                "version): re-run `finpulse evaluate`"], metrics=metrics)
+    ok, reasons = _leakage_rule(challenger, reasons)
     limit = persist * (1 + policy.persistence_tolerance)
     if mae <= limit:
         reasons.append(f"walk-forward MAE {mae:.4f} is not worse than persistence {persist:.4f}")
@@ -71,6 +78,18 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
             ok = False
             reasons.append(f"does not beat the champion's MAE {cmae:.4f} by the margin {policy.margin:.2%}")
     return Decision(ok, reasons, metrics=metrics)
+
+
+def _leakage_rule(challenger: dict[str, float], reasons: list[str]) -> tuple[bool, list[str]]:
+    """A directional accuracy above 60% on real data is a leakage alarm: refuse, unless synthetic."""
+    if challenger.get("wf_leakage_alarm", 0.0) != 1.0:
+        return True, reasons
+    acc = challenger.get("wf_directional_accuracy", math.nan)
+    if challenger.get("wf_data_synthetic", 0.0) == 1.0:
+        return True, [*reasons, f"leakage alarm (directional accuracy {acc:.1%} > 60%) waived: the posts are "
+                                "labelled synthetic (a planted signal)"]
+    return False, [*reasons, f"leakage alarm: walk-forward directional accuracy {acc:.1%} > 60% on real data; "
+                             "look for a look-ahead before promoting"]
 
 
 def promote(name: str = REGISTERED_NAME, policy: PromotionPolicy | None = None, *,

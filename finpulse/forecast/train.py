@@ -28,11 +28,14 @@ import torch
 
 from finpulse import tracking
 from finpulse.config import get_settings
+from finpulse.forecast.calibration import IntervalCalibration
 from finpulse.forecast.config import ForecastConfig
+from finpulse.forecast.holdout import seen_before
 from finpulse.forecast.loop import (
     EarlyStopping,
     FitResult,
     TrainingData,
+    calibrate_intervals,
     evaluate_loss,
     fit_in_process,
     make_optimizer,
@@ -41,7 +44,7 @@ from finpulse.forecast.loop import (
     train_epoch,
 )
 from finpulse.forecast.model import build_model, forecast_loss, predict_arrays, save_forecaster
-from finpulse.forecast.windows import Windows
+from finpulse.forecast.windows import Windows, window_vol
 from finpulse.progress import epoch_bar
 from finpulse.runtime import sigint_restored
 
@@ -207,12 +210,16 @@ def _curve_figure(history: list[dict]):
     return fig
 
 
-def validation_metrics(model: torch.nn.Module, data: TrainingData, config: ForecastConfig) -> dict[str, float]:
+def validation_metrics(model: torch.nn.Module, data: TrainingData, config: ForecastConfig,
+                       calibration: IntervalCalibration | None = None) -> dict[str, float]:
+    """Metrics on the validation windows; the interval calibrated there (so its coverage is in-sample)."""
     from finpulse.forecast.metrics import forecast_metrics
 
     v = data.val
     point, quant = predict_arrays(model, v.x, v.ticker_idx, data.scaler.target_scale)
-    m = forecast_metrics(point, v.target_ret, v.close, v.target_close, quant[:, 0], quant[:, -1])
+    low, high = (calibration or IntervalCalibration(config.interval_level)).apply(quant[:, 0], quant[:, -1],
+                                                                                  window_vol(v.x, data.scaler))
+    m = forecast_metrics(point, v.target_ret, v.close, v.target_close, low, high)
     m["val_loss"] = float(forecast_loss(*(torch.from_numpy(a) for a in (point / data.scaler.target_scale,
                                                                           quant / data.scaler.target_scale,
                                                                           v.y)), config))
@@ -224,10 +231,13 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, *, out_dir:
                      alias: str | None = tracking.CHALLENGER, experiment: str = EXPERIMENT, max_failures: int = 2,
                      run_name: str | None = None, parent_run_id: str | None = None,
                      tags: dict[str, str] | None = None, test_hooks: dict | None = None,
-                     log_mlflow: bool = True) -> TrainResult:
+                     log_mlflow: bool = True, tuned_before: Any = None) -> TrainResult:
     """Train, save the model folder, log it to MLflow and register it (alias ``challenger``).
 
-    ``use_ray=False`` trains in this process with the same steps (tests, quick local runs).
+    ``use_ray=False`` trains in this process with the same steps (tests, quick local runs). The model's
+    meta records the first day it never saw (``seen_before``: its ``val_end``, or the day after its
+    last validation day) and, for a tuned configuration, ``tuned_before``: evaluation refuses a test
+    window that starts earlier.
     """
     data = prepare_training_data(features, config)
     # MLflow keeps the folder's base name under artifacts/, and tracking.download_model reads
@@ -235,8 +245,11 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, *, out_dir:
     out = Path(out_dir or tempfile.mkdtemp(prefix="forecaster-")) / tracking.MODEL_DIR
     if not log_mlflow:
         fit, resume_points = _fit(data, config, use_ray, None, max_failures, test_hooks)
-        save_forecaster(out, fit.model, config, data.scaler, data.tickers, extra=_extra(data, fit, resume_points))
-        return TrainResult(out, None, None, validation_metrics(fit.model, data, config), fit.history, resume_points)
+        cal = calibrate_intervals(fit.model, data, config)
+        save_forecaster(out, fit.model, config, data.scaler, data.tickers,
+                        extra=_extra(data, fit, resume_points, tuned_before), calibration=cal)
+        return TrainResult(out, None, None, validation_metrics(fit.model, data, config, cal), fit.history,
+                           resume_points)
 
     import mlflow
 
@@ -249,9 +262,11 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, *, out_dir:
                            "split_train_end": str(data.train_end), "split_val_end": str(data.val_end),
                            "n_train_windows": len(data.train), "n_val_windows": len(data.val)})
         fit, resume_points = _fit(data, config, use_ray, run_id, max_failures, test_hooks)
-        extra = _extra(data, fit, resume_points)
-        save_forecaster(out, fit.model, config, data.scaler, data.tickers, extra=extra)
-        metrics = validation_metrics(fit.model, data, config)
+        extra = _extra(data, fit, resume_points, tuned_before)
+        cal = calibrate_intervals(fit.model, data, config)
+        save_forecaster(out, fit.model, config, data.scaler, data.tickers, extra=extra, calibration=cal)
+        metrics = {**validation_metrics(fit.model, data, config, cal), "interval_calibration_q": cal.q}
+        mlflow.set_tags({"seen_before": extra["seen_before"], "tuned_before": str(extra["tuned_before"])})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         mlflow.log_metric("best_epoch", fit.best_epoch)
         mlflow.log_dict({"feature_columns": data.scaler.columns}, "feature_list.json")
@@ -275,6 +290,7 @@ def _fit(data: TrainingData, config: ForecastConfig, use_ray: bool, run_id: str 
     return fit_in_process(data, config), []
 
 
-def _extra(data: TrainingData, fit: FitResult, resume_points: list[int]) -> dict:
+def _extra(data: TrainingData, fit: FitResult, resume_points: list[int], tuned_before: Any = None) -> dict:
     return {"split_train_end": str(data.train_end), "split_val_end": str(data.val_end), "best_epoch": fit.best_epoch,
-            "best_val_loss": fit.best_val_loss, "resume_points": resume_points}
+            "best_val_loss": fit.best_val_loss, "resume_points": resume_points,
+            "seen_before": str(seen_before(data)), "tuned_before": None if tuned_before is None else str(tuned_before)}

@@ -6,6 +6,12 @@ every epoch, so ASHA can stop it early; a trial already is a Ray task, and a Tor
 would add Ray Train's start-up (~20 s here) to every trial. The best configuration is then retrained
 with Ray Train (:func:`finpulse.forecast.train.train_forecaster`) and registered as ``challenger``.
 
+Tuning ends at ``tune_end``: trials fit and validate on as-of days before it, and the best
+configuration is retrained on the same days, so its weights and its selection have never seen a day
+from ``tune_end`` on. The model's meta records ``tuned_before``; the walk-forward that judges it for
+promotion must start at or after it (:func:`holdout.check_out_of_sample` refuses otherwise). By
+default ``tune_end`` is ``base.val_end``, else the start of the last 20% of days: the default test window.
+
 Configurations are sampled up front from the space with a seed and run as a grid, so the same
 ``num_samples`` configurations can be run under ASHA and FIFO (the benchmark compares the two).
 Every trial is an MLflow run under one parent run.
@@ -13,6 +19,7 @@ Every trial is an MLflow run under one parent run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -28,6 +35,7 @@ from pydantic import BaseModel
 from finpulse import tracking
 from finpulse.config import get_settings
 from finpulse.forecast.config import ForecastConfig
+from finpulse.forecast.holdout import check_tune_end, holdout_start
 from finpulse.forecast.train import EXPERIMENT, TrainResult, train_forecaster
 from finpulse.runtime import sigint_restored
 
@@ -68,6 +76,21 @@ class TuneResult:
     wall_s: float
     train_result: TrainResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tune_end: dt.date | None = None
+
+
+def tuning_base(features: pd.DataFrame, base: ForecastConfig, tune_end: dt.date | None = None,
+                test_start: dt.date | None = None) -> ForecastConfig:
+    """The base configuration every trial and the retrain use: all data before ``tune_end``.
+
+    ``tune_end`` defaults to ``base.val_end``, else the start of the last 20% of days (the default
+    walk-forward window). It must not be after ``test_start`` when one is known."""
+    end = tune_end or base.val_end or holdout_start(features["date"])
+    end = pd.Timestamp(end).date()
+    check_tune_end(end, test_start)
+    if base.val_end is not None and pd.Timestamp(base.val_end).date() > end:
+        raise ValueError(f"base.val_end {base.val_end} is after tune_end {end}")
+    return base.model_copy(update={"val_end": end})
 
 
 def _trial(params: dict, features: pd.DataFrame, base: dict, mlflow_info: dict | None) -> None:
@@ -108,15 +131,17 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
                     configs: list[dict] | None = None, num_samples: int = 8, max_concurrent: int = 2,
                     cpus_per_trial: float = 1.0, scheduler: str = "asha", grace_period: int = 2,
                     reduction_factor: int = 3, seed: int = 0, retrain: bool = True, log_mlflow: bool = True,
-                    experiment: str = EXPERIMENT, threads_per_trial: int = 1, reuse_actors: bool = True) -> TuneResult:
-    """Search, then (``retrain``) train the best configuration with Ray Train and register it.
+                    experiment: str = EXPERIMENT, threads_per_trial: int = 1, reuse_actors: bool = True,
+                    tune_end: dt.date | None = None, test_start: dt.date | None = None) -> TuneResult:
+    """Search on the days before ``tune_end`` (:func:`tuning_base`), then (``retrain``) train the best
+    configuration with Ray Train on the same days and register it (meta ``tuned_before=tune_end``).
 
     ``reuse_actors`` keeps trial processes alive between trials: a fresh process costs seconds
     (imports of torch and pandas), which on short trials eats the time ASHA saves."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    base = base or ForecastConfig()
+    base = tuning_base(features, base or ForecastConfig(), tune_end, test_start)
     trials = configs or (space or SearchSpace()).sample(num_samples, seed)
     sched = (ASHAScheduler(max_t=base.max_epochs, grace_period=grace_period, reduction_factor=reduction_factor)
              if scheduler == "asha" else FIFOScheduler())
@@ -132,7 +157,8 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
             import mlflow
 
             mlflow.log_params({"scheduler": scheduler, "num_samples": len(trials), "max_concurrent": max_concurrent,
-                               "cpus_per_trial": cpus_per_trial, "max_epochs": base.max_epochs})
+                               "cpus_per_trial": cpus_per_trial, "max_epochs": base.max_epochs,
+                               "tune_end": str(base.val_end)})
             info = {"tracking_uri": tracking.configure(), "experiment_id": parent.info.experiment_id,
                     "parent_run_id": parent.info.run_id}
         trainable = tune.with_resources(tune.with_parameters(_trial, features=features, base=base_dict,
@@ -169,12 +195,12 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
             mlflow.log_dict(json.loads(best_cfg.model_dump_json()), "best_config.json")
             mlflow.log_text(table.to_csv(index=False), "trials.csv")
         result = TuneResult(best_cfg, float(table.iloc[0]["best_val_loss"]), table,
-                            parent.info.run_id if parent else None, wall)
+                            parent.info.run_id if parent else None, wall, tune_end=base.val_end)
     finally:
         if parent_ctx is not None:
             parent_ctx.__exit__(None, None, None)
     if retrain:
         result.train_result = train_forecaster(features, best_cfg, parent_run_id=result.parent_run_id,
                                                run_name="tune-best-retrain", experiment=experiment,
-                                               log_mlflow=log_mlflow, register=log_mlflow)
+                                               log_mlflow=log_mlflow, register=log_mlflow, tuned_before=base.val_end)
     return result

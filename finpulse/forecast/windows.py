@@ -165,5 +165,13 @@ def split_dates(dates: np.ndarray, train_end: dt.date | None, val_end: dt.date |
     return cut, (_as_date(val_end) if val_end is not None else None)
 
 
+def window_vol(x: np.ndarray, scaler: Scaler) -> np.ndarray | None:
+    """Each window's realised volatility on its as-of day (``vol_20``, unscaled); None without it."""
+    if "vol_20" not in scaler.columns:
+        return None
+    i = scaler.columns.index("vol_20")
+    return x[:, -1, i].astype(float) * scaler.std[i] + scaler.mean[i] if len(x) else np.zeros(0)
+
+
 def concat_windows(parts: list[Windows]) -> Windows:
     return Windows(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Windows)})

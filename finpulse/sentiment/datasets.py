@@ -108,6 +108,14 @@ def _stratified_take(groups: pd.DataFrame, frac: float, rng: np.random.Generator
     return take
 
 
+def _group_labels(key: pd.Series, label: pd.Series) -> pd.DataFrame:
+    """One row per key (sorted) with its most frequent label; ties go to the label seen first."""
+    rows = pd.DataFrame({"key": key.to_numpy(), "label": label.to_numpy(), "pos": np.arange(len(key))})
+    counts = rows.groupby(["key", "label"], sort=False).agg(n=("pos", "size"), first=("pos", "min")).reset_index()
+    counts = counts.sort_values(["key", "n", "first"], ascending=[True, False, True], kind="mergesort")
+    return counts.drop_duplicates("key")[["key", "label"]].reset_index(drop=True)
+
+
 def stratified_split(df: pd.DataFrame, test_size: float = 0.2, validation_size: float = 0.2,
                      seed: int = 42) -> Splits:
     """Train/validation/test, stratified by label, duplicates kept on one side, seeded.
@@ -117,8 +125,7 @@ def stratified_split(df: pd.DataFrame, test_size: float = 0.2, validation_size: 
     """
     df = df.reset_index(drop=True)
     key = df["text"].map(normalise_text)
-    groups = (pd.DataFrame({"key": key, "label": df["label"]})
-              .groupby("key", sort=True)["label"].agg(lambda s: s.value_counts().index[0]).reset_index())
+    groups = _group_labels(key, df["label"])
     rng = np.random.default_rng(seed)
     is_test = _stratified_take(groups, test_size, rng)
     rest = groups[~is_test].reset_index(drop=True)
@@ -150,6 +157,7 @@ class DatasetSpec:
     validation_size: float = 0.2
     max_posts: int | None = None  # cap on posts for VADER weak labels
     synthetic_posts_per_day: int = 3
+    split_seed: int = 42  # PhraseBank's held-out set (SPLIT_SEED): eval-sentiment uses the same one
 
     def __post_init__(self) -> None:
         if self.kind not in DATASET_KINDS:
@@ -186,10 +194,102 @@ def load_labelled(spec: DatasetSpec) -> pd.DataFrame:
 
 
 def load_splits(spec: DatasetSpec, seed: int = 42) -> Splits:
-    """Splits for a spec. TFNS keeps its published validation file as the untouched test set."""
-    df = load_labelled(spec)
-    if spec.kind == "tfns" and spec.path and not Path(spec.path).is_file():
-        s = stratified_split(df, test_size=0.0, validation_size=spec.validation_size, seed=seed)
-        valid = read_tfns(Path(spec.path) / "twitter_financial_news_sentiment" / "sent_valid.csv")
-        return Splits(train=s.train, validation=s.validation, test=valid)
-    return stratified_split(df, spec.test_size, spec.validation_size, seed)
+    """Splits for a spec. PhraseBank and TFNS never train or validate on a text that any evaluation
+    split holds (see :func:`heldout_sets`); other kinds are split on their own."""
+    root = data_root(spec)
+    if spec.kind in ("phrasebank", "tfns") and root is not None:
+        return corpus_splits(root, spec.kind, agreement=spec.agreement, seed=seed,
+                             validation_size=spec.validation_size, split_seed=spec.split_seed,
+                             test_size=spec.test_size)
+    return stratified_split(load_labelled(spec), spec.test_size, spec.validation_size, seed)
+
+
+# ---- one held-out set for every corpus ---------------------------------------------------------------
+#
+# AllAgree sentences are a subset of 50Agree (and 66/75Agree lie in between), so splitting each
+# agreement file on its own puts an AllAgree test sentence into 50Agree's training split. Instead
+# one canonical assignment over the union of the agreement files (by normalised text, stratified by
+# the 50Agree label, seeded by ``split_seed`` alone) decides each sentence's side, and every file's
+# test split is drawn from the same held-out set. TFNS keeps its published validation file as the
+# test set. Every training path drops every text that any evaluation split holds.
+
+SPLIT_SEED = 42  # the held-out set's seed: fixed, so a training seed never moves a test sentence
+PHRASEBANK_DIR, TFNS_DIR = "financial_phrasebank", "twitter_financial_news_sentiment"
+
+
+def data_root(spec: DatasetSpec) -> Path | None:
+    """The shared data folder a PhraseBank/TFNS spec points into (a folder, or a file inside it)."""
+    if not spec.path:
+        return None
+    p = Path(spec.path)
+    if p.is_file():
+        return p.parent.parent if p.parent.name in (PHRASEBANK_DIR, TFNS_DIR) else None
+    return p
+
+
+def phrasebank_sides(data_dir: str | Path, split_seed: int = SPLIT_SEED, test_size: float = 0.2) -> dict[str, str]:
+    """``{normalised text: "test" | "rest"}`` over the union of the agreement files present."""
+    frames = [read_phrasebank(phrasebank_path(data_dir, a)) for a in PHRASEBANK_FILES
+              if phrasebank_path(data_dir, a).is_file()]
+    if not frames:
+        raise FileNotFoundError(f"no PhraseBank files under {Path(data_dir) / PHRASEBANK_DIR}")
+    union = pd.concat(frames, ignore_index=True)  # 50Agree first: its label stratifies a shared sentence
+    union = union.assign(key=union["text"].map(normalise_text)).drop_duplicates("key", keep="first")
+    is_test = _stratified_take(union.reset_index(drop=True)[["key", "label"]], test_size,
+                               np.random.default_rng(split_seed))
+    return dict(zip(union["key"], np.where(is_test, "test", "rest"), strict=True))
+
+
+def heldout_sets(data_dir: str | Path, split_seed: int = SPLIT_SEED, test_size: float = 0.2) -> dict[str, pd.DataFrame]:
+    """The evaluation splits: PhraseBank 50Agree and AllAgree test (one held-out set), TFNS validation."""
+    root, out = Path(data_dir), {}
+    if (root / PHRASEBANK_DIR).is_dir():
+        sides = phrasebank_sides(root, split_seed, test_size)
+        for name, agreement in (("phrasebank_50agree", "50"), ("phrasebank_allagree", "all")):
+            if phrasebank_path(root, agreement).is_file():
+                df = read_phrasebank(phrasebank_path(root, agreement))
+                out[name] = df[df["text"].map(normalise_text).map(sides) == "test"].reset_index(drop=True)
+    valid = root / TFNS_DIR / "sent_valid.csv"
+    if valid.is_file():
+        out["tfns_valid"] = read_tfns(valid)
+    return out
+
+
+def heldout_keys(sets: dict[str, pd.DataFrame]) -> set[str]:
+    return set(pd.concat([df["text"] for df in sets.values()]).map(normalise_text)) if sets else set()
+
+
+def drop_texts(df: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
+    """Rows whose normalised text is not in ``keys``."""
+    return df[~df["text"].map(normalise_text).isin(keys)].reset_index(drop=True)
+
+
+def corpus_splits(data_dir: str | Path, kind: str, *, agreement: str = "50", seed: int = 42,
+                  validation_size: float = 0.2, split_seed: int = SPLIT_SEED, test_size: float = 0.2) -> Splits:
+    """Train/validation from one corpus with every evaluation text removed; test: that corpus's
+    evaluation split (PhraseBank at ``agreement`` in the held-out set, or the TFNS validation file)."""
+    root = Path(data_dir)
+    sets = heldout_sets(root, split_seed, test_size)
+    banned = heldout_keys(sets)
+    if kind == "phrasebank":
+        df = read_phrasebank(phrasebank_path(root, agreement))
+        sides = phrasebank_sides(root, split_seed, test_size)
+        test = df[df["text"].map(normalise_text).map(sides) == "test"].reset_index(drop=True)
+    elif kind == "tfns":
+        df = read_tfns(root / TFNS_DIR / "sent_train.csv")
+        test = sets.get("tfns_valid", df.iloc[:0])
+    else:
+        raise ValueError(f"corpus_splits reads phrasebank or tfns, not {kind!r}")
+    rest = stratified_split(drop_texts(df, banned), test_size=0.0, validation_size=validation_size, seed=seed)
+    return Splits(train=rest.train, validation=rest.validation, test=test)
+
+
+def benchmark_splits(data_dir: str | Path, seed: int = 42, tfns_validation_size: float = 0.1) -> tuple[Splits, dict[str, pd.DataFrame]]:
+    """The benchmark's training data (PhraseBank 50Agree + TFNS train, every evaluation text removed)
+    and the evaluation splits it is scored on."""
+    sets = heldout_sets(data_dir)
+    pb = corpus_splits(data_dir, "phrasebank", agreement="50", seed=seed)
+    tfns = corpus_splits(data_dir, "tfns", seed=seed, validation_size=tfns_validation_size)
+    train = pd.concat([pb.train, tfns.train]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    val = pd.concat([pb.validation, tfns.validation]).reset_index(drop=True)
+    return Splits(train=train, validation=val, test=sets["phrasebank_50agree"]), sets

@@ -1,7 +1,9 @@
 """Sentiment evaluation: accuracy, macro-F1, per-class F1, confusion matrix, next to VADER.
 
 Protocol (the FinBERT paper's): PhraseBank 50Agree and AllAgree, 20% test and 20% of the rest for
-validation, seeded; plus the Twitter Financial News validation file. The published figures sit in
+validation, seeded; plus the Twitter Financial News validation file. The PhraseBank test sentences
+are one held-out set over all agreement files (:func:`datasets.heldout_sets`): AllAgree is a subset
+of 50Agree, and a per-file split would train 50Agree models on AllAgree test sentences. The published figures sit in
 the same table so a reader sees the goal next to the measurement.
 """
 
@@ -81,13 +83,11 @@ def model_predict(classifier: Any) -> Callable[[Sequence[str]], np.ndarray]:
     return predict
 
 
-def evaluation_sets(data_dir: str | Path, seed: int = 42) -> dict[str, pd.DataFrame]:
-    """The three evaluation sets: PhraseBank 50Agree/AllAgree test splits and TFNS validation."""
-    out = {}
-    for name, agreement in (("phrasebank_50agree", "50"), ("phrasebank_allagree", "all")):
-        out[name] = ds.stratified_split(ds.read_phrasebank(ds.phrasebank_path(data_dir, agreement)), seed=seed).test
-    out["tfns_valid"] = ds.read_tfns(Path(data_dir) / "twitter_financial_news_sentiment" / "sent_valid.csv")
-    return out
+def evaluation_sets(data_dir: str | Path, seed: int = ds.SPLIT_SEED) -> dict[str, pd.DataFrame]:
+    """The three evaluation sets: PhraseBank 50Agree/AllAgree test (one held-out set drawn over the
+    union of the agreement files, so no agreement file's training split holds a test sentence) and
+    TFNS validation. ``seed`` is the held-out set's seed (training's ``split_seed``), not a model seed."""
+    return ds.heldout_sets(data_dir, split_seed=seed)
 
 
 def evaluate_sets(predictors: dict[str, Callable[[Sequence[str]], np.ndarray]],
@@ -118,7 +118,7 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_sentiment(model: str, data_dir: str | Path, *, seed: int = 42, max_length: int = 128,
+def evaluate_sentiment(model: str, data_dir: str | Path, *, seed: int = ds.SPLIT_SEED, max_length: int = 128,
                        include_vader: bool = True) -> dict[str, Any]:
     """The evaluation table for one model (registry spec, folder or hub id) and VADER."""
     from finpulse.sentiment.model import load_classifier

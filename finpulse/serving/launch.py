@@ -13,27 +13,12 @@ from typing import Any
 import yaml
 
 
-def _abs_sqlite(uri: str) -> str:
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + os.path.abspath(uri[len(prefix):])
-    return uri
-
-
 def resolve_config(path: str | Path, port: int | None = None) -> dict[str, Any]:
     """The config at ``path`` with absolute FinPulse settings in every application's env_vars."""
-    from finpulse.config import get_settings
+    from finpulse.config import get_settings, settings_env
 
     cfg = yaml.safe_load(Path(path).read_text())
-    s = get_settings()
-    env = {
-        "FINPULSE_HOME": os.path.abspath(s.home),
-        "FINPULSE_DATA_ROOT": s.data_root if "://" in s.data_root else os.path.abspath(s.data_root),
-        "FINPULSE_MLFLOW_TRACKING_URI": _abs_sqlite(s.mlflow_tracking_uri),
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-    }
-    if s.mlflow_artifact_location:
-        env["FINPULSE_MLFLOW_ARTIFACT_LOCATION"] = s.mlflow_artifact_location
+    env = {**settings_env(get_settings()), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for app in cfg.get("applications", []):
         rt = app.setdefault("runtime_env", {})
         rt["env_vars"] = {**env, **rt.get("env_vars", {})}  # the config's own values win

@@ -73,40 +73,45 @@ def shutdown(budget_s: float = SHUTDOWN_BUDGET_S) -> None:
             node.kill_all_processes(check_alive=False, allow_graceful=False)
 
 
+def serve_until_interrupted(dashboard: str, base: str) -> None:
+    """Record where the app answers (for ``finpulse canary``), then block until SIGINT/SIGTERM
+    (raised as KeyboardInterrupt in the main thread). The caller shuts down with :func:`shutdown`."""
+    for s in (signal.SIGINT, signal.SIGTERM):  # Ray may have installed its own handlers by now
+        signal.signal(s, _interrupt)
+    _write_state(dashboard, base)
+    print("Serving until Ctrl-C ...", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def stop(budget_s: float = SHUTDOWN_BUDGET_S) -> None:
+    """After Ctrl-C: ignore a second one while Serve and Ray shut down, forget the recorded state."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+    try:
+        shutdown(budget_s)
+    finally:
+        if (read_state() or {}).get("pid") == os.getpid():
+            state_path().unlink(missing_ok=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("stopped", flush=True)
+
+
 def serve_forever(config: str | Path, port: int | None = None, dashboard_port: int = 8265,
                   address: str | None = None) -> None:
     """Start Ray, deploy ``config``, print where it answers, block until SIGINT/SIGTERM, then shut down."""
-    import ray
-
-    from finpulse.config import get_settings
+    from finpulse.runtime import connect
     from finpulse.serving.launch import deploy_and_wait
 
-    address = address or get_settings().ray_address or "local"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _interrupt)
     try:
-        kwargs: dict[str, Any] = {"log_to_driver": False}
-        if address == "local":
-            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dashboard_port)
-        ctx = ray.init(address=address, **kwargs)
-        for s in previous:  # ray.init may install its own handlers; ours decide how Ctrl-C ends
-            signal.signal(s, _interrupt)
+        ctx = connect(address=address, include_dashboard=True, dashboard_host="127.0.0.1",
+                      dashboard_port=dashboard_port)
         dashboard = f"http://{ctx.dashboard_url}" if ctx.dashboard_url else f"http://127.0.0.1:{dashboard_port}"
         base = deploy_and_wait(config, dashboard, port)
-        _write_state(dashboard, base)
         print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard})", flush=True)
-        print("Serving until Ctrl-C ...", flush=True)
-        while True:
-            time.sleep(3600)
+        serve_until_interrupted(dashboard, base)
     except KeyboardInterrupt:
         print("\nstopping: Serve, then Ray ...", flush=True)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
-        try:
-            shutdown()
-        finally:
-            if (read_state() or {}).get("pid") == os.getpid():
-                state_path().unlink(missing_ok=True)
-            for s, h in previous.items():
-                signal.signal(s, h)
-    print("stopped", flush=True)
+        stop()

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model
+from finpulse.forecast.holdout import NotOutOfSample
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, promote
@@ -30,7 +31,9 @@ def features():
 
 def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse_home, features, tmp_path):
     marker, epoch_log = tmp_path / "killed", tmp_path / "epochs"
-    cfg = ForecastConfig(**SMALL, num_workers=2, max_epochs=5, patience=10, val_end=dt.date(2019, 7, 1))
+    # lr 3e-3: two DDP workers take half the optimizer steps per epoch, and the REGISTERED weights
+    # (not only refits of their config) must beat persistence out of sample after 5 epochs
+    cfg = ForecastConfig(**SMALL, num_workers=2, max_epochs=5, patience=10, lr=3e-3, val_end=dt.date(2019, 7, 1))
     res = train_forecaster(features, cfg, max_failures=2,
                            test_hooks={"fail_at_epoch": 2, "fail_rank": 1, "fail_marker": str(marker),
                                        "epoch_log": str(epoch_log)})
@@ -59,8 +62,13 @@ def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse
     result = evaluate_model(features, f"{REGISTERED_NAME}@challenger", wf=wf, out_dir=tmp_path / "report")
     assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "report" / "backtest.png").exists()
     metrics = tracking.run_metrics(res.run_id)
-    assert metrics["wf_mae"] == pytest.approx(result.metric("lstm_price_sentiment", "mae"))
+    # wf_mae is the registered weights themselves on days they never saw; the refits are wf_config_mae
+    assert metrics["wf_mae"] == pytest.approx(result.metric("registered", "mae"))
+    assert metrics["wf_config_mae"] == pytest.approx(result.metric("lstm_price_sentiment", "mae"))
+    assert metrics["wf_out_of_sample"] == 1.0 and metrics["wf_data_synthetic"] == 1.0
     assert metrics["wf_mae"] < metrics["wf_persistence_mae"]  # the planted signal is there to find
+    with pytest.raises(NotOutOfSample):  # a window the weights trained on is refused, not scored
+        evaluate_model(features, f"{REGISTERED_NAME}@challenger", wf=wf.model_copy(update={"test_start": dt.date(2019, 1, 2)}))
 
     first = promote(REGISTERED_NAME)
     assert first.promote, first.reasons
@@ -92,3 +100,5 @@ def test_tune_asha_child_runs_and_best_retrained(ray_head, finpulse_home, featur
     assert result.train_result is not None
     challenger = tracking.get_version(REGISTERED_NAME, tracking.CHALLENGER)
     assert challenger.version == result.train_result.ref.version
+    assert result.tune_end == dt.date(2019, 7, 1)  # the base's val_end: tuning never saw a later day
+    assert load_forecaster(f"{REGISTERED_NAME}@challenger").meta["extra"]["tuned_before"] == "2019-07-01"

@@ -55,3 +55,9 @@ def test_default_home_is_the_checkouts_or_the_users(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere" / "venv"))
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert default_home() == str(tmp_path / "user" / ".finpulse")
+
+
+def test_settings_env_never_carries_credentials(no_finpulse_env: None) -> None:
+    env = settings_env(Settings(home="/srv/fp", s3_access_key="AKIA-test", s3_secret_key="shh"))
+    assert env["FINPULSE_HOME"] == "/srv/fp"
+    assert not any(v in ("AKIA-test", "shh") for v in env.values())

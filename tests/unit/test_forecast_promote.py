@@ -5,14 +5,14 @@ from __future__ import annotations
 from finpulse.forecast.promote import PromotionPolicy, decide
 from finpulse.forecast.tune import SearchSpace
 
-GOOD = {"wf_mae": 9.0, "wf_persistence_mae": 10.0}
+GOOD = {"wf_mae": 9.0, "wf_persistence_mae": 10.0, "wf_out_of_sample": 1.0}
 
 
 def test_first_model_needs_only_to_clear_persistence():
     assert decide(GOOD, None, PromotionPolicy()).promote
-    worse = decide({"wf_mae": 10.5, "wf_persistence_mae": 10.0}, None, PromotionPolicy())
+    worse = decide({**GOOD, "wf_mae": 10.5}, None, PromotionPolicy())
     assert not worse.promote and "worse than persistence" in worse.reasons[0]
-    assert decide({"wf_mae": 10.05, "wf_persistence_mae": 10.0}, None, PromotionPolicy(persistence_tolerance=0.01)).promote
+    assert decide({**GOOD, "wf_mae": 10.05}, None, PromotionPolicy(persistence_tolerance=0.01)).promote
 
 
 def test_challenger_must_beat_champion_by_margin_under_same_protocol():

@@ -1,0 +1,83 @@
+"""The walk-forward report: a markdown table and the plots logged with every evaluation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.evaluate import WalkForwardConfig, WalkForwardResult
+
+PERSISTENCE = "persistence"
+
+TABLE_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
+                 "interval_width", "dm_stat", "dm_pvalue", "strategy_return", "strategy_sharpe", "turnover",
+                 "buy_hold_return", "buy_hold_sharpe"]
+
+
+def format_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """Markdown table (no tabulate dependency)."""
+    cols = [c for c in (columns or TABLE_COLUMNS) if c in table.columns]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in table.iterrows():
+        cells = ["" if pd.isna(row[c]) else f"{row[c]:.4g}" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def forecast_plot(predictions: pd.DataFrame, model: str, ticker: str | None = None, last_n: int = 120):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = predictions[predictions["model"] == model]
+    ticker = ticker or str(g["ticker"].iloc[0])
+    g = g[g["ticker"] == ticker].sort_values("date").tail(last_n)
+    dates = pd.to_datetime(g["date"]) + pd.offsets.BDay(1)  # plotted at the day forecast
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(dates, g["target_close"], label="actual close", color="black", lw=1)
+    ax.plot(dates, g["close"] * np.exp(g["pred"]), label=f"{model} forecast", lw=1)
+    if g["low"].notna().all():
+        ax.fill_between(dates, g["close"] * np.exp(g["low"]), g["close"] * np.exp(g["high"]), alpha=0.25,
+                        label="90% interval")
+    ax.set_title(f"{ticker}: next-day close, walk-forward")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def backtest_plot(tests: dict[str, dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, bt in tests.items():
+        if name != PERSISTENCE:
+            ax.plot(pd.to_datetime(bt["curve"].index), bt["curve"]["strategy"], label=f"{name} long/short", lw=1)
+    first = next(iter(tests.values()))
+    ax.plot(pd.to_datetime(first["curve"].index), first["curve"]["buy_hold"], label="buy and hold", color="black")
+    ax.set_title("Cumulative backtest (after costs)")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def markdown_report(result: WalkForwardResult, config: ForecastConfig, wf: WalkForwardConfig,
+                    stocknet: pd.DataFrame | None = None) -> str:
+    lines = ["# Forecaster walk-forward evaluation", "",
+             f"Feature set `{config.feature_set}`, lookback {config.lookback}, {wf.k} refits (expanding window), "
+             f"folds: {', '.join(f'{a}..{b}' for a, b in result.folds)}. Costs {wf.cost_bps} bps per unit turnover.",
+             "DM: Diebold-Mariano (HLN) on daily mean absolute relative price error vs persistence, one-sided p "
+             "(H1: the model is more accurate).", "", format_table(result.table), ""]
+    if stocknet is not None:
+        lines += ["## StockNet protocol (Xu and Cohen, ACL 2018)", "", format_table(stocknet, ["n", "accuracy", "mcc"]),
+                  ""]
+    return "\n".join(lines)
