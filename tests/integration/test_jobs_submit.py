@@ -48,7 +48,7 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
     ran.append("score_sentiment.py")
     submit(d, home, "jobs/score_sentiment.py", "--model", "finpulse-sentiment@challenger")
     submit(d, home, "jobs/etl.py", "--scores", str(home / "data" / "scores"))
-    small = json.dumps({"max_epochs": 2, "hidden_size": 8, "lookback": 5, "tickers": ["AAPL", "MSFT"]})
+    small = json.dumps({"max_epochs": 2, "hidden_size": 8, "lookback": 5})
     ran.append("train_forecaster.py")
     submit(d, home, "jobs/train_forecaster.py", "--num-workers", "2", "--config", small)
     ran.append("evaluate.py")
