@@ -79,7 +79,7 @@ def request_bodies(seed: int = 0, n: int = 256, skip_rows: int = 80) -> dict[str
     history before them, and real post texts."""
     from finpulse import storage
     from finpulse.config import get_settings
-    from finpulse.data.etl import load_dataset
+    from finpulse.data.catalog import load_dataset
     from finpulse.sentiment.score import curated_posts
 
     curated = storage.join(get_settings().data_root, "curated")

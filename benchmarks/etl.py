@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import TreeMemorySampler, print_table, write_result
 
 from finpulse import storage
-from finpulse.data import etl, sources, synthetic
+from finpulse.data import etl, reference, sources, synthetic
 from finpulse.data.schemas import DAILY_FEATURES, SCORED_POSTS, to_table
 from finpulse.resources import load_prices
 
@@ -36,7 +36,7 @@ def stage(root: Path, n_posts: int, rows_per_file: int, seed: int = 0) -> tuple[
     """Write prices as Yahoo CSVs and ``n_posts`` synthetic posts as CSV files of ``rows_per_file``,
     generated in chunks so that staging 5M posts needs no more memory than 1M."""
     prices = load_prices()
-    etl.write_prices_csv(prices, str(root / "prices"))
+    reference.write_prices_csv(prices, str(root / "prices"))
     ticker_days = len(prices)
     chunk = 1_000_000
     written, file_no = 0, 0
@@ -61,7 +61,7 @@ def pandas_etl(prices_dir: str, posts_dir: str, out: Path) -> dict:
                            ignore_index=True)
     raw_posts = pd.concat([sources.read_posts_csv(storage.read_bytes(f), f) for f in storage.list_files(posts_dir)],
                           ignore_index=True)
-    res = etl.build_pandas(raw_prices, raw_posts)
+    res = reference.build_pandas(raw_prices, raw_posts)
     for name, frame, schema in (("scored_posts", res["scored_posts"], SCORED_POSTS),
                                 ("daily_features", res["daily_features"], DAILY_FEATURES)):
         for ticker, g in frame.groupby("ticker"):

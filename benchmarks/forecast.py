@@ -99,7 +99,7 @@ def stocknet_inputs(sentiment_model: str | None) -> tuple[pd.DataFrame, pd.DataF
 
 
 def bench_stocknet(args, out: dict) -> None:
-    from finpulse.data import etl
+    from finpulse.data import reference
     from finpulse.forecast.config import ForecastConfig
     from finpulse.forecast.evaluate import format_table, stocknet_evaluate
 
@@ -108,7 +108,7 @@ def bench_stocknet(args, out: dict) -> None:
         return
     t = time.perf_counter()
     prices, posts, scores, source = stocknet_inputs(args.sentiment_model)
-    built = etl.build_pandas(prices, posts, scores=scores)
+    built = reference.build_pandas(prices, posts, scores=scores)
     df = built["daily_features"]
     cfg = ForecastConfig(feature_set="price_sentiment", lookback=5, hidden_size=32, max_epochs=10 if args.quick else 30,
                          patience=5, batch_size=64, dropout=0.2, seed=0)

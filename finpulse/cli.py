@@ -65,8 +65,8 @@ def etl(
 def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None
              ) -> None:
     """Print the manifest of the latest complete ETL version."""
+    from finpulse.data.catalog import load_manifest
     from finpulse.data.embedded import data_paths
-    from finpulse.data.etl import load_manifest
 
     _print_json(load_manifest(out or data_paths().curated))
 

@@ -16,8 +16,9 @@ import sys
 import pandas as pd
 
 from finpulse.config import get_settings
+from finpulse.data.catalog import load_dataset
 from finpulse.data.embedded import DataPaths, data_paths, stage_embedded
-from finpulse.data.etl import EtlResult, load_dataset, run_etl
+from finpulse.data.etl import EtlResult, run_etl
 from finpulse.runtime import stderr_to_log
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from finpulse.data.calendar import align_to_trading_day
+from finpulse.data.features import aggregate_daily_sentiment
+from finpulse.data.schemas import SCORED_POSTS
 from finpulse.data.sources import normalize_posts
 from finpulse.sentiment.labels import label_from_compound, vader_compound
 
@@ -116,3 +118,15 @@ def apply_model_scores(posts: pd.DataFrame, scores: pd.DataFrame) -> tuple[pd.Da
         for c in cols:
             out.loc[hit, c] = matched[c].to_numpy()
     return out, int(hit.sum())
+
+
+def curate_partition(posts: pd.DataFrame, drop_rids: np.ndarray, scores: pd.DataFrame | None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """One (ticker, year) of staged posts -> (curated scored posts, daily aggregates, counts)."""
+    dropped = posts["_rid"].isin(drop_rids).to_numpy()
+    kept = sort_posts(posts[~dropped][SCORED_POSTS.names])
+    n_model = 0
+    if scores is not None and len(kept):
+        kept, n_model = apply_model_scores(kept, scores)
+    counts = {"rows": len(posts), "kept": len(kept), "deduped": int(dropped.sum()), "model_scored": n_model}
+    return kept, aggregate_daily_sentiment(kept), counts

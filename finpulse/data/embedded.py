@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from finpulse import storage
 from finpulse.config import Settings, get_settings
-from finpulse.data import etl, synthetic
+from finpulse.data import reference, synthetic
 from finpulse.resources import load_prices
 
 
@@ -48,7 +48,7 @@ def stage_embedded(paths: DataPaths, *, start: str = "2018-01-01", end: str | No
     prices = load_prices()
     storage.delete_dir(paths.raw_prices)
     storage.delete_dir(paths.raw_posts)
-    etl.write_prices_csv(prices, paths.raw_prices)
+    reference.write_prices_csv(prices, paths.raw_prices)
     posts = synthetic.generate_posts(prices, posts_per_day=posts_per_day, signal_strength=signal_strength,
                                      seed=seed, start=start, end=end)
     n = len(posts)

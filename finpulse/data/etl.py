@@ -35,21 +35,20 @@ import pyarrow.parquet as pq
 from finpulse import storage
 from finpulse.data import curate, lineage, sources
 from finpulse.data.calendar import trading_calendar
-from finpulse.data.features import AGGREGATE_COLUMNS, aggregate_daily_sentiment, build_daily_features
+from finpulse.data.catalog import Counts, publish, write_by_ticker
+from finpulse.data.features import AGGREGATE_COLUMNS, build_daily_features
 from finpulse.data.schemas import (
     DAILY_FEATURES,
     POST_SCORES,
     PRICES,
     QUARANTINE,
     SCORED_POSTS,
-    UTC_TS,
     to_table,
 )
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_PART = "_quarantine"
-DATASETS = ("prices", "scored_posts", "daily_features", "quarantine")
 
 # What the posts stage writes to staging: scored posts plus the quarantine columns, one schema.
 STAGING = pa.schema([
@@ -74,20 +73,6 @@ class EtlConfig:
     dedupe_window_s: int = curate.DEDUPE_WINDOW_S
     task_cpus: float = 1.0
     keep_staging: bool = False
-
-
-@dataclass
-class Counts:
-    """Rows in = rows out + deduped + quarantined, per dataset."""
-
-    rows_in: int = 0
-    rows_out: int = 0
-    deduped: int = 0
-    quarantined: int = 0
-
-    def check(self, name: str) -> None:
-        if self.rows_in != self.rows_out + self.deduped + self.quarantined:
-            raise RuntimeError(f"{name} counts do not reconcile: {self}")
 
 
 @dataclass
@@ -186,18 +171,6 @@ def _duplicates_batch(batch: dict[str, np.ndarray], staging: str, dedupe_window_
     return pd.concat(frames, ignore_index=True)
 
 
-def curate_partition(posts: pd.DataFrame, drop_rids: np.ndarray, scores: pd.DataFrame | None
-                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """One (ticker, year) of staged posts -> (curated scored posts, daily aggregates, counts)."""
-    dropped = posts["_rid"].isin(drop_rids).to_numpy()
-    kept = curate.sort_posts(posts[~dropped][SCORED_POSTS.names])
-    n_model = 0
-    if scores is not None and len(kept):
-        kept, n_model = curate.apply_model_scores(kept, scores)
-    counts = {"rows": len(posts), "kept": len(kept), "deduped": int(dropped.sum()), "model_scored": n_model}
-    return kept, aggregate_daily_sentiment(kept), counts
-
-
 def _partitions_batch(batch: dict[str, np.ndarray], staging: str, out_dir: str, drops: dict[str, np.ndarray],
                       scores_uri: str | None) -> pd.DataFrame:
     """Ray Data map_batches: (ticker, year) partitions -> curated posts and aggregates written, counts.
@@ -212,7 +185,7 @@ def _partitions_batch(batch: dict[str, np.ndarray], staging: str, out_dir: str, 
             scores = storage.read_table(scores_uri, schema=POST_SCORES, filters=[("ticker", "=", ticker)]).to_pandas()
         posts = storage.read_frame(storage.join(staging, f"_part={ticker}", f"_year={year}"))
         posts["ticker"] = ticker
-        kept, aggregates, counts = curate_partition(posts, drops.get(ticker, np.array([], dtype=np.int64)), scores)
+        kept, aggregates, counts = curate.curate_partition(posts, drops.get(ticker, np.array([], dtype=np.int64)), scores)
         storage.write_table(storage.join(out_dir, "scored_posts", f"ticker={ticker}", f"year={year}", "part-0.parquet"),
                             to_table(kept, SCORED_POSTS))
         storage.write_table(storage.join(out_dir, "_aggregates", f"{ticker}-{year}.parquet"),
@@ -235,23 +208,9 @@ def _partitions(tickers: list[str], staging: str) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------ driver
 
 
-def _write_partitioned(df: pd.DataFrame, schema: pa.Schema, out_dir: str, name: str) -> list[str]:
-    written = []
-    for ticker, g in df.groupby("ticker", sort=True):
-        uri = storage.join(out_dir, name, f"ticker={ticker}", "part-0.parquet")
-        storage.write_table(uri, to_table(g, schema))
-        written.append(uri)
-    return written
-
-
 def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
     scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
     return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")
-
-
-def _publish(out_uri: str, out_dir: str, version_id: str, manifest: dict[str, Any]) -> None:
-    storage.write_json(storage.join(out_dir, "manifest.json"), manifest)  # last file of the version
-    storage.write_bytes(storage.join(out_uri, "LATEST"), version_id.encode())
 
 
 @contextmanager
@@ -276,12 +235,9 @@ ETL_STAGES = ("prices", "posts_to_staging", "duplicates", "partitions", "feature
 
 def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None = None,
             config: EtlConfig | None = None, on_stage: Callable[[str], None] | None = None) -> EtlResult:
-    """Run the whole ETL on Ray Data (connects to a running Ray or starts a local one).
+    """Run the whole ETL on Ray Data, on the Ray this process is connected to (``runtime.connect``).
 
     ``on_stage(name)`` is called as each of :data:`ETL_STAGES` ends (a progress bar's hook)."""
-    from finpulse.runtime import connect
-
-    connect()
     with _one_operator_stages():
         return _run_etl(prices_uri, posts_uri, out_uri, scores_uri=scores_uri, config=config or EtlConfig(),
                         on_stage=on_stage or (lambda _stage: None))
@@ -391,8 +347,8 @@ def _finish(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, t
         else pd.DataFrame(columns=AGGREGATE_COLUMNS)
     source = _sentiment_source(ticker_counts)
     features = build_daily_features(prices, aggregates, source)
-    files = {"prices": _write_partitioned(prices, PRICES, out_dir, "prices"),
-             "daily_features": _write_partitioned(features, DAILY_FEATURES, out_dir, "daily_features")}
+    files = {"prices": write_by_ticker(prices, PRICES, out_dir, "prices"),
+             "daily_features": write_by_ticker(features, DAILY_FEATURES, out_dir, "daily_features")}
     q = pd.concat(quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
     qfile = storage.join(out_dir, "quarantine", "part-0.parquet")
     storage.write_table(qfile, to_table(q, QUARANTINE))
@@ -423,7 +379,7 @@ def _finish(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, t
         "seconds": round(time.time() - t0, 3),
         **extra,
     }
-    _publish(out_uri, out_dir, version_id, manifest)
+    publish(out_uri, out_dir, version_id, manifest)
     return manifest
 
 
@@ -435,97 +391,3 @@ def _any_synthetic(files: list[str]) -> bool:
     return False
 
 
-# ------------------------------------------------------------------------------------------ readers
-
-
-def latest_version(out_uri: str) -> str:
-    """The id of the newest complete version under ``out_uri``."""
-    pointer = storage.join(out_uri, "LATEST")
-    if not storage.exists(pointer):
-        raise FileNotFoundError(f"no ETL output under {out_uri} (run `finpulse etl` first)")
-    return storage.read_bytes(pointer).decode().strip()
-
-
-def load_manifest(out_uri: str, version_id: str | None = None) -> dict[str, Any]:
-    v = version_id or latest_version(out_uri)
-    return storage.read_json(storage.join(out_uri, f"v={v}", "manifest.json"))
-
-
-_DATASET_SCHEMA = {"prices": PRICES, "scored_posts": SCORED_POSTS, "daily_features": DAILY_FEATURES,
-                   "quarantine": QUARANTINE}
-
-
-def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tickers: list[str] | None = None,
-                 columns: list[str] | None = None) -> pd.DataFrame:
-    """Read one dataset of a complete version (the latest by default), only the files its manifest
-    lists, cast to its schema."""
-    if name not in _DATASET_SCHEMA:
-        raise ValueError(f"unknown dataset {name!r}; one of {sorted(_DATASET_SCHEMA)}")
-    manifest = load_manifest(out_uri, version_id)
-    base = storage.join(out_uri, f"v={manifest['version']}")
-    schema = _DATASET_SCHEMA[name]
-    files = manifest["files"].get(name, [])
-    if tickers is not None:
-        wanted = {f"ticker={t}" for t in tickers}
-        files = [f for f in files if f.split("/")[1] in wanted]
-    tables = [storage.read_table(storage.join(base, f), columns=columns) for f in files]
-    if not tables:
-        return (schema.empty_table() if columns is None else
-                pa.schema([schema.field(c) for c in columns]).empty_table()).to_pandas()
-    target = schema if columns is None else pa.schema([schema.field(c) for c in columns])
-    frame = pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
-    frame.attrs["synthetic_inputs"] = bool(manifest.get("synthetic_inputs", False))  # read by the leakage alarm
-    return frame
-
-
-# ------------------------------------------------------------------------------------------ reference
-
-
-def build_pandas(prices_raw: pd.DataFrame, posts_raw: pd.DataFrame | None, *, close_hour: int = 16,
-                 dedupe_window_s: int = curate.DEDUPE_WINDOW_S,
-                 scores: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The same transformations in one process, from raw frames (the reader layouts) to frames.
-
-    The reference the Ray ETL is benchmarked and tested against, and the quick path for tests.
-    """
-    valid_prices, rejected_prices = sources.normalize_prices(prices_raw)
-    valid_prices, prices_deduped = curate.dedupe_prices(valid_prices)
-    calendar = trading_calendar(valid_prices["date"])
-    posts_raw = posts_raw if posts_raw is not None else pd.DataFrame(columns=sources.RAW_POST_COLUMNS)
-    scored, rejected_posts = curate.process_posts(posts_raw, calendar, close_hour=close_hour)
-    kept, posts_deduped = curate.dedupe_posts(scored, dedupe_window_s)
-    if scores is not None:
-        kept, _ = curate.apply_model_scores(kept, scores)
-    aggregates = aggregate_daily_sentiment(kept)
-    scorers = sorted(set(kept["scorer"])) if len(kept) else []
-    features = build_daily_features(valid_prices, aggregates, "+".join(scorers) or "none")
-    return {
-        "prices": valid_prices, "scored_posts": kept, "daily_features": features,
-        "rejected_prices": rejected_prices, "rejected_posts": rejected_posts,
-        "counts": {"prices": Counts(len(prices_raw), len(valid_prices), prices_deduped, len(rejected_prices)),
-                   "posts": Counts(len(posts_raw), len(kept), posts_deduped, len(rejected_posts))},
-    }
-
-
-def prices_to_raw(prices: pd.DataFrame) -> pd.DataFrame:
-    """Canonical prices back to the raw layout (for feeding shipped prices through the pipeline)."""
-    raw = prices.copy()
-    raw["date"] = pd.to_datetime(raw["date"]).dt.strftime("%Y-%m-%d")
-    raw["note"] = None
-    return sources.raw_frame(raw, sources.RAW_PRICE_COLUMNS)
-
-
-def write_prices_csv(prices: pd.DataFrame, out_uri: str) -> list[str]:
-    """Write canonical prices as one Yahoo-format CSV per ticker (how the demo stages shipped data)."""
-    written = []
-    for ticker, g in prices.groupby("ticker", sort=True):
-        df = pd.DataFrame({"Date": pd.to_datetime(g["date"]).dt.strftime("%Y-%m-%d"), "Open": g["open"],
-                           "High": g["high"], "Low": g["low"], "Close": g["close"], "Adj Close": g["adj_close"],
-                           "Volume": g["volume"]})
-        uri = storage.join(out_uri, f"{ticker}.csv")
-        storage.write_bytes(uri, df.to_csv(index=False, lineterminator="\n").encode())
-        written.append(uri)
-    return written
-
-
-_ = UTC_TS  # re-exported for readers that build staging tables

@@ -30,6 +30,7 @@ from finpulse import storage
 # holds locations and credentials, never a transformation.
 CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.calendar",
+    "finpulse.data.catalog",
     "finpulse.data.curate",
     "finpulse.data.etl",
     "finpulse.data.features",

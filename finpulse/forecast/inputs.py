@@ -21,10 +21,10 @@ def simple_daily_features(prices: pd.DataFrame) -> pd.DataFrame:
 def daily_features(prices: pd.DataFrame, posts: pd.DataFrame | None = None) -> pd.DataFrame:
     """DAILY_FEATURES from canonical prices and (unscored) posts through the foundation's pandas path
     (validation, trading-day alignment, VADER scores, dedupe, aggregates): what the ETL would write."""
-    from finpulse.data import etl, sources
+    from finpulse.data import reference, sources
 
     posts_raw = None if posts is None else sources.raw_frame(posts, sources.RAW_POST_COLUMNS)
-    return etl.build_pandas(etl.prices_to_raw(prices), posts_raw)["daily_features"]
+    return reference.build_pandas(reference.prices_to_raw(prices), posts_raw)["daily_features"]
 
 
 def synthetic_features(tickers: list[str] | None = None, *, start: str | None = None, end: str | None = None,
@@ -50,8 +50,8 @@ def load_features(features_uri: str | None = None, *, embedded: bool = False, ti
     ``<data_root>/curated``), or with ``embedded`` the shipped prices plus synthetic posts in process."""
     if embedded:
         return synthetic_features(tickers, start=start, end=end, signal_strength=signal_strength)
+    from finpulse.data.catalog import load_dataset
     from finpulse.data.embedded import data_paths
-    from finpulse.data.etl import load_dataset
 
     df = load_dataset(features_uri or data_paths().curated, "daily_features", tickers=tickers)
     synthetic = df.attrs.get("synthetic_inputs", False)

@@ -107,7 +107,7 @@ def connect_ray() -> None:
 
 def curated_posts(curated_uri: str) -> pd.DataFrame:
     """The ETL's latest curated posts (post_id, ticker, text): what the scorer scores."""
-    from finpulse.data.etl import load_dataset
+    from finpulse.data.catalog import load_dataset
 
     return load_dataset(curated_uri, "scored_posts", columns=INPUT_COLUMNS)
 

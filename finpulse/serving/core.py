@@ -230,7 +230,7 @@ class FeatureStore:
         from finpulse import storage
 
         if storage.exists(storage.join(uri, "LATEST")):
-            from finpulse.data.etl import load_dataset
+            from finpulse.data.catalog import load_dataset
 
             return cls(load_dataset(uri, "daily_features"), source=uri)
         return cls(storage.read_frame(uri), source=uri)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from finpulse import storage
-from finpulse.data import etl, sources, synthetic
+from finpulse.data import catalog, etl, reference, sources, synthetic
 from finpulse.data.schemas import DAILY_FEATURES, SCORED_POSTS
 from finpulse.resources import load_prices
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _stage(root: str, seed: int = 4) -> tuple[str, str, pd.DataFrame, list[bytes]]:
     """Raw inputs under `root`: Yahoo CSVs and three synthetic post CSVs with dirt and duplicates."""
     prices = load_prices(["AAPL", "MSFT", "TSLA"])
-    etl.write_prices_csv(prices, storage.join(root, "prices"))
+    reference.write_prices_csv(prices, storage.join(root, "prices"))
     posts = synthetic.generate_posts(prices, seed=seed, start="2020-01-01", duplicate_rate=0.02, posts_per_day=4)
     blobs = []
     for i in range(3):
@@ -39,7 +39,7 @@ def _stage(root: str, seed: int = 4) -> tuple[str, str, pd.DataFrame, list[bytes
 
 def _reference(prices: pd.DataFrame, blobs: list[bytes]) -> dict:
     raw_posts = pd.concat([sources.read_posts_csv(b, "x") for b in blobs], ignore_index=True)
-    return etl.build_pandas(etl.prices_to_raw(prices), raw_posts)
+    return reference.build_pandas(reference.prices_to_raw(prices), raw_posts)
 
 
 def _file_bytes(out: str, version: str) -> dict[str, bytes]:
@@ -61,14 +61,14 @@ def test_ray_etl_matches_reference_and_reruns_identically(ray_head: dict, tmp_pa
             r.rows_in, r.rows_out, r.deduped, r.quarantined)
     assert counts["posts"]["quarantined"] > 0 and counts["posts"]["deduped"] > 0
 
-    features = etl.load_dataset(out, "daily_features")
+    features = catalog.load_dataset(out, "daily_features")
     assert list(features.columns) == DAILY_FEATURES.names
     expected = ref["daily_features"].reset_index(drop=True)
     pd.testing.assert_frame_equal(features.reset_index(drop=True), expected.astype(features.dtypes.to_dict()),
                                   check_dtype=False)
-    posts = etl.load_dataset(out, "scored_posts")
+    posts = catalog.load_dataset(out, "scored_posts")
     assert list(posts.columns) == SCORED_POSTS.names and len(posts) == counts["posts"]["rows_out"]
-    quarantine = etl.load_dataset(out, "quarantine")
+    quarantine = catalog.load_dataset(out, "quarantine")
     assert len(quarantine) == counts["posts"]["quarantined"] + counts["prices"]["quarantined"]
     assert set(quarantine["run_id"]) == {first.version} and quarantine["reason"].str.len().gt(0).all()
     assert first.manifest["synthetic_inputs"] is True
@@ -86,7 +86,7 @@ def test_ray_etl_matches_reference_and_reruns_identically(ray_head: dict, tmp_pa
     data[at] ^= 0x20  # a lower-case letter in the second half (a post's text) to upper case
     post.write_bytes(bytes(data))
     third = etl.run_etl(prices_uri, posts_uri, out)
-    assert third.version != first.version and etl.latest_version(out) == third.version
+    assert third.version != first.version and catalog.latest_version(out) == third.version
     assert third.manifest["identity"]["code"] == first.manifest["identity"]["code"]
     import ray.data  # the ETL lifts Ray Data's CPU reservation only while it runs
 
@@ -110,8 +110,8 @@ def test_half_written_version_is_invisible(ray_head: dict, tmp_path: Path) -> No
     broken = Path(out) / "v=deadbeef0000" / "daily_features" / "ticker=AAPL"
     broken.mkdir(parents=True)
     (broken / "part-0.parquet").write_bytes(b"garbage")
-    assert etl.latest_version(out) == done.version
-    assert len(etl.load_dataset(out, "daily_features", tickers=["AAPL"])) > 0
+    assert catalog.latest_version(out) == done.version
+    assert len(catalog.load_dataset(out, "daily_features", tickers=["AAPL"])) > 0
 
 
 def test_etl_on_real_s3(ray_head: dict, s3_server: dict, tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_etl_on_real_s3(ray_head: dict, s3_server: dict, tmp_path: Path) -> None
     assert f"out/v={result.version}/manifest.json" in keys and "out/LATEST" in keys
     _assert_identity(result.manifest, blobs)  # inputs hashed through S3 too
     assert any(k.startswith(f"out/v={result.version}/daily_features/ticker=TSLA/") for k in keys)
-    features = etl.load_dataset("s3://finpulse-curated/out", "daily_features")
+    features = catalog.load_dataset("s3://finpulse-curated/out", "daily_features")
     ref = _reference(prices, blobs)["daily_features"]
     assert len(features) == len(ref)
     assert features["sent_mean"].sum() == pytest.approx(ref["sent_mean"].sum())
@@ -147,9 +147,9 @@ def test_ray_job_submit_runs_the_etl_job(ray_head: dict, tmp_path: Path) -> None
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
-    manifest = etl.load_manifest(str(out))
+    manifest = catalog.load_manifest(str(out))
     assert manifest["counts"]["posts"]["rows_out"] > 0
-    assert len(etl.load_dataset(str(out), "daily_features")) == manifest["feature_rows"]
+    assert len(catalog.load_dataset(str(out), "daily_features")) == manifest["feature_rows"]
 
 
 def test_cli_etl_embedded(ray_head: dict, finpulse_home: Path) -> None:
@@ -161,5 +161,5 @@ def test_cli_etl_embedded(ray_head: dict, finpulse_home: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["counts"]["posts"]["rows_out"] > 0
-    features = etl.load_dataset(str(finpulse_home / "data" / "curated"), "daily_features")
+    features = catalog.load_dataset(str(finpulse_home / "data" / "curated"), "daily_features")
     assert sorted(features["ticker"].unique()) == ["AAPL", "AMZN", "GOOG", "MSFT", "TSLA"]

@@ -67,7 +67,7 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
 
     from finpulse import tracking
     from finpulse.config import get_settings
-    from finpulse.data.etl import load_manifest
+    from finpulse.data.catalog import load_manifest
 
     get_settings.cache_clear()
     try:

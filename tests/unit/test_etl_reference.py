@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from finpulse.data import etl, sources, synthetic
+from finpulse.data import reference, sources, synthetic
 from finpulse.resources import load_prices
 
 
@@ -12,10 +12,10 @@ def test_counts_reconcile_and_quarantine_reasons() -> None:
     prices = load_prices(["AAPL", "TSLA"])
     posts = synthetic.generate_posts(prices, seed=2, start="2020-06-01", duplicate_rate=0.02)
     raw = sources.read_posts_csv(synthetic.to_posts_csv(posts, corrupt_rate=0.03, seed=2), "synthetic")
-    raw_prices = etl.prices_to_raw(prices)
+    raw_prices = reference.prices_to_raw(prices)
     raw_prices.loc[5, "high"] = "0.001"  # high below low
     raw_prices = pd.concat([raw_prices, raw_prices.iloc[[10]]], ignore_index=True)  # a duplicate bar
-    out = etl.build_pandas(raw_prices, raw)
+    out = reference.build_pandas(raw_prices, raw)
     for name, c in out["counts"].items():
         assert c.rows_in == c.rows_out + c.deduped + c.quarantined, name
     posts_counts = out["counts"]["posts"]

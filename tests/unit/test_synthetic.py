@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpulse.data import etl, sources, synthetic
+from finpulse.data import reference, sources, synthetic
 from finpulse.data.schemas import POSTS, to_table
 from finpulse.resources import load_prices
 
@@ -42,7 +42,7 @@ def _daily_signal(prices: pd.DataFrame, strength: float) -> float:
     """Correlation of the day's mean VADER score with the next day's return, through the real pipeline."""
     posts = synthetic.generate_posts(prices, seed=11, signal_strength=strength, start="2016-01-01", posts_per_day=6)
     raw_posts = sources.read_posts_csv(synthetic.to_posts_csv(posts), "synthetic")
-    out = etl.build_pandas(etl.prices_to_raw(prices), raw_posts)
+    out = reference.build_pandas(reference.prices_to_raw(prices), raw_posts)
     f = out["daily_features"].dropna(subset=["target_ret_1d"])
     f = f[f["has_posts"]]
     return float(np.corrcoef(f["sent_mean"], f["target_ret_1d"])[0, 1])

@@ -1,0 +1,90 @@
+"""The catalog of ETL outputs: versions, the manifest, ``LATEST``, and reading a complete version.
+
+Everything that reads a dataset comes here, never to the Ray ETL. A version folder
+``<out>/v=<id>/`` is complete once its ``manifest.json`` exists and ``LATEST`` names it (written last,
+by :func:`publish`); readers go through :func:`load_dataset`, so they never see half a version.
+The id itself is made in :mod:`finpulse.data.lineage`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from finpulse import storage
+from finpulse.data.schemas import DAILY_FEATURES, PRICES, QUARANTINE, SCORED_POSTS, to_table
+
+DATASETS = ("prices", "scored_posts", "daily_features", "quarantine")
+
+
+@dataclass
+class Counts:
+    """Rows in = rows out + deduped + quarantined, per dataset."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    deduped: int = 0
+    quarantined: int = 0
+
+    def check(self, name: str) -> None:
+        if self.rows_in != self.rows_out + self.deduped + self.quarantined:
+            raise RuntimeError(f"{name} counts do not reconcile: {self}")
+
+
+def write_by_ticker(df: pd.DataFrame, schema: pa.Schema, out_dir: str, name: str) -> list[str]:
+    """One Parquet file per ticker under ``<out_dir>/<name>/ticker=<t>/``; returns their URIs."""
+    written = []
+    for ticker, g in df.groupby("ticker", sort=True):
+        uri = storage.join(out_dir, name, f"ticker={ticker}", "part-0.parquet")
+        storage.write_table(uri, to_table(g, schema))
+        written.append(uri)
+    return written
+
+
+def publish(out_uri: str, out_dir: str, version_id: str, manifest: dict[str, Any]) -> None:
+    """Write the manifest (the version's last file), then point ``LATEST`` at the version."""
+    storage.write_json(storage.join(out_dir, "manifest.json"), manifest)  # last file of the version
+    storage.write_bytes(storage.join(out_uri, "LATEST"), version_id.encode())
+
+
+def latest_version(out_uri: str) -> str:
+    """The id of the newest complete version under ``out_uri``."""
+    pointer = storage.join(out_uri, "LATEST")
+    if not storage.exists(pointer):
+        raise FileNotFoundError(f"no ETL output under {out_uri} (run `finpulse etl` first)")
+    return storage.read_bytes(pointer).decode().strip()
+
+
+def load_manifest(out_uri: str, version_id: str | None = None) -> dict[str, Any]:
+    v = version_id or latest_version(out_uri)
+    return storage.read_json(storage.join(out_uri, f"v={v}", "manifest.json"))
+
+
+DATASET_SCHEMAS = {"prices": PRICES, "scored_posts": SCORED_POSTS, "daily_features": DAILY_FEATURES,
+                   "quarantine": QUARANTINE}
+
+
+def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tickers: list[str] | None = None,
+                 columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one dataset of a complete version (the latest by default), only the files its manifest
+    lists, cast to its schema."""
+    if name not in DATASET_SCHEMAS:
+        raise ValueError(f"unknown dataset {name!r}; one of {sorted(DATASET_SCHEMAS)}")
+    manifest = load_manifest(out_uri, version_id)
+    base = storage.join(out_uri, f"v={manifest['version']}")
+    schema = DATASET_SCHEMAS[name]
+    files = manifest["files"].get(name, [])
+    if tickers is not None:
+        wanted = {f"ticker={t}" for t in tickers}
+        files = [f for f in files if f.split("/")[1] in wanted]
+    tables = [storage.read_table(storage.join(base, f), columns=columns) for f in files]
+    if not tables:
+        return (schema.empty_table() if columns is None else
+                pa.schema([schema.field(c) for c in columns]).empty_table()).to_pandas()
+    target = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+    frame = pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
+    frame.attrs["synthetic_inputs"] = bool(manifest.get("synthetic_inputs", False))  # read by the leakage alarm
+    return frame
