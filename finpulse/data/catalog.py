@@ -8,14 +8,20 @@ The id itself is made in :mod:`finpulse.data.lineage`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from finpulse import storage
+from finpulse.data.features import AGGREGATE_COLUMNS, build_daily_features
 from finpulse.data.schemas import DAILY_FEATURES, PRICES, QUARANTINE, SCORED_POSTS, to_table
+
+if TYPE_CHECKING:
+    from finpulse.data.etl import EtlConfig
 
 DATASETS = ("prices", "scored_posts", "daily_features", "quarantine")
 
@@ -88,3 +94,62 @@ def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tick
     frame = pa.concat_tables([t.cast(target) for t in tables]).to_pandas()
     frame.attrs["synthetic_inputs"] = bool(manifest.get("synthetic_inputs", False))  # read by the leakage alarm
     return frame
+
+
+def publish_version(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, ticker_counts: pd.DataFrame,
+            quarantine: list[pd.DataFrame], price_counts: Counts, post_counts: Counts, identity: dict[str, Any],
+            cfg: EtlConfig, t0: float, **extra: Any) -> dict[str, Any]:
+    """Finish a version: daily features from prices and the staged aggregates, prices, quarantine, then
+    the manifest and ``LATEST`` (last, so readers never see half a version)."""
+    agg_files = storage.list_files(storage.join(out_dir, "_aggregates"), ".parquet")
+    aggregates = pd.concat([storage.read_frame(f) for f in agg_files], ignore_index=True) if agg_files \
+        else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    source = _sentiment_source(ticker_counts)
+    features = build_daily_features(prices, aggregates, source)
+    files = {"prices": write_by_ticker(prices, PRICES, out_dir, "prices"),
+             "daily_features": write_by_ticker(features, DAILY_FEATURES, out_dir, "daily_features")}
+    q = pd.concat(quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
+    qfile = storage.join(out_dir, "quarantine", "part-0.parquet")
+    storage.write_table(qfile, to_table(q, QUARANTINE))
+    files["quarantine"] = [qfile]
+    files["scored_posts"] = storage.list_files(storage.join(out_dir, "scored_posts"), ".parquet")
+    storage.delete_dir(storage.join(out_dir, "_aggregates"))
+    for name, c in (("prices", price_counts), ("posts", post_counts)):
+        c.check(name)
+    manifest = {
+        "version": version_id,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "code_version": identity["code"]["package"],
+        "config": asdict(cfg),
+        "inputs": identity["inputs"],
+        "identity": {"made_of": "sha256 of inputs[*].uri+sha256, identity.code, config",
+                     **{k: identity[k] for k in ("hash", "code", "seconds", "bytes_hashed")}},
+        "counts": {"prices": asdict(price_counts), "posts": asdict(post_counts)},
+        "quarantine_reasons": q.groupby(["dataset", "reason"]).size().rename("n").reset_index().to_dict("records"),
+        "sentiment_source": source,
+        "synthetic_inputs": bool(len(ticker_counts)) and _any_synthetic(files["scored_posts"]),
+        "per_ticker": ticker_counts.to_dict("records"),
+        "tickers": sorted(prices["ticker"].unique().tolist()),
+        "date_range": [str(prices["date"].min()), str(prices["date"].max())] if len(prices) else [],
+        "feature_rows": len(features),
+        "schemas": {name: str(s) for name, s in (("prices", PRICES), ("scored_posts", SCORED_POSTS),
+                                                 ("daily_features", DAILY_FEATURES), ("quarantine", QUARANTINE))},
+        "files": {k: [f.rsplit(f"v={version_id}/", 1)[1] for f in v] for k, v in files.items()},
+        "seconds": round(time.time() - t0, 3),
+        **extra,
+    }
+    publish(out_uri, out_dir, version_id, manifest)
+    return manifest
+
+
+def _any_synthetic(files: list[str]) -> bool:
+    for f in files[:1]:
+        fs, path = storage.filesystem(f)
+        col = pq.read_table(path, columns=["source"], filesystem=fs).column("source")
+        return "synthetic" in set(col.to_pylist()[:1000])
+    return False
+
+
+def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
+    scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
+    return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")

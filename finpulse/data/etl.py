@@ -30,18 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from finpulse import storage
-from finpulse.data import curate, lineage, sources
+from finpulse.data import catalog, curate, lineage, sources
 from finpulse.data.calendar import trading_calendar
-from finpulse.data.catalog import Counts, publish, write_by_ticker
-from finpulse.data.features import AGGREGATE_COLUMNS, build_daily_features
+from finpulse.data.catalog import Counts
 from finpulse.data.schemas import (
-    DAILY_FEATURES,
     POST_SCORES,
     PRICES,
-    QUARANTINE,
     SCORED_POSTS,
     to_table,
 )
@@ -82,40 +78,6 @@ class EtlResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------------ inputs
-
-
-def discover_post_inputs(posts_uri: str) -> list[dict[str, str]]:
-    """Post files under ``posts_uri``; Kaggle's Tweet.csv and Company_Tweet.csv are one input."""
-    files = [f for f in storage.list_files(posts_uri) if f.endswith((".csv", ".jsonl"))]
-    items: list[dict[str, str]] = []
-    kaggle: dict[str, dict[str, str]] = {}
-    for f in files:
-        fmt = sources.detect_post_format(f, storage.read_head(f) if f.endswith(".csv") else b"")
-        folder = f.rsplit("/", 1)[0]
-        if fmt in ("kaggle_tweets", "kaggle_companies"):
-            kaggle.setdefault(folder, {})[fmt] = f
-        else:
-            items.append({"uri": f, "format": fmt, "companies": ""})
-    for folder, pair in sorted(kaggle.items()):
-        if set(pair) != {"kaggle_tweets", "kaggle_companies"}:
-            raise ValueError(f"{folder}: Kaggle input needs both Tweet.csv and Company_Tweet.csv")
-        items.append({"uri": pair["kaggle_tweets"], "format": "kaggle_tweets", "companies": pair["kaggle_companies"]})
-    return items
-
-
-def read_raw_posts(item: dict[str, str]) -> pd.DataFrame:
-    uri, fmt = item["uri"], item["format"]
-    data = storage.read_bytes(uri)
-    if fmt == "posts_csv":
-        return sources.read_posts_csv(data, uri)
-    if fmt == "stocknet_jsonl":
-        return sources.read_stocknet_jsonl(data, sources.ticker_from_name(uri), uri)
-    if fmt == "kaggle_tweets":
-        return sources.read_kaggle_tweets(data, storage.read_bytes(item["companies"]), uri)
-    raise ValueError(f"{uri}: unsupported post format {fmt}")
-
-
 # ------------------------------------------------------------------------------------------ stages (pure-ish)
 
 
@@ -143,7 +105,7 @@ def _posts_batch(batch: dict[str, np.ndarray], calendar: np.ndarray, close_hour:
     frames = []
     for uri, fmt, companies, index in zip(batch["uri"], batch["format"], batch["companies"], batch["index"],
                                           strict=True):
-        raw = read_raw_posts({"uri": str(uri), "format": str(fmt), "companies": str(companies)})
+        raw = sources.read_raw_posts({"uri": str(uri), "format": str(fmt), "companies": str(companies)})
         valid, rejected = curate.process_posts(raw, calendar, close_hour=close_hour)
         valid = pd.concat([valid, curate.dedupe_keys(valid)[["_pid", "_ah", "_th"]]], axis=1)
         valid["_rid"] = (int(index) << 32) + np.arange(len(valid), dtype=np.int64)
@@ -208,11 +170,6 @@ def _partitions(tickers: list[str], staging: str) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------ driver
 
 
-def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
-    scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
-    return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")
-
-
 @contextmanager
 def _one_operator_stages() -> Iterator[None]:
     """Each ETL stage is one fused Ray Data operator, yet Ray Data by default reserves half the
@@ -243,151 +200,127 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
                         on_stage=on_stage or (lambda _stage: None))
 
 
+@dataclass
+class _Run:
+    """What every stage of one ETL run shares: where it writes, its settings, its clock."""
+
+    cfg: EtlConfig
+    version_id: str
+    out_dir: str
+    on_stage: Callable[[str], None]
+    remote: dict[str, Any] = field(default_factory=storage.ray_remote_args)
+    timings: dict[str, float] = field(default_factory=dict)
+    mark: float = field(default_factory=time.time)
+
+    @property
+    def staging(self) -> str:
+        return storage.join(self.out_dir, "_staging")
+
+    def lap(self, stage: str) -> None:
+        self.timings[stage] = round(time.time() - self.mark, 3)
+        self.mark = time.time()
+        self.on_stage(stage)
+
+    def map(self, items: list[dict], fn: Callable, *, blocks: int | None = None, batch_size: int | None = 1,
+            batch_format: str = "numpy", **fn_kwargs: Any) -> Any:
+        """``items`` as a Ray Dataset mapped by ``fn`` (one task per block): every stage's shape."""
+        import ray.data
+
+        return ray.data.from_items(items, override_num_blocks=blocks or len(items)).map_batches(
+            fn, batch_size=batch_size, batch_format=batch_format, num_cpus=self.cfg.task_cpus,
+            fn_kwargs=fn_kwargs or None, **self.remote)
+
+
 def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri: str | None,
              config: EtlConfig, on_stage: Callable[[str], None]) -> EtlResult:
-    import ray
-
-    cfg = config
     t0 = time.time()
     price_files = [f for f in storage.list_files(prices_uri) if f.endswith((".csv", ".json"))]
     if not price_files:
         raise FileNotFoundError(f"no price files (.csv, .json) under {prices_uri}")
-    post_items = discover_post_inputs(posts_uri) if posts_uri else []
+    post_items = sources.discover_post_inputs(posts_uri) if posts_uri else []
     post_files = [i["uri"] for i in post_items] + [i["companies"] for i in post_items if i["companies"]]
     score_files = storage.list_files(scores_uri, ".parquet") if scores_uri else []
     identity = lineage.version_identity({"prices": price_files, "posts": post_files, "scores": score_files},
-                                        asdict(cfg))
-    version_id = identity["hash"]
-    out_dir = storage.join(out_uri, f"v={version_id}")
-    staging = storage.join(out_dir, "_staging")
-    storage.delete_dir(out_dir)
+                                        asdict(config))
+    run = _Run(config, identity["hash"], storage.join(out_uri, f"v={identity['hash']}"), on_stage)
+    storage.delete_dir(run.out_dir)
 
-    remote = storage.ray_remote_args()
-    timings: dict[str, float] = {}
-    mark = time.time()
-
-    def lap(stage: str) -> None:
-        nonlocal mark
-        timings[stage] = round(time.time() - mark, 3)
-        mark = time.time()
-        on_stage(stage)
-
-    # 1. prices
-    price_rows = ray.data.from_items([{"uri": u} for u in price_files], override_num_blocks=len(price_files)) \
-        .map_batches(_prices_batch, batch_size=1, batch_format="pandas", num_cpus=cfg.task_cpus, **remote).to_pandas()
-    rejected_prices = price_rows[price_rows["reason"].notna()]
-    valid_prices = price_rows[price_rows["reason"].isna()][PRICES.names].copy()
-    valid_prices["date"] = pd.to_datetime(valid_prices["date"]).dt.date
-    valid_prices["volume"] = valid_prices["volume"].astype("int64")
-    valid_prices, prices_deduped = curate.dedupe_prices(valid_prices)
-    price_counts = Counts(len(price_rows), len(valid_prices), prices_deduped, len(rejected_prices))
-    calendar = trading_calendar(valid_prices["date"])
-    lap("prices")
-
-    # 2. posts -> staging, partitioned by ticker (streaming; one input file per task)
+    prices, rejected_prices, price_counts = _stage_prices(run, price_files)
+    quarantine = [_quarantine_frame(rejected_prices, "prices", run.version_id)]
     post_counts = Counts()
     ticker_counts = pd.DataFrame(columns=["ticker", "rows", "kept", "deduped", "model_scored", "scorer"])
-    quarantine = [_quarantine_frame(rejected_prices, "prices", version_id)]
     if post_items:
-        fs, staging_path = storage.filesystem(staging)
-        items = [{**item, "index": i} for i, item in enumerate(post_items)]
-        ray.data.from_items(items, override_num_blocks=len(items)) \
-            .map_batches(_posts_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
-                         fn_kwargs={"calendar": calendar, "close_hour": cfg.close_hour}, **remote) \
-            .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_year"])
-        lap("posts_to_staging")
-        parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(staging, ".parquet")})
-        tickers = [p for p in parts if p != QUARANTINE_PART]
-        if QUARANTINE_PART in parts:
-            bad = storage.read_frame(storage.join(staging, f"_part={QUARANTINE_PART}"),
-                                     columns=["source", "raw", "reason"])
-            quarantine.append(_quarantine_frame(bad, "posts", version_id))
+        tickers, bad = _stage_posts(run, post_items, trading_calendar(prices["date"]))
+        if bad is not None:
+            quarantine.append(_quarantine_frame(bad, "posts", run.version_id))
             post_counts.quarantined = len(bad)
         if tickers:
-            # 3. per ticker: duplicates from the compact keys; 4. per (ticker, year): write posts, aggregate
-            dups = ray.data.from_items([{"ticker": t} for t in tickers], override_num_blocks=len(tickers)) \
-                .map_batches(_duplicates_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.task_cpus,
-                             fn_kwargs={"staging": staging, "dedupe_window_s": cfg.dedupe_window_s}, **remote) \
-                .to_pandas()
-            drops = {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
-            lap("duplicates")
-            groups = _partitions(tickers, staging)
-            # a few (ticker, year) groups per task: one task per group left a core idle (tasks of ~50 ms)
-            blocks = min(len(groups), 4 * max(1, int(ray.cluster_resources().get("CPU", 1))))
-            part_counts = ray.data.from_items(groups, override_num_blocks=blocks) \
-                .map_batches(_partitions_batch, batch_size=None, batch_format="numpy", num_cpus=cfg.task_cpus,
-                             fn_kwargs={"staging": staging, "out_dir": out_dir, "drops": drops,
-                                        "scores_uri": scores_uri}, **remote) \
-                .to_pandas()
-            ticker_counts = part_counts.groupby("ticker").agg(
-                rows=("rows", "sum"), kept=("kept", "sum"), deduped=("deduped", "sum"),
-                model_scored=("model_scored", "sum"),
-                scorer=("scorer", lambda v: v[v != "none"].mode().iat[0] if (v != "none").any() else "none"),
-            ).reset_index()
-            lap("partitions")
+            ticker_counts = _stage_partitions(run, tickers, _stage_duplicates(run, tickers), scores_uri)
         post_counts.rows_out = int(ticker_counts["kept"].sum())
         post_counts.deduped = int(ticker_counts["deduped"].sum())
         post_counts.rows_in = int(ticker_counts["rows"].sum()) + post_counts.quarantined
 
-    manifest = _finish(out_uri, out_dir, version_id, valid_prices, ticker_counts, quarantine,
-                       price_counts, post_counts, identity, cfg, t0, scores_uri=scores_uri, stage_seconds=timings)
-    if not cfg.keep_staging:
-        storage.delete_dir(staging)
-    timings["features_and_manifest"] = round(time.time() - mark, 3)
-    on_stage("features_and_manifest")
-    return EtlResult(out_uri, version_id, manifest)
+    manifest = catalog.publish_version(out_uri, run.out_dir, run.version_id, prices, ticker_counts, quarantine, price_counts,
+                       post_counts, identity, config, t0, scores_uri=scores_uri, stage_seconds=run.timings)
+    if not config.keep_staging:
+        storage.delete_dir(run.staging)
+    run.lap("features_and_manifest")
+    return EtlResult(out_uri, run.version_id, manifest)
 
 
-def _finish(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, ticker_counts: pd.DataFrame,
-            quarantine: list[pd.DataFrame], price_counts: Counts, post_counts: Counts, identity: dict[str, Any],
-            cfg: EtlConfig, t0: float, **extra: Any) -> dict[str, Any]:
-    """Driver side of every ETL flavour: features, prices, quarantine, manifest, LATEST."""
-    agg_files = storage.list_files(storage.join(out_dir, "_aggregates"), ".parquet")
-    aggregates = pd.concat([storage.read_frame(f) for f in agg_files], ignore_index=True) if agg_files \
-        else pd.DataFrame(columns=AGGREGATE_COLUMNS)
-    source = _sentiment_source(ticker_counts)
-    features = build_daily_features(prices, aggregates, source)
-    files = {"prices": write_by_ticker(prices, PRICES, out_dir, "prices"),
-             "daily_features": write_by_ticker(features, DAILY_FEATURES, out_dir, "daily_features")}
-    q = pd.concat(quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
-    qfile = storage.join(out_dir, "quarantine", "part-0.parquet")
-    storage.write_table(qfile, to_table(q, QUARANTINE))
-    files["quarantine"] = [qfile]
-    files["scored_posts"] = storage.list_files(storage.join(out_dir, "scored_posts"), ".parquet")
-    storage.delete_dir(storage.join(out_dir, "_aggregates"))
-    for name, c in (("prices", price_counts), ("posts", post_counts)):
-        c.check(name)
-    manifest = {
-        "version": version_id,
-        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        "code_version": identity["code"]["package"],
-        "config": asdict(cfg),
-        "inputs": identity["inputs"],
-        "identity": {"made_of": "sha256 of inputs[*].uri+sha256, identity.code, config",
-                     **{k: identity[k] for k in ("hash", "code", "seconds", "bytes_hashed")}},
-        "counts": {"prices": asdict(price_counts), "posts": asdict(post_counts)},
-        "quarantine_reasons": q.groupby(["dataset", "reason"]).size().rename("n").reset_index().to_dict("records"),
-        "sentiment_source": source,
-        "synthetic_inputs": bool(len(ticker_counts)) and _any_synthetic(files["scored_posts"]),
-        "per_ticker": ticker_counts.to_dict("records"),
-        "tickers": sorted(prices["ticker"].unique().tolist()),
-        "date_range": [str(prices["date"].min()), str(prices["date"].max())] if len(prices) else [],
-        "feature_rows": len(features),
-        "schemas": {name: str(s) for name, s in (("prices", PRICES), ("scored_posts", SCORED_POSTS),
-                                                 ("daily_features", DAILY_FEATURES), ("quarantine", QUARANTINE))},
-        "files": {k: [f.rsplit(f"v={version_id}/", 1)[1] for f in v] for k, v in files.items()},
-        "seconds": round(time.time() - t0, 3),
-        **extra,
-    }
-    publish(out_uri, out_dir, version_id, manifest)
-    return manifest
+def _stage_prices(run: _Run, price_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, Counts]:
+    """1. One task per price file reads and validates bars; the driver dedupes the small result."""
+    rows = run.map([{"uri": u} for u in price_files], _prices_batch, batch_format="pandas").to_pandas()
+    rejected = rows[rows["reason"].notna()]
+    valid = rows[rows["reason"].isna()][PRICES.names].copy()
+    valid["date"] = pd.to_datetime(valid["date"]).dt.date
+    valid["volume"] = valid["volume"].astype("int64")
+    valid, deduped = curate.dedupe_prices(valid)
+    run.lap("prices")
+    return valid, rejected, Counts(len(rows), len(valid), deduped, len(rejected))
 
 
-def _any_synthetic(files: list[str]) -> bool:
-    for f in files[:1]:
-        fs, path = storage.filesystem(f)
-        col = pq.read_table(path, columns=["source"], filesystem=fs).column("source")
-        return "synthetic" in set(col.to_pylist()[:1000])
-    return False
+def _stage_posts(run: _Run, post_items: list[dict[str, str]], calendar: np.ndarray
+                 ) -> tuple[list[str], pd.DataFrame | None]:
+    """2. One task per post input -> staging partitioned by (ticker, year); returns the tickers staged
+    and the quarantined rows (None when there are none)."""
+    fs, staging_path = storage.filesystem(run.staging)
+    items = [{**item, "index": i} for i, item in enumerate(post_items)]
+    run.map(items, _posts_batch, calendar=calendar, close_hour=run.cfg.close_hour) \
+        .write_parquet(staging_path, filesystem=fs, partition_cols=["_part", "_year"])
+    run.lap("posts_to_staging")
+    parts = sorted({p.split("_part=", 1)[1].split("/", 1)[0] for p in storage.list_files(run.staging, ".parquet")})
+    bad = None
+    if QUARANTINE_PART in parts:
+        bad = storage.read_frame(storage.join(run.staging, f"_part={QUARANTINE_PART}"),
+                                 columns=["source", "raw", "reason"])
+    return [p for p in parts if p != QUARANTINE_PART], bad
+
+
+def _stage_duplicates(run: _Run, tickers: list[str]) -> dict[str, np.ndarray]:
+    """3. Per ticker, the row ids of duplicates, found from the compact key columns alone."""
+    dups = run.map([{"ticker": t} for t in tickers], _duplicates_batch, staging=run.staging,
+                   dedupe_window_s=run.cfg.dedupe_window_s).to_pandas()
+    run.lap("duplicates")
+    return {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
+
+
+def _stage_partitions(run: _Run, tickers: list[str], drops: dict[str, np.ndarray],
+                      scores_uri: str | None) -> pd.DataFrame:
+    """4. Per (ticker, year): curated posts written, daily aggregates staged; returns counts per ticker."""
+    import ray
+
+    groups = _partitions(tickers, run.staging)
+    # a few (ticker, year) groups per task: one task per group left a core idle (tasks of ~50 ms)
+    blocks = min(len(groups), 4 * max(1, int(ray.cluster_resources().get("CPU", 1))))
+    part_counts = run.map(groups, _partitions_batch, blocks=blocks, batch_size=None, staging=run.staging,
+                          out_dir=run.out_dir, drops=drops, scores_uri=scores_uri).to_pandas()
+    counts = part_counts.groupby("ticker").agg(
+        rows=("rows", "sum"), kept=("kept", "sum"), deduped=("deduped", "sum"),
+        model_scored=("model_scored", "sum"),
+        scorer=("scorer", lambda v: v[v != "none"].mode().iat[0] if (v != "none").any() else "none"),
+    ).reset_index()
+    run.lap("partitions")
+    return counts
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from finpulse import storage
+
 RAW_PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume", "source", "note"]
 RAW_POST_COLUMNS = ["post_id", "ticker", "created_at", "text", "author", "likes", "reposts", "source"]
 _TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
@@ -283,3 +285,35 @@ def read_price_file(name: str, data: bytes) -> pd.DataFrame:
     if fmt == "alpha_vantage_csv":
         return read_alpha_vantage_csv(data, ticker, name)
     return read_alpha_vantage_json(data, None, name)
+
+
+def discover_post_inputs(posts_uri: str) -> list[dict[str, str]]:
+    """Post files under ``posts_uri``; Kaggle's Tweet.csv and Company_Tweet.csv are one input."""
+    files = [f for f in storage.list_files(posts_uri) if f.endswith((".csv", ".jsonl"))]
+    items: list[dict[str, str]] = []
+    kaggle: dict[str, dict[str, str]] = {}
+    for f in files:
+        fmt = detect_post_format(f, storage.read_head(f) if f.endswith(".csv") else b"")
+        folder = f.rsplit("/", 1)[0]
+        if fmt in ("kaggle_tweets", "kaggle_companies"):
+            kaggle.setdefault(folder, {})[fmt] = f
+        else:
+            items.append({"uri": f, "format": fmt, "companies": ""})
+    for folder, pair in sorted(kaggle.items()):
+        if set(pair) != {"kaggle_tweets", "kaggle_companies"}:
+            raise ValueError(f"{folder}: Kaggle input needs both Tweet.csv and Company_Tweet.csv")
+        items.append({"uri": pair["kaggle_tweets"], "format": "kaggle_tweets", "companies": pair["kaggle_companies"]})
+    return items
+
+
+def read_raw_posts(item: dict[str, str]) -> pd.DataFrame:
+    """One input of :func:`discover_post_inputs` read into the raw post layout."""
+    uri, fmt = item["uri"], item["format"]
+    data = storage.read_bytes(uri)
+    if fmt == "posts_csv":
+        return read_posts_csv(data, uri)
+    if fmt == "stocknet_jsonl":
+        return read_stocknet_jsonl(data, ticker_from_name(uri), uri)
+    if fmt == "kaggle_tweets":
+        return read_kaggle_tweets(data, storage.read_bytes(item["companies"]), uri)
+    raise ValueError(f"{uri}: unsupported post format {fmt}")
