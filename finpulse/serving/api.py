@@ -235,7 +235,7 @@ def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "F
         _check_texts(body.texts)
         key = request.headers.get(KEY_HEADER)
         scores, s_version = await backend.sentiment(body.texts, key)
-        agg = day_aggregate(scores)
+        agg = day_aggregate(scores, body.likes, body.reposts)
         item = {"ticker": body.ticker, "as_of": body.as_of, "sentiment": agg, "closes": body.closes}
         f, f_version = await backend.forecast(item, key)
         out = {"ticker": body.ticker, "sentiment": agg, "scores": scores,

@@ -184,24 +184,22 @@ def score_requests(model: Any, requests: Sequence[Sequence[str]]) -> list[list[d
     return out
 
 
-def day_aggregate(scores: Sequence[dict], engagement: Sequence[float] | None = None) -> dict:
-    """The day's sentiment features from per-text scores (same definitions as the ETL's aggregates).
+def day_aggregate(scores: Sequence[dict], likes: Sequence[int] | None = None,
+                  reposts: Sequence[int] | None = None) -> dict:
+    """The day's sentiment features from per-text scores, computed by the ETL's own
+    :func:`finpulse.data.features.aggregate_daily_sentiment` (a second definition here was a
+    training/serving skew: serving weighed every post the same while training weighed by engagement)."""
+    from finpulse.data.features import AGGREGATE_COLUMNS, aggregate_daily_sentiment
 
-    Without engagement every post weighs the same, so ``sent_weighted`` equals ``sent_mean``.
-    """
     n = len(scores)
     if n == 0:
         return {"sent_mean": 0.0, "sent_count": 0, "sent_pos_share": 0.0, "sent_neg_share": 0.0, "sent_weighted": 0.0}
-    s = np.array([float(x["score"]) for x in scores])
-    w = np.ones(n) if engagement is None else np.asarray(engagement, dtype=float)
-    labels = [x["label"] for x in scores]
-    return {
-        "sent_mean": float(s.mean()),
-        "sent_count": n,
-        "sent_pos_share": labels.count("positive") / n,
-        "sent_neg_share": labels.count("negative") / n,
-        "sent_weighted": float((w * s).sum() / w.sum()),
-    }
+    posts = pd.DataFrame({"ticker": "_", "trading_day": dt.date(2000, 1, 3),
+                          "score": [float(x["score"]) for x in scores], "label": [x["label"] for x in scores],
+                          "likes": list(likes) if likes is not None else 0,
+                          "reposts": list(reposts) if reposts is not None else 0})
+    row = aggregate_daily_sentiment(posts).iloc[0]
+    return {c: (int(row[c]) if c == "sent_count" else float(row[c])) for c in AGGREGATE_COLUMNS[2:]}
 
 
 # ---- features ----------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from finpulse.data.schemas import SENTIMENT_LABELS
 
 Ticker = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9.\-^]{1,12}$")]
 Close = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
 Label = Literal["negative", "neutral", "positive"]
 assert tuple(Label.__args__) == SENTIMENT_LABELS  # one label vocabulary across the project
 
@@ -38,6 +39,17 @@ class SignalRequest(_Request):
     closes: list[Close] | None = Field(None, min_length=1, max_length=4096,
                                        description="Recent closes, oldest first, ending with the as-of day's close.")
     as_of: dt.date | None = None
+    likes: list[Count] | None = Field(None, description="Likes per text (same order): weights sent_weighted "
+                                                      "exactly as the ETL does; default 0 each.")
+    reposts: list[Count] | None = Field(None, description="Reposts per text (same order); default 0 each.")
+
+    @model_validator(mode="after")
+    def _one_engagement_per_text(self) -> SignalRequest:
+        for name in ("likes", "reposts"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(self.texts):
+                raise ValueError(f"{name} has {len(values)} values for {len(self.texts)} texts")
+        return self
 
 
 class SentimentScore(BaseModel):

@@ -62,6 +62,14 @@ def test_sentiment_forecast_signal_models_health(client):
     assert s["sentiment"]["sent_count"] == 2 and s["forecast"]["ticker"] == "TSLA"
     assert s["sentiment"]["sent_mean"] == pytest.approx(sum(x["score"] for x in s["scores"]) / 2)
     assert r.headers["x-model-version"] == "forecast=fc-a;sentiment=sent-a"
+    # engagement per text weighs sent_weighted as the ETL does; a count that does not match the texts is a 422
+    w = client.post("/v1/signal", json={"ticker": "TSLA", "texts": ["good rally", "bad loss"], "closes": [700, 705.5],
+                                        "likes": [900, 0], "reposts": [90, 0]})
+    assert w.status_code == 200, w.text
+    (s1, s2), heavy = [x["score"] for x in w.json()["scores"]], 1 + math.log1p(990)
+    assert w.json()["sentiment"]["sent_weighted"] == pytest.approx((heavy * s1 + s2) / (heavy + 1))
+    bad = client.post("/v1/signal", json={"ticker": "TSLA", "texts": ["good rally", "bad loss"], "likes": [1]})
+    assert bad.status_code == 422 and "likes has 1 values for 2 texts" in bad.text
     # the composed path uses the day's sentiment and closes: the forecast differs from the stored day's
     plain = client.post("/v1/forecast", json={"ticker": "TSLA"}).json()
     assert s["forecast"]["predicted_close"] != pytest.approx(plain["predicted_close"])

@@ -62,9 +62,34 @@ def test_day_aggregate_matches_definitions():
     assert agg["sent_mean"] == pytest.approx(0.2)
     assert agg["sent_weighted"] == pytest.approx(agg["sent_mean"])  # no engagement: equal weights
     assert agg["sent_pos_share"] == 0.5 and agg["sent_neg_share"] == 0.25
-    weighted = day_aggregate(scores, engagement=[3, 1, 1, 1])
-    assert weighted["sent_weighted"] == pytest.approx((3 * 0.8 - 0.6 + 0.1 + 0.5) / 6)
+    weighted = day_aggregate(scores, likes=[19, 0, 0, 0], reposts=[0, 0, 0, 0])  # weight 1 + log(20)
+    w = 1 + np.log(20)
+    assert weighted["sent_weighted"] == pytest.approx((w * 0.8 - 0.6 + 0.1 + 0.5) / (w + 3))
     assert day_aggregate([])["sent_count"] == 0
+
+
+def test_serving_and_the_etl_build_identical_sentiment_features():
+    """Training/serving skew guard: the same scored posts through the ETL's reference path and through
+    what /v1/signal computes give the same feature values, engagement weighting included."""
+    from finpulse.data import reference, sources, synthetic
+    from finpulse.resources import load_prices
+
+    prices = load_prices(["AAPL"])
+    prices = prices[pd.to_datetime(prices["date"]) >= pd.Timestamp("2020-06-01")]
+    posts = synthetic.generate_posts(prices, posts_per_day=8, seed=3)
+    rng = np.random.default_rng(0)
+    posts["likes"], posts["reposts"] = rng.integers(0, 500, len(posts)), rng.integers(0, 50, len(posts))
+    out = reference.build_pandas(reference.prices_to_raw(prices), sources.raw_frame(posts, sources.RAW_POST_COLUMNS))
+    features, kept = out["daily_features"], out["scored_posts"]
+    assert kept["likes"].sum() > 0  # engagement survives curation, so the weighting is exercised
+    checked = 0
+    for day, g in kept.groupby("trading_day"):
+        served = day_aggregate(g[["label", "score"]].to_dict("records"), g["likes"].tolist(), g["reposts"].tolist())
+        row = features[(features["ticker"] == "AAPL") & (pd.to_datetime(features["date"]).dt.date == day)].iloc[0]
+        for col, value in served.items():
+            assert value == pytest.approx(row[col], rel=1e-9, abs=1e-12), (day, col)
+        checked += 1
+    assert checked > 20
 
 
 @pytest.fixture(scope="module")
