@@ -108,6 +108,7 @@ def train_overhead(df: pd.DataFrame, *, quick: bool, reps: int, epochs: int, thr
                    settle_s: float = 3.0) -> dict[str, Any]:
     """Interleaved plain/Ray runs; ``train_overhead_ratio`` is the median over Ray runs of
     (Ray whole epoch / mean of the neighbouring plain runs' whole epoch)."""
+    load_before = os.getloadavg()
     cfg = overhead_config(quick, epochs, threads)
     data = prepare_training_data(df, cfg)
     exp_id = tracking.experiment(EXPERIMENT)
@@ -131,6 +132,7 @@ def train_overhead(df: pd.DataFrame, *, quick: bool, reps: int, epochs: int, thr
         "ray_epoch_s": statistics.median(r["epoch_s"] for r in ray_runs),
         "repeats": reps, "epochs_per_run": epochs, "threads": threads, "windows": len(data.train),
         "val_windows": len(data.val), "cpus": os.cpu_count(),
+        "loadavg_1_5_15_before_after": [load_before, os.getloadavg()],  # a shared box: others' load, for context
         "config": {k: getattr(cfg, k) for k in ("lookback", "hidden_size", "num_layers", "batch_size")},
         "runs": runs,
         "note": "whole epochs by wall clock (train + validate + MLflow log_batch + checkpoint [+ ray.train.report]), "

@@ -129,6 +129,7 @@ def main() -> None:
 
     import ray
 
+    load_before = os.getloadavg()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="finpulse-bench-etl-"))
     t = time.time()
     small = stage(work / "raw-1m", args.posts, args.rows_per_file)
@@ -165,6 +166,7 @@ def main() -> None:
         "peak_rss_mb_net_1m": round((mem_1m.peak_rss - idle_1m) / 2**20),
         "pandas_peak_rss_mb": round(pandas_run["peak_rss"] / 2**20),
         "counts_1m": res.manifest["counts"], "stage_seconds": round(stage_s, 1),
+        "loadavg_before_after": [load_before, os.getloadavg()],  # a shared box: others' load, for context
     }
     if mem_5m is not None:
         rows_big = res_big.manifest["counts"]["posts"]["rows_in"] + res_big.manifest["counts"]["prices"]["rows_in"]
