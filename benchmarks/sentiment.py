@@ -19,6 +19,7 @@ where the CPU has bf16 instructions, and dynamic int8) end to end (actor start-u
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -33,7 +34,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import print_table, write_result
+from _common import RESULTS, print_table, write_result
 
 from finpulse.data.schemas import SENTIMENT_LABELS
 from finpulse.sentiment import datasets as ds
@@ -227,6 +228,8 @@ def main() -> None:
     p.add_argument("--skip-pipeline", action="store_true", help="skip the secondary comparison with the pipeline")
     p.add_argument("--untrained", action="store_true",
                    help="skip the fine-tune: throughput with the same architecture and an untrained head")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the existing sentiment.json's keys that this run does not produce")
     p.add_argument("--inprocess-reps", type=int, default=3)
     p.add_argument("--inprocess-precision", default="auto", help="precision of the Ray-vs-in-process comparison")
     args = p.parse_args()
@@ -266,6 +269,9 @@ def main() -> None:
             result.update(throughput(model_dir, data_dir, args, tests["phrasebank_50agree"]))
     finally:
         ray.shutdown()
+    if args.merge and (RESULTS / "sentiment.json").exists():
+        kept = json.loads((RESULTS / "sentiment.json").read_text())
+        result = {**kept, **result, "merged_keys_from_earlier_run": sorted(set(kept) - set(result))}
     goals = {
         "phrasebank_50agree_accuracy>=0.86": result.get("phrasebank_50agree_accuracy", 0) >= 0.86,
         "phrasebank_allagree_accuracy>=0.97": result.get("phrasebank_allagree_accuracy", 0) >= 0.97,
