@@ -46,7 +46,7 @@ EXPERIMENT = "bench-train-overhead"
 def overhead_config(quick: bool, epochs: int, threads: int) -> ForecastConfig:
     """The shipped five tickers, 2010-2018, a 2-layer LSTM big enough for >= 5 s epochs on 2 cores."""
     size = {"lookback": 20, "hidden_size": 32, "num_layers": 1} if quick else \
-        {"lookback": 60, "hidden_size": 64, "num_layers": 2}
+        {"lookback": 120, "hidden_size": 64, "num_layers": 2}
     return ForecastConfig(feature_set="price", batch_size=64, max_epochs=epochs, patience=epochs + 1,
                           num_workers=1, cpus_per_worker=float(threads), seed=0, val_end=dt.date(2019, 1, 1), **size)
 
