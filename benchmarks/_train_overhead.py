@@ -8,7 +8,8 @@ Ray side is ``finpulse.forecast.train.fit_with_ray``, the code path that trains 
 Whole-epoch times come from one clock on both sides: the timestamps of the per-epoch metrics in
 MLflow (rank 0 stamps them after validation). The gap between two consecutive stamps is one whole
 epoch cycle (checkpoint, report, training, validation, logging); epoch 0 (warm-up) has no gap and is
-not counted. Runs alternate plain, Ray, plain, Ray, ..., plain; each Ray run is compared with the
+not counted. The plain side runs in a fresh process, as the Ray worker does. Runs alternate plain,
+Ray, plain, Ray, ..., plain; each Ray run is compared with the
 mean of the plain runs just before and after it, so drifting background load hits both sides alike.
 """
 
@@ -18,6 +19,8 @@ import datetime as dt
 import itertools
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,14 +88,26 @@ def plain_fit(data: TrainingData, cfg: ForecastConfig, run_id: str, ckpt_root: P
                     "epoch": epoch, "resume_points": [], "epoch_times": []}, folder / CKPT_FILE)
 
 
+def plain_job(config_json: str, run_id: str, threads: int) -> None:
+    """The plain side in its own process: same data preparation, then :func:`plain_fit`."""
+    from finpulse.forecast.inputs import daily_features
+    from finpulse.resources import load_prices
+
+    cfg = ForecastConfig.model_validate_json(config_json)
+    torch.set_num_threads(threads)
+    data = prepare_training_data(daily_features(load_prices(None)), cfg)
+    plain_fit(data, cfg, run_id, Path(tempfile.mkdtemp(prefix="bench-plain-ckpt-")))
+
+
 def _run(side: str, data: TrainingData, cfg: ForecastConfig, threads: int, exp_id: str) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     run_id = MlflowClient(tracking.configure()).create_run(exp_id, run_name=side).info.run_id
     t0 = time.time()
-    if side == "plain":
-        torch.set_num_threads(threads)
-        plain_fit(data, cfg, run_id, Path(tempfile.mkdtemp(prefix="bench-plain-ckpt-")))
+    if side == "plain":  # a fresh process, like the Ray worker (not the driver that hosts Ray and MLflow)
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+                f"from _train_overhead import plain_job; plain_job({cfg.model_dump_json()!r}, {run_id!r}, {threads})")
+        subprocess.run([sys.executable, "-c", code], check=True)
     else:
         fit_with_ray(data, cfg, run_id=run_id, max_failures=0, threads_per_worker=threads)
     wall = time.time() - t0
@@ -137,7 +152,7 @@ def train_overhead(df: pd.DataFrame, *, quick: bool, reps: int, epochs: int, thr
         "runs": runs,
         "note": "whole epochs by wall clock (train + validate + MLflow log_batch + checkpoint [+ ray.train.report]), "
                 "gaps between consecutive per-epoch MLflow stamps, epoch 0 excluded; Ray = 1 TorchTrainer worker x "
-                f"{threads} threads vs plain = this process with {threads} threads; runs interleaved "
+                f"{threads} threads vs plain = a fresh Python process with {threads} threads; runs interleaved "
                 "plain, ray, ..., plain; each ratio = Ray run / mean of the plain runs beside it; spread = max - min "
                 "ratio; startup = fit() call to the first epoch's start (first stamp - one epoch); fixed cost = "
                 "fit() wall - epochs x whole epoch",
