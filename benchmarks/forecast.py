@@ -1,7 +1,8 @@
 """Forecaster benchmark: real-data quality, the StockNet protocol, Ray Train overhead, ASHA vs FIFO.
 
-`make bench-forecast` (or `python benchmarks/forecast.py [--quick] [--skip ...]`) prints a table and
-writes benchmarks/results/forecast.json. Goals (from the issue) are printed beside the numbers;
+`make bench-forecast` (or `python benchmarks/forecast.py [--quick] [--skip ...] [--only ...]`) prints a
+table and writes benchmarks/results/forecast.json; ``--only train`` reruns one part and keeps the
+other parts' keys from the existing file. Goals (from the issue) are printed beside the numbers;
 numbers are reported whichever side of the goal they land.
 
 - quality: the five shipped tickers (real prices 2010-2020; no real posts for them, so the price
@@ -10,8 +11,8 @@ numbers are reported whichever side of the goal they land.
 - stocknet: the ten StockNet tickers (their prices and tweets, data in ../shared/data), tweets scored
   by the sentiment model (``--sentiment-model``; default: the one ``make bench-sentiment`` fine-tuned
   on PhraseBank + TFNS, else the registry champion, else VADER); the StockNet split;
-- train: Ray Train's steady-state epoch time over the same loop in one plain process on the same
-  data (train_overhead_ratio), and the fixed start-up of a TorchTrainer doing almost nothing;
+- train: Ray Train's whole epoch (train, validate, log, checkpoint, report) over the same epoch in
+  one plain process (train_overhead_ratio), interleaved repeats, and Ray Train's start-up;
 - tune: the same 16 configurations under ASHA and under FIFO to the full budget.
 """
 
@@ -21,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -124,78 +124,15 @@ def bench_stocknet(args, out: dict) -> None:
     }
 
 
-def _ray_vs_plain(df: pd.DataFrame, workers: int, epochs: int, settle_s: float = 8.0,
-                  threads: int | None = None) -> dict:
-    """Median epoch of the plain loop (one process, ``threads`` or every core) against N Ray Train
-    workers with (threads or cores/N) threads each."""
-    import torch
-
-    from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.loop import make_optimizer, prepare_training_data, seed_everything, train_epoch
-    from finpulse.forecast.model import build_model
-    from finpulse.forecast.train import fit_with_ray
-
-    cpus = os.cpu_count() or 1
-    cfg = ForecastConfig(feature_set="price", lookback=20, hidden_size=64, batch_size=64, max_epochs=epochs,
-                         patience=epochs + 1, num_workers=workers, cpus_per_worker=cpus / workers, seed=0,
-                         val_end=dt.date(2019, 1, 1))
-    data = prepare_training_data(df, cfg)
-    torch.set_num_threads(threads or cpus)  # plain PyTorch: one process, every core (or `threads`), the same steps
-
-    def plain_epochs() -> list[float]:
-        seed_everything(cfg.seed)
-        model = build_model(cfg, data.n_features, len(data.tickers))
-        opt = make_optimizer(model, cfg)
-        times = []
-        for e in range(epochs):
-            t = time.perf_counter()
-            train_epoch(model, opt, data.train, cfg, e)
-            times.append(time.perf_counter() - t)
-        return times[1:]
-
-    # plain before AND after the Ray run, so background load on a shared box hits both sides alike;
-    # a pause first lets the previous run's worker processes exit (they otherwise steal the cores)
-    time.sleep(settle_s)
-    before = plain_epochs()
-    threads = threads or max(1, cpus // workers)
-    t = time.perf_counter()
-    _, _, ray_times = fit_with_ray(data, cfg, max_failures=0, threads_per_worker=threads)
-    wall = time.perf_counter() - t
-    time.sleep(settle_s)
-    after = plain_epochs()
-    plain_s, ray_s = statistics.median(before + after), statistics.median(ray_times[1:])
-    return {"workers": workers, "threads_per_worker": threads, "windows": len(data.train), "epochs": epochs,
-            "plain_epoch_s": plain_s, "plain_epoch_s_before": statistics.median(before),
-            "plain_epoch_s_after": statistics.median(after), "ray_epoch_s": ray_s, "ratio": ray_s / plain_s,
-            "ray_fit_wall_s": wall}
-
-
 def bench_train(args, out: dict) -> None:
-    """Headline: 1 Ray Train worker with all cores vs the same loop in one plain process (Ray's own
-    overhead). Also: N DDP workers (N x 1 thread) vs the same plain process (DDP's cost on this box)."""
-    from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.loop import prepare_training_data
-    from finpulse.forecast.train import fit_with_ray
+    """Ray Train (1 worker x all cores) against the same epoch in one plain process, whole epochs by
+    wall clock, interleaved repeats (see benchmarks/_train_overhead.py)."""
+    from _train_overhead import train_overhead
 
-    df = real_features()
-    epochs = 5 if args.quick else 16  # 0.3 s epochs on a shared box: a median over 15 steady epochs per side
-    one = _ray_vs_plain(df, 1, epochs)
-    ddp = _ray_vs_plain(df, args.workers, epochs)
-    single = _ray_vs_plain(df, 1, epochs, threads=1)  # one thread each side: Ray without core contention
-    # fixed start-up: a TorchTrainer with N workers doing one epoch on a sliver of data
-    tiny = ForecastConfig(feature_set="price", lookback=20, hidden_size=8, max_epochs=1, num_workers=args.workers)
-    small = prepare_training_data(df[df["ticker"] == "AAPL"].tail(80), tiny)
-    t = time.perf_counter()
-    fit_with_ray(small, tiny, max_failures=0)
-    startup = time.perf_counter() - t
-    out["train"] = {
-        "train_overhead_ratio": one["ratio"], "train_overhead_ratio_ddp": ddp["ratio"],
-        "train_overhead_ratio_1thread": single["ratio"], "one_thread": single,
-        "train_startup_s": startup, "startup_workers": args.workers, "one_worker": one, "ddp": ddp,
-        "note": "median epoch after the first; plain = 1 process with all cores; 'ddp' = N Ray workers x "
-                "(cores/N) threads with gradient all-reduce every batch; '1thread' = 1 worker x 1 thread vs plain with 1 thread",
-    }
-    print(json.dumps(out["train"], indent=1), flush=True)
+    threads = os.cpu_count() or 1
+    out["train"] = train_overhead(real_features(), quick=args.quick, reps=1 if args.quick else args.train_reps,
+                                  epochs=3 if args.quick else args.train_epochs, threads=threads)
+    print(json.dumps({k: v for k, v in out["train"].items() if k != "runs"}, indent=1), flush=True)
 
 
 def bench_tune(args, out: dict) -> None:
@@ -230,14 +167,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer epochs and refits (a few minutes)")
     p.add_argument("--skip", nargs="*", default=[], choices=["quality", "stocknet", "train", "tune"])
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--only", nargs="*", default=[], choices=["quality", "stocknet", "train", "tune"],
+                   help="run only these parts; the other parts' keys are kept from the existing --out file")
+    p.add_argument("--train-reps", type=int, default=3, help="Ray runs (plain runs: one more, interleaved)")
+    p.add_argument("--train-epochs", type=int, default=4, help="epochs per training run (the first is not timed)")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--sentiment-model", help="registry spec/folder of the sentiment classifier for StockNet tweets")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
+    if args.only:
+        args.skip = [k for k in ("quality", "stocknet", "train", "tune") if k not in args.only]
     os.environ.setdefault("FINPULSE_HOME", tempfile.mkdtemp(prefix="bench-forecast-"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     out: dict = {"quick": args.quick, "cpus": os.cpu_count(), "started": dt.datetime.now().isoformat(timespec="seconds")}
+    if args.only and Path(args.out).exists():  # keep the parts not rerun, say when each part ran
+        kept = json.loads(Path(args.out).read_text())
+        out = {**{k: v for k, v in kept.items() if isinstance(v, dict) and k not in args.only and k != "goals"},
+               **out, "parts_rerun": args.only}
     steps = {"quality": bench_quality, "stocknet": bench_stocknet, "train": bench_train, "tune": bench_tune}
     needs_ray = {"train", "tune"} - set(args.skip)
     if needs_ray:
@@ -252,6 +198,7 @@ def main() -> None:
             t = time.perf_counter()
             fn(args, out)
             out.setdefault(name, {})["step_s"] = time.perf_counter() - t
+            out[name]["started"] = out["started"]
     finally:
         if needs_ray:
             import ray
@@ -266,7 +213,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print("\n| metric | value | goal | met |\n|---|---|---|---|")
     for key in ["mae_ratio_vs_persistence", "directional_accuracy", "dm_pvalue", "stocknet_test_accuracy",
-                "stocknet_test_mcc", "train_overhead_ratio", "train_startup_s", "tune_time_ratio", "tune_best_loss_gap"]:
+                "stocknet_test_mcc", "train_overhead_ratio", "train_overhead_spread", "train_startup_s", "tune_time_ratio", "tune_best_loss_gap"]:
         g = out["goals"].get(key, {})
         v = flat.get(key)
         print(f"| {key} | {v if not isinstance(v, float) else round(v, 4)} | {g.get('goal', '')} | {g.get('met', '')} |")

@@ -20,6 +20,7 @@ where the CPU has bf16 instructions, and dynamic int8) end to end (actor start-u
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -34,7 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import print_table, write_result
+from _common import RESULTS, print_table, write_result
 
 from finpulse.data.schemas import SENTIMENT_LABELS
 from finpulse.sentiment import datasets as ds
@@ -175,6 +176,29 @@ def throughput(model_dir: str, data_dir: Path, args: argparse.Namespace, pb_test
     return out
 
 
+def untrained_model_dir(path: Path) -> str:
+    """The base MiniLM-L6 with a fresh 3-class head saved as a folder: the fine-tuned model's
+    architecture, so the same inference cost (for throughput runs that skip the fine-tune)."""
+    from finpulse.sentiment.model import load_classifier
+
+    clf = load_classifier("minilm")
+    clf.model.save_pretrained(path)
+    clf.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def inprocess_comparison(model_dir: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Headline: the Ray Data scorer against the best single-process scorer, same settings."""
+    from _sentiment_throughput import compare_inprocess
+
+    from finpulse.sentiment.model import resolve_precision
+
+    precision = resolve_precision(args.inprocess_precision)
+    return compare_inprocess(model_dir, stocknet_texts(data_dir, args.n_texts, args.seed), precision=precision,
+                             cpus=args.cpus, reps=args.inprocess_reps, batch=32, max_length=args.max_length,
+                             block_rows=args.score_batch_rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -191,6 +215,13 @@ def main() -> None:
     p.add_argument("--model-out", default=str(REPO / ".finpulse" / "bench" / "sentiment-model"))
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-pipeline", action="store_true", help="skip the secondary comparison with the pipeline")
+    p.add_argument("--untrained", action="store_true",
+                   help="skip the fine-tune: throughput with the same architecture and an untrained head")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the existing sentiment.json's keys that this run does not produce")
+    p.add_argument("--inprocess-reps", type=int, default=3)
+    p.add_argument("--inprocess-precision", default="auto", help="precision of the Ray-vs-in-process comparison")
     args = p.parse_args()
     if args.quick:
         args.epochs, args.n_texts = 1, min(args.n_texts, 1000)
@@ -209,6 +240,9 @@ def main() -> None:
         splits, tests = benchmark_splits(data_dir, args.seed, args.quick)
         if args.model:
             model_dir = args.model
+        elif args.untrained:
+            model_dir = untrained_model_dir(Path(args.model_out).with_name("untrained-head"))
+            result["model_note"] = "untrained 3-class head on MiniLM-L6: same architecture and cost, labels meaningless"
         else:
             model_dir, train_info = finetune(splits, args)
             result["training"] = train_info
@@ -220,13 +254,19 @@ def main() -> None:
             result["quality_detail"] = quality
             result.update(flat_summary(quality))
         if not args.skip_throughput:
+            result.update(inprocess_comparison(model_dir, data_dir, args))
+        if not (args.skip_throughput or args.skip_pipeline):
             result.update(throughput(model_dir, data_dir, args, tests["phrasebank_50agree"]))
     finally:
         ray.shutdown()
+    if args.merge and (RESULTS / "sentiment.json").exists():
+        kept = json.loads((RESULTS / "sentiment.json").read_text())
+        result = {**kept, **result, "merged_keys_from_earlier_run": sorted(set(kept) - set(result))}
     goals = {
         "phrasebank_50agree_accuracy>=0.86": result.get("phrasebank_50agree_accuracy", 0) >= 0.86,
         "phrasebank_allagree_accuracy>=0.97": result.get("phrasebank_allagree_accuracy", 0) >= 0.97,
         "tfns_valid_accuracy>=0.88": result.get("tfns_valid_accuracy", 0) >= 0.88,
+        "ratio_vs_inprocess>=0.9": result.get("ratio_vs_inprocess", 0) >= 0.9,
         "ratio>=3": result.get("ratio", 0) >= 3,
         "agreement>=0.98": result.get("agreement", 0) >= 0.98,
         "best_accuracy_cost<=0.5pt": result.get("best_accuracy_cost_points", 99) <= 0.5,
@@ -236,6 +276,8 @@ def main() -> None:
     keys = ["phrasebank_50agree_accuracy", "phrasebank_50agree_macro_f1", "phrasebank_allagree_accuracy",
             "phrasebank_allagree_macro_f1", "tfns_valid_accuracy", "tfns_valid_macro_f1",
             "vader_phrasebank_50agree_accuracy", "vader_phrasebank_allagree_accuracy", "vader_tfns_valid_accuracy",
+            "ratio_vs_inprocess", "ratio_vs_inprocess_spread", "ratio_vs_inprocess_compute", "ratio_vs_inprocess_2x1",
+            "scaling_2_actors", "scaling_2_actors_spread", "inprocess_precision",
             "pipeline_texts_per_s", "scorer_texts_per_s", "scorer_ratio", "scorer_agreement",
             "bf16_scorer_texts_per_s", "bf16_scorer_ratio", "bf16_scorer_agreement", "bf16_accuracy_cost_points",
             "int8_scorer_texts_per_s", "int8_scorer_ratio", "int8_scorer_agreement", "int8_accuracy_cost_points",
