@@ -175,14 +175,14 @@ def train_forecaster_cmd(
 ) -> None:
     """Train the LSTM forecaster with Ray Train and register finpulse-forecaster@challenger."""
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.holdout import holdout_start
+    from finpulse.forecast.holdout import default_test_start
     from finpulse.forecast.train import train_forecaster
     from finpulse.runtime import connect
 
     cfg = ForecastConfig(**{**json.loads(config), "num_workers": num_workers})
     df = _forecast_features(features, embedded, cfg.tickers, start, end)
     if cfg.val_end is None:  # keep evaluate's default test window unseen, so these weights can be judged
-        cfg = cfg.model_copy(update={"val_end": holdout_start(df["date"])})
+        cfg = cfg.model_copy(update={"val_end": default_test_start(df)})
         typer.echo(f"holding out {cfg.val_end} onwards for `finpulse evaluate` (set val_end in --config to change)",
                    err=True)
     if not no_ray:

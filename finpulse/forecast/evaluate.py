@@ -80,7 +80,7 @@ def walk_forward_folds(dates: list[dt.date], k: int, test_start: dt.date | None,
     """``k`` consecutive [start, end) blocks of (roughly) equal numbers of trading days."""
     days = np.array(sorted(set(dates)))
     if test_start is None:
-        test_start = days[int(len(days) * (1 - test_fraction))]
+        test_start = holdout.holdout_start(days, test_fraction)
     sel = days[(days >= test_start) & ((days < test_end) if test_end is not None else True)]
     if len(sel) < k:
         raise ValueError(f"{len(sel)} test days cannot make {k} folds")

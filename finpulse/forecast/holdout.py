@@ -62,9 +62,15 @@ def check_out_of_sample(meta: dict, test_start: dt.date) -> None:
 
 def holdout_start(dates: pd.Series | np.ndarray, fraction: float = 0.2) -> dt.date:
     """The first day of the last ``fraction`` of the trading days: the default evaluation window, and so
-    the default end of tuning."""
+    the default end of tuning and of training (``train-forecaster`` without ``val_end``)."""
     days = np.array(sorted(set(pd.to_datetime(pd.Series(dates)).dt.date)))
     return days[int(len(days) * (1 - fraction))]
+
+
+def default_test_start(features: pd.DataFrame, fraction: float = 0.2) -> dt.date:
+    """:func:`holdout_start` over the days a forecast can be scored on (those with a known next-day
+    target): the one definition that evaluation, tuning and training agree on."""
+    return holdout_start(features.loc[features["target_ret_1d"].notna(), "date"], fraction)
 
 
 def check_tune_end(tune_end: dt.date, test_start: dt.date | None) -> None:

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from finpulse import tracking
 from finpulse.config import get_settings
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.holdout import check_tune_end, holdout_start
+from finpulse.forecast.holdout import check_tune_end, default_test_start
 from finpulse.forecast.train import EXPERIMENT, TrainResult, train_forecaster
 from finpulse.runtime import sigint_restored
 
@@ -85,7 +85,7 @@ def tuning_base(features: pd.DataFrame, base: ForecastConfig, tune_end: dt.date 
 
     ``tune_end`` defaults to ``base.val_end``, else the start of the last 20% of days (the default
     walk-forward window). It must not be after ``test_start`` when one is known."""
-    end = tune_end or base.val_end or holdout_start(features["date"])
+    end = tune_end or base.val_end or default_test_start(features)
     end = pd.Timestamp(end).date()
     check_tune_end(end, test_start)
     if base.val_end is not None and pd.Timestamp(base.val_end).date() > end:

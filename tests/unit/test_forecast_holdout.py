@@ -141,3 +141,17 @@ def test_served_interval_is_the_one_evaluation_measured(planted, tmp_path):
     assert out["low"] == pytest.approx(row["close"] * np.exp(row["low"]), rel=1e-6)
     assert out["high"] == pytest.approx(row["close"] * np.exp(row["high"]), rel=1e-6)
     assert weights.prepare(hist).offsets[-1] != 0.0  # tracking has moved after weeks of outcomes
+
+
+def test_train_tune_and_evaluate_agree_on_the_default_test_start() -> None:
+    """`train-forecaster` without val_end holds out exactly evaluate's default window (off by one day
+    once: training counted every day, evaluation only days with a known target)."""
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.evaluate import WalkForwardConfig, evaluation_folds
+    from finpulse.forecast.holdout import default_test_start
+    from finpulse.forecast.inputs import simple_daily_features
+    from finpulse.resources import load_prices
+
+    features = simple_daily_features(load_prices(["AAPL", "MSFT"]))
+    first_test_day = evaluation_folds(features, ForecastConfig(), WalkForwardConfig(k=1))[0][0]
+    assert default_test_start(features) == first_test_day
