@@ -106,12 +106,18 @@ def run_serving_stage(dashboard_url: str) -> None:
     import json
     from pathlib import Path
 
+    from finpulse import tracking
     from finpulse.serving.launch import deploy_and_wait, example_calls
     from finpulse.serving.run import serve_until_interrupted
 
     config = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
+    args = {}
+    if tracking.get_version("finpulse-forecaster", tracking.CHAMPION) is None:
+        args["forecast_model"] = "finpulse-forecaster@challenger"
+        print("no forecaster champion (the gate refused the challenger): serving the challenger so the API "
+              "answers; its forecasts are NOT better than persistence", flush=True)
     print(f"deploying {config.name} (Gateway, SentimentModel, Forecaster and their canary slots) ...", flush=True)
-    base = deploy_and_wait(config, dashboard_url)
+    base = deploy_and_wait(config, dashboard_url, args=args)
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")

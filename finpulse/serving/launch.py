@@ -13,13 +13,16 @@ from typing import Any
 import yaml
 
 
-def resolve_config(path: str | Path, port: int | None = None) -> dict[str, Any]:
-    """The config at ``path`` with absolute FinPulse settings in every application's env_vars."""
+def resolve_config(path: str | Path, port: int | None = None, args: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The config at ``path`` with absolute FinPulse settings in every application's env_vars (and
+    ``args`` overriding the applications' build arguments, e.g. which model version to serve)."""
     from finpulse.config import get_settings, settings_env
 
     cfg = yaml.safe_load(Path(path).read_text())
     env = {**settings_env(get_settings()), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for app in cfg.get("applications", []):
+        app["args"] = {**app.get("args", {}), **(args or {})}
         rt = app.setdefault("runtime_env", {})
         rt["env_vars"] = {**env, **rt.get("env_vars", {})}  # the config's own values win
     if port is not None:
@@ -66,7 +69,7 @@ def example_calls(base_url: str, timeout: float = 60.0) -> list[dict]:
 
 
 def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | None = None,
-                    timeout: float = 600.0) -> str:
+                    timeout: float = 600.0, args: dict[str, Any] | None = None) -> str:
     """From a driver already connected to Ray: deploy the config declaratively (so canary ops work)
     and wait for /healthz; returns the base URL. ``make demo`` calls this, then :func:`example_calls`."""
     import time
@@ -76,7 +79,7 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
 
     from finpulse.serving.canary import ServeConfigClient
 
-    cfg = resolve_config(config_path, port)
+    cfg = resolve_config(config_path, port, args)
     http = cfg.get("http_options", {})
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
