@@ -135,11 +135,10 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             ts = int(time.time() * 1000)
             client.log_batch(loop_cfg["run_id"], metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()
                                                           if k != "epoch"])
-        if rank == 0 and loop_cfg.get("progress") is not None:
-            loop_cfg["progress"](metrics)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
+                (loop_cfg.get("progress") or (lambda _m: None))(metrics)  # the driver's epoch bar
                 torch.save({"model": getattr(model, "module", model).state_dict(), "optimizer": optimizer.state_dict(),
                             "stopper": stopper, "epoch": epoch, "resume_points": resume_points,
                             "epoch_times": epoch_times}, Path(tmp) / CKPT_FILE)
