@@ -10,8 +10,11 @@ Aliases: ``challenger`` is what training last registered, ``champion`` what serv
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from finpulse.config import Settings, get_settings
@@ -26,6 +30,17 @@ from finpulse.config import Settings, get_settings
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_DIR = "model_dir"
+
+# registered models and experiments: the one place their names are spelled
+FORECAST_MODEL = "finpulse-forecaster"
+SENTIMENT_MODEL = "finpulse-sentiment"
+FORECAST_EXPERIMENT = "finpulse-forecast"
+SENTIMENT_EXPERIMENT = "finpulse-sentiment"
+
+
+def model_spec(name: str, alias: str = CHAMPION) -> str:
+    """``name@alias``: how serving, scoring and the CLI name a registered model."""
+    return f"{name}@{alias}"
 
 
 class DirectoryModel(mlflow.pyfunc.PythonModel):
@@ -64,21 +79,115 @@ def experiment(name: str, settings: Settings | None = None) -> str:
     return exp_id
 
 
-@contextlib.contextmanager
-def start_run(experiment_name: str, run_name: str | None = None, *, nested: bool = False,
-              parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Start a run in ``experiment_name`` (optionally as a child of ``parent_run_id``)."""
-    experiment(experiment_name)
+@dataclass(frozen=True)
+class RunLogger:
+    """Logs to one MLflow run by id: picklable, so Ray workers and Tune trials log the same way the driver does.
+
+    Every FinPulse run is written through one of these (the driver's from :func:`start_run`, a
+    worker's handed over in its config, a trial's from :func:`child_run`), so runs look alike
+    whichever process wrote them.
+    """
+
+    run_id: str
+    tracking_uri: str
+
+    def _client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Lists and dicts are stored as JSON; values are cut to MLflow's 6,000-character limit."""
+        def text(v: Any) -> str:
+            return (json.dumps(v) if isinstance(v, list | tuple | dict) else str(v))[:6000]
+        self._client().log_batch(self.run_id, params=[Param(k, text(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Non-finite and non-numeric values are left out (MLflow would store NaN as a number)."""
+        ts = int(time.time() * 1000)
+        rows = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+        if rows:
+            self._client().log_batch(self.run_id, metrics=rows)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._client().log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self._client().log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client().log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, frame: Any, artifact_file: str) -> None:
+        """A pandas frame as CSV (readable in the MLflow UI and by any tool)."""
+        self._client().log_text(self.run_id, frame.to_csv(index=False), artifact_file)
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """A matplotlib figure as an image artifact."""
+        self._client().log_figure(self.run_id, fig, artifact_file)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._client().set_terminated(self.run_id, status=status)
+
+
+def _tags_with_parent(tags: dict[str, str] | None, parent_run_id: str | None) -> dict[str, str]:
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags) as run:
-        yield run
+    return all_tags
+
+
+@contextlib.contextmanager
+def start_run(experiment_name: str, run_name: str | None = None, *, parent_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[RunLogger]:
+    """Start a run in ``experiment_name`` (optionally a child of ``parent_run_id``); it is also the active run.
+
+    The run ends FINISHED, or FAILED when the block raises (MLflow's own context manager does that).
+    """
+    uri = configure()
+    experiment(experiment_name)
+    with mlflow.start_run(run_name=run_name, tags=_tags_with_parent(tags, parent_run_id)) as run:
+        yield RunLogger(run.info.run_id, uri)
 
 
 def log_figure(fig: Any, name: str) -> None:
-    """Log a matplotlib figure as a PNG artifact of the active run."""
+    """Log a matplotlib figure as an image artifact of the active run."""
     mlflow.log_figure(fig, name)
+
+
+def child_run(parent: RunLogger, run_name: str, tags: dict[str, str] | None = None) -> RunLogger:
+    """A run nested under ``parent`` that any process can create (Tune trials); end it with ``end()``."""
+    client = MlflowClient(parent.tracking_uri)
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=_tags_with_parent(tags, parent.run_id))
+    return RunLogger(run.info.run_id, parent.tracking_uri)
+
+
+def annotate_run(run_id: str, *, metrics: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+    """Add metrics or tags to a finished run (evaluation and promotion write back to the training run)."""
+    logger = RunLogger(run_id, configure())
+    logger.log_metrics(metrics or {})
+    logger.set_tags(tags or {})
+
+
+def run_experiment_id(run_id: str) -> str:
+    configure()
+    return MlflowClient().get_run(run_id).info.experiment_id
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    configure()
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def end_unfinished_children(parent_run_id: str, status: str = "KILLED") -> list[str]:
+    """Mark child runs still RUNNING as ``status`` (trials a scheduler stopped, workers that died)."""
+    client = MlflowClient(configure())
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_terminated(run.info.run_id, status=status)
+    return [r.info.run_id for r in runs]
 
 
 def log_model_dir(local_dir: str | Path, *, registered_model_name: str | None = None,

@@ -254,7 +254,7 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, *, out_dir:
 
     with tracking.start_run(experiment, run_name=run_name or f"train-{config.feature_set}",
                             parent_run_id=parent_run_id, tags={"finpulse.kind": "train", **(tags or {})}) as run:
-        run_id = run.info.run_id
+        run_id = run.run_id
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, list | tuple) else v)
                            for k, v in json.loads(config.model_dump_json()).items()})
         mlflow.log_params({"trainer": "ray_train" if use_ray else "in_process",

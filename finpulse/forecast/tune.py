@@ -159,8 +159,8 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
             mlflow.log_params({"scheduler": scheduler, "num_samples": len(trials), "max_concurrent": max_concurrent,
                                "cpus_per_trial": cpus_per_trial, "max_epochs": base.max_epochs,
                                "tune_end": str(base.val_end)})
-            info = {"tracking_uri": tracking.configure(), "experiment_id": parent.info.experiment_id,
-                    "parent_run_id": parent.info.run_id}
+            info = {"tracking_uri": tracking.configure(), "experiment_id": tracking.run_experiment_id(parent.run_id),
+                    "parent_run_id": parent.run_id}
         trainable = tune.with_resources(tune.with_parameters(_trial, features=features, base=base_dict,
                                                              mlflow_info=info), {"cpu": cpus_per_trial})
         tuner = tune.Tuner(
@@ -195,7 +195,7 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, 
             mlflow.log_dict(json.loads(best_cfg.model_dump_json()), "best_config.json")
             mlflow.log_text(table.to_csv(index=False), "trials.csv")
         result = TuneResult(best_cfg, float(table.iloc[0]["best_val_loss"]), table,
-                            parent.info.run_id if parent else None, wall, tune_end=base.val_end)
+                            parent.run_id if parent else None, wall, tune_end=base.val_end)
     finally:
         if parent_ctx is not None:
             parent_ctx.__exit__(None, None, None)

@@ -400,7 +400,7 @@ def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None) 
         mlflow.log_dict({"history": history, "test": test}, "sentiment_metrics.json")
         ref = tracking.log_model_dir(model_dir, registered_model_name=config.registered_model_name
                                      if config.register_model else None, alias=config.alias if config.register_model else None)
-        summary.update({"run_id": run.info.run_id, "model_uri": ref.uri, "model_version": ref.version,
+        summary.update({"run_id": run.run_id, "model_uri": ref.uri, "model_version": ref.version,
                         "model": ref.label, "alias": config.alias if config.register_model else None})
     return summary
 
