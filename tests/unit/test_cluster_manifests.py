@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,9 @@ import ray
 import yaml
 from jsonschema import Draft7Validator
 from ray.serve.schema import ServeDeploySchema
+from typer.testing import CliRunner
+
+from finpulse import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -152,12 +156,20 @@ def test_credentials_only_from_secrets():
     assert not [d for d in all_docs() if d.get("kind") == "Secret"], "Secrets are created with kubectl, not committed"
 
 
-def test_rayjobs_run_existing_job_scripts():
+def test_rayjobs_run_the_cli():
+    """A cluster run takes the laptop's path: every RayJob runs a `finpulse` command with options it has."""
     jobs = [d for d in ray_docs() if d["kind"] == "RayJob"]
-    scripts = {re.search(r"python (jobs/\S+\.py)", j["spec"]["entrypoint"]).group(1) for j in jobs}
-    assert {"jobs/etl.py", "jobs/train_forecaster.py"} <= scripts
-    for s in scripts:
-        assert (ROOT / s).is_file(), s
+    commands = {}
+    for j in jobs:
+        argv = shlex.split(j["spec"]["entrypoint"])
+        assert argv[0] == "finpulse", j["spec"]["entrypoint"]
+        commands[argv[1]] = [a.split("=")[0] for a in argv[2:] if a.startswith("--")]
+    assert {"etl", "train-forecaster"} <= set(commands)
+    for command, opts in commands.items():
+        help_text = CliRunner().invoke(cli.app, [command, "--help"], terminal_width=200).output
+        assert "Usage:" in help_text, command
+        for opt in opts:
+            assert opt in help_text, f"finpulse {command} has no {opt}"
     for j in jobs:
         assert j["spec"]["clusterSelector"] == {"ray.io/cluster": "finpulse"}
         assert yaml.safe_load(j["spec"]["runtimeEnvYAML"])["working_dir"] == "/app"  # WORKDIR of cluster/Dockerfile
