@@ -1,0 +1,124 @@
+"""The stream processor on Ray: one named async actor that Ray restarts when it dies.
+
+On (re)start it rebuilds its book from storage and resumes the broker's durable consumer, so a
+killed processor loses nothing (unacknowledged messages are redelivered) and duplicates nothing
+(their posts are already in the book). Metrics go to Ray's metrics endpoint, which Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from finpulse.ingest import store
+from finpulse.ingest.broker import Feed
+from finpulse.ingest.processor import BatchOutcome, Processor, ProcessorConfig, Scorer, run_once
+
+log = logging.getLogger(__name__)
+ACTOR_NAME = "finpulse-stream-processor"
+NAMESPACE = "finpulse"
+LAG_MS_BOUNDARIES = [10, 25, 50, 100, 200, 350, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000]
+
+
+def model_scorer(spec: str, threads: int = 1) -> tuple[Scorer, str]:
+    """Score with a sentiment model (registry spec, folder or hub id), in-process; returns (scorer, name)."""
+    from finpulse.sentiment.model import load_classifier, resolve_model_dir
+    from finpulse.sentiment.score import score_frame, scorer_name
+
+    local, version = resolve_model_dir(spec)
+    clf = load_classifier(local, version=version, threads=threads)
+    name = scorer_name(version)
+    return (lambda posts: score_frame(clf, posts, name)), name
+
+
+class _Metrics:
+    """Counters per message kind and outcome, the publish-to-visible lag, and batch sizes."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        self.messages = Counter("finpulse_live_messages", "Live feed messages by kind and outcome",
+                                tag_keys=("kind", "outcome"))
+        self.lag = Histogram("finpulse_live_lag_ms", "Publish to features visible, per post",
+                             boundaries=LAG_MS_BOUNDARIES)
+
+    def record(self, o: BatchOutcome) -> None:
+        for kind, outcome, n in (("post", "accepted", o.accepted), ("post", "duplicate", o.duplicates),
+                                 ("any", "rejected", o.rejected), ("bar", "accepted", o.bars),
+                                 ("quote", "accepted", o.quotes), ("any", "dead_letter", o.dead)):
+            if n:
+                self.messages.inc(n, tags={"kind": kind, "outcome": outcome})
+        for lag in o.lags_ms:
+            self.lag.observe(lag)
+
+
+class ProcessorActor:
+    """``run()`` loops until ``stop()``; ``stats()`` reports totals since this incarnation started."""
+
+    def __init__(self, config: ProcessorConfig, data_root: str):
+        self.config, self.paths = config, store.LivePaths(data_root)
+        self.totals = asdict(BatchOutcome())
+        self.started_at, self.batches, self.running = time.time(), 0, False
+        self._stop = asyncio.Event()
+
+    async def run(self) -> dict:
+        scorer, source = await asyncio.to_thread(model_scorer, self.config.sentiment_model)
+        book = await asyncio.to_thread(store.load_book, self.paths, self.config.dedupe_window_s,
+                                       self.config.close_hour)
+        processor = Processor(self.paths, book, scorer, source)
+        feed = await Feed.connect(self.config.nats_url, name=ACTOR_NAME)
+        sub = await feed.subscribe(self.config.durable, self.config.ack_wait_s)
+        metrics = _Metrics()
+        self.running = True
+        try:
+            while not self._stop.is_set():
+                outcome = await run_once(feed, sub, processor, self.config)
+                if outcome is not None:
+                    self._add(outcome)
+                    metrics.record(outcome)
+        finally:
+            self.running = False
+            await feed.close()
+        return self.stats()
+
+    def _add(self, o: BatchOutcome) -> None:
+        self.batches += 1
+        for key in ("posts", "accepted", "duplicates", "rejected", "bars", "quotes", "dead"):
+            self.totals[key] += getattr(o, key)
+        self.totals["lags_ms"] = (self.totals["lags_ms"] + o.lags_ms)[-5000:]
+
+    def stats(self) -> dict:
+        return {**{k: v for k, v in self.totals.items() if k not in ("lags_ms", "tickers")},
+                "batches": self.batches, "running": self.running, "started_at": self.started_at,
+                "recent_lags_ms": list(self.totals["lags_ms"])}
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+
+def start_processor(config: ProcessorConfig, data_root: str, *, num_cpus: float = 0.5) -> Any:
+    """Start (or find) the named processor actor and its loop; returns the actor handle. Ray must be up."""
+    import ray
+
+    actor_cls = ray.remote(ProcessorActor).options(
+        name=ACTOR_NAME, namespace=NAMESPACE, get_if_exists=True, max_restarts=-1, max_task_retries=-1,
+        num_cpus=num_cpus, max_concurrency=8)
+    actor = actor_cls.remote(config, data_root)
+    actor.run.remote()
+    return actor
+
+
+def wait_running(actor: Any, timeout_s: float = 120.0) -> dict:
+    """Block until the actor's loop is consuming (model loaded, book rebuilt, consumer attached)."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = ray.get(actor.stats.remote())
+        if stats["running"]:
+            return stats
+        time.sleep(0.2)
+    raise TimeoutError(f"stream processor not running after {timeout_s} s")
