@@ -169,3 +169,37 @@ def bars_columns() -> list[str]:
     from finpulse.data.schemas import PRICES
 
     return PRICES.names
+
+
+def test_replay_publishes_in_time_order_at_the_chosen_speed(nats: Server, corpus) -> None:
+    from finpulse.ingest.replay import replay, replay_days
+
+    prices, posts = corpus
+    closes = prices_to_raw(prices[prices["date"] >= pd.Timestamp("2019-04-22").date()])
+    days = replay_days(closes, posts[posts["created_at"] >= "2019-04-19T20:00:00"])
+    assert len(days) == 7
+
+    async def scenario():
+        feed = await broker.Feed.connect(nats.url)
+        first = await replay(feed, days, days_per_s=10.0)
+        again = await replay(feed, days, days_per_s=0)  # at max speed; the broker drops every repeat
+        sub = await feed.js.pull_subscribe(broker.FEED_SUBJECTS, durable="check", stream=broker.FEED_STREAM)
+        msgs = await sub.fetch(10_000, timeout=2)
+        await feed.close()
+        return first, again, [broker.decode(m) for m in msgs]
+
+    first, again, seen = asyncio.run(scenario())
+    assert 0.6 <= first.seconds <= 2.0  # 7 days at 10 days/s
+    assert first.posts.published == sum(len(d["posts"]) for d in days) > 0 and first.bars.published == 14
+    assert again.posts.published == again.bars.published == 0 and again.posts.duplicate == first.posts.published
+    # every post reaches the broker before its trading day's closing bar, and posts arrive in time order
+    bar_pos = {(r["ticker"], r["date"]): i for i, (k, r) in enumerate(seen) if k == "bar"}
+    calendar = np.array(sorted({np.datetime64(d) for _, d in bar_pos}))
+    post_rows = pd.DataFrame([r for k, r in seen if k == "post"])
+    from finpulse.data.calendar import align_to_trading_day
+
+    aligned = align_to_trading_day(sources.parse_created_at(post_rows["created_at"]), calendar)
+    post_pos = [i for i, (k, _) in enumerate(seen) if k == "post"]
+    for pos, ticker, day in zip(post_pos, post_rows["ticker"], aligned, strict=True):
+        assert pos < bar_pos[(ticker, str(pd.Timestamp(day).date()))]
+    assert post_rows["created_at"].map(pd.Timestamp).is_monotonic_increasing
