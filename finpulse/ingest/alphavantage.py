@@ -130,11 +130,14 @@ class AlphaVantageClient:
     def poll(self, tickers: Iterable[str], outputsize: str = "compact",
              sink: Callable[[pd.DataFrame], None] | None = None) -> Iterator[tuple[str, pd.DataFrame | SourceError]]:
         """Fetch each ticker's bars; yields ``(ticker, frame)`` or ``(ticker, error)`` so one
-        failing ticker (bad symbol, rate limit, outage) never stops the others. A frame is handed
-        to ``sink`` (when given) before it is yielded."""
+        failing ticker (bad symbol, rate limit, outage) never stops the others; an
+        :class:`AuthError` (bad key) does. A frame is handed to ``sink`` (when given) before it is
+        yielded."""
         for ticker in tickers:
             try:
                 frame = self.daily(ticker, outputsize)
+            except AuthError:
+                raise  # a bad key fails every ticker: stop rather than burn the quota
             except SourceError as exc:
                 yield ticker, exc
                 continue
