@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -34,6 +34,7 @@ from finpulse.ingest.http import (
     RetryPolicy,
     SourceError,
     SourceOptions,
+    SourceStats,
     TokenBucket,
     default_check,
 )
@@ -100,7 +101,7 @@ class AlphaVantageClient:
         return cls(key, **kwargs)
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> SourceStats:
         return self.http.stats
 
     def _fetch(self, params: dict[str, str], expected: str) -> tuple[bytes, dict[str, Any]]:
@@ -148,11 +149,6 @@ class AlphaVantageClient:
             if sink is not None:
                 sink(frame)
             yield ticker, frame
-
-    def with_options(self, **changes: Any) -> AlphaVantageClient:
-        """A copy with other transport options (e.g. a test clock)."""
-        return AlphaVantageClient(self.api_key, self.base_url, self.calls_per_minute, self.calls_per_day,
-                                  replace(self.options, **changes))
 
 
 def classify_reply(resp: requests.Response, expected: str, now: float) -> dict[str, Any]:

@@ -27,6 +27,7 @@ this client reports as an :class:`~finpulse.ingest.http.AuthError` saying so.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ TWEET_FIELDS = "created_at,public_metrics,author_id,lang"
 SOURCE = "x:recent_search"
 RESET_MARGIN_S = 1.0  # sleep a little past the reset: our clock and X's are not the same clock
 Sink = Callable[[pd.DataFrame], None]
+log = logging.getLogger(__name__)
 
 
 def _default_options() -> SourceOptions:
@@ -204,8 +206,25 @@ class XRecentSearch:
     def fetch(self, ticker: str, sink: Sink) -> int:
         """New posts for one ticker, page by page into ``sink``; returns how many were handed over.
         The state moves only after ``sink`` returned, so a failure in it (or a crash) repeats nothing
-        that was handed over and misses nothing that was not."""
+        that was handed over and misses nothing that was not.
+
+        After a week of downtime the saved ids fall outside the 7-day window and X rejects them; the
+        unreachable part is given up (logged) and the walk restarts from what X still holds."""
         ticker = ticker.strip().upper()
+        try:
+            return self._walk(ticker, sink)
+        except InvalidRequest as exc:
+            entry = self.state.get(ticker)
+            if not ("since_id" in str(exc) or "until_id" in str(exc)) or not (entry["since_id"] or entry["pending"]):
+                raise
+            pending = entry["pending"]
+            fallback = {"since_id": pending["newest_id"] if pending else None, "pending": None}
+            log.warning("%s: X rejected the saved ids (%s); posts before %s are out of recent search's 7-day "
+                        "reach and are skipped", ticker, exc, fallback["since_id"] or "the window")
+            self.state.set(ticker, fallback)
+            return self.fetch(ticker, sink)
+
+    def _walk(self, ticker: str, sink: Sink) -> int:
         entry = self.state.get(ticker)
         since, pending = entry.get("since_id"), entry.get("pending")
         newest = pending["newest_id"] if pending else None

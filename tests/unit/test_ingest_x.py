@@ -46,6 +46,7 @@ class FakeX:
         self.clock = clock
         self.corpus: dict[str, list[dict]] = {}
         self.remaining = 60
+        self.oldest_reachable = 0  # ids below this are older than the 7-day window
 
     def __call__(self, seen: Seen) -> Reply:
         if seen.path != "/2/tweets/search/recent":
@@ -60,6 +61,13 @@ class FakeX:
                                                       "between 10 and 100"}],
                                "title": "Invalid Request", "detail": "One or more parameters to your request was "
                                "invalid.", "type": "https://api.twitter.com/2/problems/invalid-request"})
+        for key in ("since_id", "until_id"):
+            if key in p and int(p[key]) < self.oldest_reachable:
+                return Reply(400, {"errors": [{"parameters": {key: [p[key]]}, "message": f"Invalid '{key}':"
+                                               f"'{p[key]}'. '{key}' must be a tweet id created after "
+                                               "2024-05-10T14:00Z."}],
+                                   "title": "Invalid Request", "detail": "One or more parameters to your request "
+                                   "was invalid.", "type": "https://api.twitter.com/2/problems/invalid-request"})
         ticker = re.search(r"\$([A-Z]+)", p["query"]).group(1)
         hits = sorted(self.corpus.get(ticker, []), key=lambda t: int(t["id"]), reverse=True)
         hits = [t for t in hits if int(t["id"]) > int(p.get("since_id", "0"))
@@ -155,6 +163,20 @@ def test_a_crash_between_pages_resumes_with_until_id_without_loss_or_repeat(serv
     assert len(ids(handed)) == 25
     restarted.fetch("AAPL", handed.append)
     assert server.requests[-1].params["since_id"] == pending["newest_id"] and len(ids(handed)) == 25
+
+
+def test_ids_older_than_the_window_are_given_up_and_the_walk_restarts(server, fake, clock, tmp_path) -> None:
+    fake.corpus["TSLA"] = [tweet(i, "TSLA") for i in range(30)]
+    handed: list[pd.DataFrame] = []
+    (tmp_path / "s.json").write_text(json.dumps({"tickers": {"TSLA": {"since_id": "5", "pending": {
+        "newest_id": fake.corpus["TSLA"][9]["id"], "until_id": "3"}}}}))
+    fake.oldest_reachable = int(fake.corpus["TSLA"][0]["id"])
+    x = client(server, clock, tmp_path / "s.json", max_results=10)
+    assert x.fetch("TSLA", handed.append) == 20  # posts 0..9 were handed before the outage: not again
+    assert sorted(ids(handed)) == [t["id"] for t in fake.corpus["TSLA"][10:]]
+    assert [r.params.get("since_id") for r in server.requests[:2]] == ["5", fake.corpus["TSLA"][9]["id"]]
+    state = json.loads((tmp_path / "s.json").read_text())["tickers"]["TSLA"]
+    assert state == {"since_id": fake.corpus["TSLA"][-1]["id"], "pending": None}
 
 
 def test_remaining_zero_waits_until_the_reset_before_the_next_request(server, fake, clock, tmp_path) -> None:
