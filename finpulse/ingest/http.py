@@ -204,7 +204,7 @@ class HttpSource:
             try:
                 resp = self.session.get(url, params=params, headers=headers, timeout=self.options.timeout_s)
                 value = check(resp)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 last = Retry(f"connection error: {type(exc).__name__}")
             except Retry as exc:
                 last = exc

@@ -7,6 +7,7 @@ bucket waits are measured, not waited for.
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -171,6 +172,17 @@ def test_server_errors_and_dropped_connections_are_retried(server, clock) -> Non
     assert len(server.requests) == 4 and av.stats.retries == 3
     assert av.stats.errors == 2 and av.stats.rate_limited == 1
     assert clock.sleeps[-1] >= 40  # Retry-After honoured over the shorter backoff
+
+
+def test_retry_after_as_a_date_is_honoured_and_an_excessive_one_gives_up(server, clock) -> None:
+    when = email.utils.formatdate(clock.now + 90, usegmt=True)
+    server.queue.append(Reply(503, "busy", {"Retry-After": when, "Content-Type": "text/plain"}))
+    av = client(server, clock)
+    assert len(av.daily("IBM")) == 3 and clock.sleeps[-1] == pytest.approx(90, abs=1)
+    server.queue.append(Reply(429, "", {"Retry-After": "7200"}))
+    with pytest.raises(RateLimited, match="asked to wait 7200 s"):
+        av.daily("IBM")
+    assert len(server.requests) == 3 and av.stats.rate_limited == 1
 
 
 def test_bad_symbol_and_bad_key_are_clear_errors_without_retries(server, clock) -> None:
