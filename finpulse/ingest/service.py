@@ -16,11 +16,11 @@ from typing import Any
 from finpulse.ingest import store
 from finpulse.ingest.broker import Feed
 from finpulse.ingest.processor import BatchOutcome, Processor, ProcessorConfig, Scorer, run_once
+from finpulse.monitoring.metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "finpulse-stream-processor"
 NAMESPACE = "finpulse"
-LAG_MS_BOUNDARIES = [10, 25, 50, 100, 200, 350, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000]
 
 
 def model_scorer(spec: str, threads: int = 1) -> tuple[Scorer, str]:
@@ -34,25 +34,12 @@ def model_scorer(spec: str, threads: int = 1) -> tuple[Scorer, str]:
     return (lambda posts: score_frame(clf, posts, name)), name
 
 
-class _Metrics:
-    """Counters per message kind and outcome, the publish-to-visible lag, and batch sizes."""
-
-    def __init__(self) -> None:
-        from ray.util.metrics import Counter, Histogram
-
-        self.messages = Counter("finpulse_live_messages", "Live feed messages by kind and outcome",
-                                tag_keys=("kind", "outcome"))
-        self.lag = Histogram("finpulse_live_lag_ms", "Publish to features visible, per post",
-                             boundaries=LAG_MS_BOUNDARIES)
-
-    def record(self, o: BatchOutcome) -> None:
-        for kind, outcome, n in (("post", "accepted", o.accepted), ("post", "duplicate", o.duplicates),
-                                 ("any", "rejected", o.rejected), ("bar", "accepted", o.bars),
-                                 ("quote", "accepted", o.quotes), ("any", "dead_letter", o.dead)):
-            if n:
-                self.messages.inc(n, tags={"kind": kind, "outcome": outcome})
-        for lag in o.lags_ms:
-            self.lag.observe(lag)
+def _record(metrics: LiveMetrics, o: BatchOutcome) -> None:
+    for kind, outcome, n in (("post", "accepted", o.accepted), ("post", "duplicate", o.duplicates),
+                             ("any", "rejected", o.rejected), ("bar", "accepted", o.bars),
+                             ("quote", "accepted", o.quotes), ("any", "dead_letter", o.dead)):
+        metrics.messages(kind, outcome, n)
+    metrics.lags(o.lags_ms)
 
 
 class ProcessorActor:
@@ -71,14 +58,14 @@ class ProcessorActor:
         processor = Processor(self.paths, book, scorer, source)
         feed = await Feed.connect(self.config.nats_url, name=ACTOR_NAME)
         sub = await feed.subscribe(self.config.durable, self.config.ack_wait_s)
-        metrics = _Metrics()
+        metrics = LiveMetrics()
         self.running = True
         try:
             while not self._stop.is_set():
                 outcome = await run_once(feed, sub, processor, self.config)
                 if outcome is not None:
                     self._add(outcome)
-                    metrics.record(outcome)
+                    _record(metrics, outcome)
         finally:
             self.running = False
             await feed.close()

@@ -25,7 +25,7 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         try:
-            from ray.serve.metrics import Counter, Histogram
+            from ray.serve.metrics import Counter, Gauge, Histogram
 
             self._requests = Counter("finpulse_requests", "HTTP requests by route, model version and status",
                                      tag_keys=("route", "model_version", "status"))
@@ -38,6 +38,11 @@ class ServingMetrics:
                                       boundaries=GROSS_RETURN_BOUNDARIES, tag_keys=("model_version",))
             self._classes = Counter("finpulse_sentiment_predictions", "Predicted sentiment classes",
                                     tag_keys=("label", "model_version"))
+            self._age_days = Gauge("finpulse_feature_age_trading_days",
+                                   "Trading days between the newest closed session and a ticker's features",
+                                   tag_keys=("ticker",))
+            self._age_s = Gauge("finpulse_feature_age_seconds", "Seconds since a ticker's features were updated",
+                                tag_keys=("ticker",))
             self.enabled = True
         except Exception as exc:  # outside Ray (pure tests) this is expected; inside a replica it is a bug
             log.warning("serving metrics disabled: %s", exc)
@@ -61,3 +66,31 @@ class ServingMetrics:
         if self.enabled:
             for label, n in _Tally(labels).items():
                 self._classes.inc(n, tags={"label": label, "model_version": version})
+
+    def feature_age(self, ticker: str, trading_days: int, seconds: float) -> None:
+        if self.enabled:
+            self._age_days.set(float(trading_days), tags={"ticker": ticker})
+            self._age_s.set(float(seconds), tags={"ticker": ticker})
+
+
+LAG_MS_BOUNDARIES = [10, 25, 50, 100, 200, 350, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000]
+
+
+class LiveMetrics:
+    """The stream processor's counters per message kind and outcome, and the publish-to-visible lag."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        self._messages = Counter("finpulse_live_messages", "Live feed messages by kind and outcome",
+                                 tag_keys=("kind", "outcome"))
+        self._lag = Histogram("finpulse_live_lag_ms", "Publish to features visible, per post",
+                              boundaries=LAG_MS_BOUNDARIES)
+
+    def messages(self, kind: str, outcome: str, n: int) -> None:
+        if n:
+            self._messages.inc(n, tags={"kind": kind, "outcome": outcome})
+
+    def lags(self, values_ms: Iterable[float]) -> None:
+        for v in values_ms:
+            self._lag.observe(float(v))
