@@ -61,7 +61,7 @@ def _config(precision: str) -> dict:
     if precision != "auto":
         cfg["applications"][0]["args"]["sentiment_loader_kwargs"]["precision"] = precision
     cfg["applications"].append({"name": "ceiling", "route_prefix": "/ceiling",
-                                "import_path": "finpulse.serving.testing:ceiling_app"})
+                                "import_path": "tests.support.serving:ceiling_app"})
     return cfg
 
 

@@ -1,7 +1,11 @@
 """Serving: a Ray Serve graph (Gateway -> SentimentModel / Forecaster, stable and canary) over a pure core.
 
 - ``schemas``: request/response models and the deployments' user_configs;
-- ``core``/``router``: routing, model slots, feature look-ups, the signal math (no Ray);
+- ``errors``: serving errors that carry their HTTP status across every hop;
+- ``slots``: a model slot (load by spec, swap in place) and the sticky canary split;
+- ``feature_store``: as-of feature look-ups and a request's overrides of the day (ETL feature code);
+- ``services``: what a model replica does (score texts, forecast items), no Ray;
+- ``router``: canary routing and the /v1/signal composition, shared by the Gateway and ``LocalBackend``;
 - ``api``: the FastAPI app over a backend; ``deployments``: the Serve shell; ``app``: ``build_app``;
-- ``canary``: set/promote/rollback as user_config updates of a running application.
+- ``canary``: set/promote/rollback as user_config updates of a running application; ``launch``/``run``: deploy.
 """

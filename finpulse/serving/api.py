@@ -1,8 +1,9 @@
 """The FastAPI application of the Gateway, built over a *backend* so it runs with or without Serve.
 
-The backend (the Gateway deployment in production, an in-process stand-in in unit tests) offers
-``sentiment(texts, key)``, ``forecast(item, key)``, ``models()``, ``health()`` and a ``config``
-(:class:`GatewayConfig`). The API turns every failure into a clear status: 422 for malformed input,
+The backend (the Gateway deployment in production, the in-process ``LocalBackend`` in unit tests;
+both are a :class:`~finpulse.serving.router.Router`) offers ``sentiment(texts, key)``,
+``forecast(item, key)``, ``signal(request, key)``, ``models()``, ``health()`` and a ``config``
+(:class:`GatewayConfig`). Routes validate and shape; the backend does the work. The API turns every failure into a clear status: 422 for malformed input,
 413 for too much of it, 404 for an unknown ticker, 503 while a model is not loaded.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any, Protocol
 
@@ -18,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from finpulse.serving.core import ServingError, TooLarge, day_aggregate, finite
+from finpulse.serving.errors import ServingError, TooLarge
+from finpulse.serving.router import SignalResult
 from finpulse.serving.schemas import (
     ErrorResponse,
     ForecastRequest,
@@ -45,6 +48,8 @@ class Backend(Protocol):
     async def sentiment(self, texts: list[str], key: str | None) -> tuple[list[dict], str]: ...
 
     async def forecast(self, item: dict, key: str | None) -> tuple[dict, str]: ...
+
+    async def signal(self, request: SignalRequest, key: str | None) -> SignalResult: ...
 
     async def models(self) -> dict: ...
 
@@ -170,6 +175,12 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
             for e in exc.errors()]
 
 
+def finite(x: Any) -> float | None:
+    """JSON has no NaN: a non-finite model output becomes null rather than a 500."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _forecast_body(f: dict, version: str) -> dict:
     return {
         "ticker": f["ticker"],
@@ -181,11 +192,21 @@ def _forecast_body(f: dict, version: str) -> dict:
     }
 
 
-def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse") -> FastAPI:
-    """The HTTP API over ``backend`` (OpenAPI at /docs)."""
-    metrics = metrics or NullMetrics()
-    app = FastAPI(title=title, version="1.0", description="Sentiment and next-day forecasts from social posts.")
-    errors = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+def _signal_body(ticker: str, r: SignalResult) -> dict:
+    return {"ticker": ticker, "sentiment": r.aggregate, "scores": r.scores,
+            "forecast": _forecast_body(r.forecast, r.forecast_version),
+            "sentiment_model_version": r.sentiment_version, "model_version": r.forecast_version}
+
+
+async def _on_any(_: Request, exc: Exception) -> Response:
+    if _is_unavailable(exc):
+        return _error(503, f"model temporarily unavailable: {type(exc).__name__}")
+    log.exception("unhandled error")
+    return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure becomes ``{"detail": ...}`` with its status; Ray's "not there now" errors are 503."""
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -199,50 +220,44 @@ def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "F
     async def _on_http(_: Request, exc: StarletteHTTPException) -> Response:
         return _error(exc.status_code, exc.detail)
 
-    @app.exception_handler(Exception)
-    async def _on_any(_: Request, exc: Exception) -> Response:
-        if _is_unavailable(exc):
-            return _error(503, f"model temporarily unavailable: {type(exc).__name__}")
-        log.exception("unhandled error")
-        return _error(500, f"internal error: {type(exc).__name__}")
+    app.add_exception_handler(Exception, _on_any)
 
-    app.add_middleware(BodyLimit, limit=lambda: backend.config.max_body_bytes)
-    app.add_middleware(RequestMetrics, record=metrics.request, on_error=_on_any)  # outermost: 413s are counted
+
+ERRORS = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+ERRORS_404 = {404: {"model": ErrorResponse}, **ERRORS}
+
+
+def _add_model_routes(app: FastAPI, backend: Backend) -> None:
+    """The three model routes: validate, call the backend, shape the answer."""
 
     def _check_texts(texts: list[str]) -> None:
         if len(texts) > backend.config.max_texts:
             raise TooLarge(f"{len(texts)} texts exceed the limit of {backend.config.max_texts} per request")
 
-    @app.post(f"/{API_VERSION}/sentiment", response_model=SentimentResponse, responses=errors)
+    @app.post(f"/{API_VERSION}/sentiment", response_model=SentimentResponse, responses=ERRORS)
     async def sentiment(body: SentimentRequest, request: Request) -> Response:
         """Score texts: label, class probabilities and score = p(positive) - p(negative) per text."""
         _check_texts(body.texts)
         results, version = await backend.sentiment(body.texts, request.headers.get(KEY_HEADER))
         return _json({"results": results, "model_version": version}, version=version)
 
-    @app.post(f"/{API_VERSION}/forecast", response_model=ForecastResponse, responses={404: {"model": ErrorResponse},
-                                                                                       **errors})
+    @app.post(f"/{API_VERSION}/forecast", response_model=ForecastResponse, responses=ERRORS_404)
     async def forecast(body: ForecastRequest, request: Request) -> Response:
         """Next-day close and return with a prediction interval, from the as-of day's features."""
         f, version = await backend.forecast({"ticker": body.ticker, "as_of": body.as_of},
                                             request.headers.get(KEY_HEADER))
         return _json(_forecast_body(f, version), version=version)
 
-    @app.post(f"/{API_VERSION}/signal", response_model=SignalResponse, responses={404: {"model": ErrorResponse},
-                                                                                   **errors})
+    @app.post(f"/{API_VERSION}/signal", response_model=SignalResponse, responses=ERRORS_404)
     async def signal(body: SignalRequest, request: Request) -> Response:
         """Score the day's texts, rebuild the day's sentiment aggregate and forecast with it."""
         _check_texts(body.texts)
-        key = request.headers.get(KEY_HEADER)
-        scores, s_version = await backend.sentiment(body.texts, key)
-        agg = day_aggregate(scores, body.likes, body.reposts)
-        item = {"ticker": body.ticker, "as_of": body.as_of, "sentiment": agg, "closes": body.closes}
-        f, f_version = await backend.forecast(item, key)
-        out = {"ticker": body.ticker, "sentiment": agg, "scores": scores,
-               "forecast": _forecast_body(f, f_version), "sentiment_model_version": s_version,
-               "model_version": f_version}
-        return _json(out, version=f"forecast={f_version};sentiment={s_version}")
+        r = await backend.signal(body, request.headers.get(KEY_HEADER))
+        return _json(_signal_body(body.ticker, r),
+                     version=f"forecast={r.forecast_version};sentiment={r.sentiment_version}")
 
+
+def _add_info_routes(app: FastAPI, backend: Backend) -> None:
     @app.get(f"/{API_VERSION}/models")
     async def models() -> Response:
         """Stable and canary versions of each model, traffic weights, load times and replica identity."""
@@ -254,4 +269,14 @@ def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "F
         ok, detail = await backend.health()
         return _json({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)
 
+
+def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse") -> FastAPI:
+    """The HTTP API over ``backend`` (OpenAPI at /docs)."""
+    metrics = metrics or NullMetrics()
+    app = FastAPI(title=title, version="1.0", description="Sentiment and next-day forecasts from social posts.")
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=lambda: backend.config.max_body_bytes)
+    app.add_middleware(RequestMetrics, record=metrics.request, on_error=_on_any)  # outermost: 413s are counted
+    _add_model_routes(app, backend)
+    _add_info_routes(app, backend)
     return app

@@ -1,4 +1,4 @@
-"""The Serve deployments: a thin shell over ``core``/``router``.
+"""The Serve deployments: a thin shell over ``services``/``router``.
 
 Graph: HTTP -> Gateway (FastAPI ingress, canary split, batches requests per hop)
 -> SentimentModel | SentimentModelCanary | Forecaster | ForecasterCanary.
@@ -19,7 +19,7 @@ from ray import serve
 
 from finpulse.monitoring.metrics import ServingMetrics
 from finpulse.serving.api import create_api
-from finpulse.serving.core import CANARY, STABLE, ForecastService, ModelNotReady, SentimentService
+from finpulse.serving.errors import ModelNotReady
 from finpulse.serving.router import (
     Router,
     configure_forecast,
@@ -28,6 +28,8 @@ from finpulse.serving.router import (
     sentiment_info,
 )
 from finpulse.serving.schemas import BatchConfig, ForecasterConfig, GatewayConfig, SentimentModelConfig
+from finpulse.serving.services import ForecastService, SentimentService
+from finpulse.serving.slots import CANARY, STABLE
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """Canary routing shared by the Serve Gateway and the in-process backend.
 
 A request goes to the canary slot of a model with probability ``weights[model]`` (sticky per
-``X-Request-Key``); the answer names the version that served it.
+``X-Request-Key``); the answer names the version that served it. The router also composes the
+models: ``signal`` scores a day's texts, aggregates them with the ETL's own aggregation and
+forecasts with that aggregate, so the HTTP route only validates and shapes the answer.
 """
 
 from __future__ import annotations
@@ -9,21 +11,29 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from finpulse.serving.core import (
-    CANARY,
-    STABLE,
-    ForecastService,
-    SentimentService,
-    pick_slot,
-    process_identity,
-    unwrap,
-)
-from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
+from finpulse.serving.errors import unwrap
+from finpulse.serving.feature_store import day_aggregate
+from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig, SignalRequest
+from finpulse.serving.services import ForecastService, SentimentService, process_identity
+from finpulse.serving.slots import CANARY, STABLE, pick_slot
 
 MODELS = ("sentiment", "forecast")
 SLOTS = (STABLE, CANARY)
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    """One /v1/signal answer before the route shapes it: the texts' scores, the day's sentiment
+    aggregate built from them, and the forecast made with that aggregate."""
+
+    scores: list[dict]
+    aggregate: dict
+    forecast: dict
+    sentiment_version: str
+    forecast_version: str
 
 
 class Router:
@@ -58,6 +68,15 @@ class Router:
     async def forecast(self, item: dict, key: str | None) -> tuple[dict, str]:
         out = unwrap(await self._call_forecast(self.pick("forecast", key), item))
         return out, out["model_version"]
+
+    async def signal(self, request: SignalRequest, key: str | None) -> SignalResult:
+        """Score the day's texts, rebuild the day's sentiment aggregate (engagement-weighted as in the
+        ETL) and forecast with it; both hops use the same request key, so canary stickiness holds."""
+        scores, s_version = await self.sentiment(request.texts, key)
+        agg = day_aggregate(scores, request.likes, request.reposts)
+        item = {"ticker": request.ticker, "as_of": request.as_of, "sentiment": agg, "closes": request.closes}
+        forecast, f_version = await self.forecast(item, key)
+        return SignalResult(scores, agg, forecast, s_version, f_version)
 
     async def models(self) -> dict:
         models: dict[str, Any] = {}
@@ -105,6 +124,7 @@ class Router:
             return cached[1], {**cached[2], "checked_s_ago": round(time.monotonic() - cached[0], 3)}
         ok, detail = await asyncio.shield(self._start_refresh())
         return ok, {**detail, "checked_s_ago": 0.0}
+
 
 def sentiment_info(service: SentimentService) -> dict:
     return {**service.slot.info(), **process_identity()}

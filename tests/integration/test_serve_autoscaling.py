@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from finpulse.serving import canary
-from finpulse.serving.testing import build_test_models, serve_config
+from tests.support.serving import build_test_models, serve_config
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import requests
 import yaml
 from conftest import REPO, VENV_BIN, free_port
 
-from finpulse.serving.testing import build_test_models, serve_config
+from tests.support.serving import build_test_models, serve_config
 
 pytestmark = pytest.mark.integration
 

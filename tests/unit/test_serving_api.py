@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
@@ -11,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finpulse.serving.api import create_api
+from finpulse.serving.feature_store import day_aggregate
 from finpulse.serving.router import LocalBackend
-from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
-from finpulse.serving.testing import build_test_models
+from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig, SignalRequest
+from tests.support.serving import build_test_models
 
 JSON = {"content-type": "application/json"}
 
@@ -63,10 +65,12 @@ def test_sentiment_forecast_signal_models_health(client):
     assert s["sentiment"]["sent_mean"] == pytest.approx(sum(x["score"] for x in s["scores"]) / 2)
     assert r.headers["x-model-version"] == "forecast=fc-a;sentiment=sent-a"
     # engagement per text weighs sent_weighted as the ETL does; a count that does not match the texts is a 422
-    w = client.post("/v1/signal", json={"ticker": "TSLA", "texts": ["good rally", "bad loss"], "closes": [700, 705.5],
+    # (texts the untrained tiny model scores apart: with equal scores any weighting gives the mean)
+    w = client.post("/v1/signal", json={"ticker": "TSLA", "texts": ["🚀🚀", "good rally"], "closes": [700, 705.5],
                                         "likes": [900, 0], "reposts": [90, 0]})
     assert w.status_code == 200, w.text
     (s1, s2), heavy = [x["score"] for x in w.json()["scores"]], 1 + math.log1p(990)
+    assert s1 != s2
     assert w.json()["sentiment"]["sent_weighted"] == pytest.approx((heavy * s1 + s2) / (heavy + 1))
     bad = client.post("/v1/signal", json={"ticker": "TSLA", "texts": ["good rally", "bad loss"], "likes": [1]})
     assert bad.status_code == 422 and "likes has 1 values for 2 texts" in bad.text
@@ -80,6 +84,23 @@ def test_sentiment_forecast_signal_models_health(client):
     assert client.get("/healthz").status_code == 200
     assert "/v1/forecast" in client.get("/openapi.json").json()["paths"]
 
+
+
+def test_the_router_composes_the_signal(models):
+    """Score -> aggregate -> forecast lives in the backend (the route only shapes it): the aggregate is
+    the ETL's aggregation of the returned scores, the forecast the one made with that aggregate, and
+    one request key picks the slot of both hops."""
+    backend = _backend(models, weights={"sentiment": 0.5, "forecast": 0.5})
+    req = SignalRequest(ticker="TSLA", texts=["🚀🚀", "good rally"], closes=[700, 705.5], likes=[900, 0])
+    for key in ("user-1", "user-2", "user-3", "user-4"):  # both slots: user-2 lands on the canary
+        r = asyncio.run(backend.signal(req, key))
+        assert r.aggregate == day_aggregate(r.scores, [900, 0], None) and r.aggregate["sent_count"] == 2
+        assert r.aggregate != day_aggregate(r.scores)  # the engagement counted
+        item = {"ticker": "TSLA", "as_of": None, "sentiment": r.aggregate, "closes": [700, 705.5]}
+        forecast, version = asyncio.run(backend.forecast(item, key))
+        assert r.forecast == forecast and r.forecast_version == version
+        assert r.sentiment_version == {"stable": "sent-a", "canary": "sent-b"}[backend.pick("sentiment", key)]
+        assert r.forecast_version == {"stable": "fc-a", "canary": "fc-b"}[backend.pick("forecast", key)]
 
 @pytest.mark.parametrize(("path", "body", "status"), [
     ("/v1/forecast", {"ticker": "NOPE"}, 404),

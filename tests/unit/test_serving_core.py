@@ -9,24 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpulse.serving.core import (
-    CANARY,
-    STABLE,
-    BadInput,
-    FeatureStore,
-    ForecastService,
-    ModelNotReady,
-    ModelSlot,
-    NoFeatures,
-    UnknownTicker,
-    apply_signal,
-    day_aggregate,
-    error_from_dict,
-    key_fraction,
-    pick_slot,
-    unwrap,
-)
-from finpulse.serving.testing import make_features
+from finpulse.serving.errors import BadInput, ModelNotReady, NoFeatures, UnknownTicker, error_from_dict, unwrap
+from finpulse.serving.feature_store import FeatureStore, apply_signal, day_aggregate
+from finpulse.serving.services import ForecastService
+from finpulse.serving.slots import CANARY, STABLE, ModelSlot, key_fraction, pick_slot
+from tests.support.serving import make_features
 
 
 def test_pick_slot_weights_and_stickiness():
@@ -165,7 +152,7 @@ def test_forecast_fast_path_matches_a_rebuild_from_history(features, tmp_path):
     """Plain look-ups slice rows prepared once per (model, features); the answer must equal the
     model run on the request's own history, on every day including the warm-up edge."""
     from finpulse.forecast.model import load_forecaster
-    from finpulse.serving.testing import make_tiny_forecaster
+    from tests.support.serving import make_tiny_forecaster
 
     service = ForecastService()
     service.slot.load(str(make_tiny_forecaster(tmp_path / "fc", features)), "finpulse.forecast.model:load_forecaster")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from finpulse.serving.api import create_api
 from finpulse.serving.router import LocalBackend, configure_sentiment
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
-from finpulse.serving.testing import build_test_models
+from tests.support.serving import build_test_models
 
 
 class CountingBackend(LocalBackend):

@@ -1,8 +1,12 @@
-"""Tiny real models and features for tests and smoke runs (no hub, no training, seconds to build).
+"""Tiny real models and features for serving tests and smoke runs (no hub, no training, seconds to build).
 
 They are real objects behind the agreed interfaces: a 2-layer BERT classifier saved as a Hugging Face
 folder (loaded by ``finpulse.sentiment.model.load_classifier``) and an untrained LSTM forecaster
 saved by ``finpulse.forecast.model.save_forecaster``. Their predictions mean nothing.
+
+Test support, not product: nothing under ``finpulse/`` imports it. ``ceiling_app`` is here too, the
+trivial deployment ``benchmarks/serve_load.py`` deploys beside the app as its load ceiling (Ray workers
+import it as ``tests.support.serving``: the driver's working directory, the repo root, is on their path).
 """
 
 from __future__ import annotations
