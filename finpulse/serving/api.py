@@ -189,6 +189,9 @@ def _forecast_body(f: dict, version: str) -> dict:
         "predicted_return": finite(f["predicted_return"]),
         "interval": {"low": finite(f["low"]), "high": finite(f["high"]), "level": finite(f["level"])},
         "model_version": version,
+        "features_updated_at": f["features_updated_at"],
+        "stale": f["stale"],
+        "provisional": f["provisional"],
     }
 
 

@@ -88,11 +88,42 @@ class Forecaster:
     def __init__(self) -> None:
         self.service = ForecastService()
         self.metrics = ServingMetrics()
+        self.refresh_s = 0.5
+        self._live: asyncio.Task | None = None
 
     async def reconfigure(self, config: dict) -> None:
         cfg = ForecasterConfig(**(config or {}))
         await asyncio.to_thread(configure_forecast, self.service, cfg)
         _apply_batching(self._batched, cfg)
+        self.refresh_s = cfg.live_refresh_s
+        if self._live is None:
+            self._live = asyncio.get_running_loop().create_task(self._follow_live())
+
+    async def _follow_live(self) -> None:
+        """Take the stream's newest rows as they land and export each ticker's feature age.
+
+        Runs on the replica's event loop between requests, so a request never sees a half-applied update."""
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                self.service.refresh_live()
+                self._export_age()
+            except Exception as exc:  # a torn read or a storage hiccup: keep serving, retry next tick
+                log.warning("live features refresh failed: %s", exc)
+
+    def _export_age(self) -> None:
+        import datetime as dt
+        import time
+
+        from finpulse.monitoring.freshness import trading_days_behind
+
+        store = self.service.store
+        if store is None:
+            return
+        now = time.time()
+        for ticker in store.tickers:
+            behind = trading_days_behind(store.last_date(ticker), dt.datetime.fromtimestamp(now, dt.UTC))
+            self.metrics.feature_age(ticker, behind, now - store.updated_at[ticker])
 
     async def predict(self, items: list[dict]) -> list[dict]:
         """Per item a forecast dict (with ``model_version``) or an error dict."""

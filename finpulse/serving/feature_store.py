@@ -46,11 +46,32 @@ class FeatureStore:
         df = frame.copy()
         df["date"] = pd.to_datetime(df["date"]).dt.date
         df = df.sort_values(["ticker", "date"])
+        if "provisional" not in df:
+            df["provisional"] = False
         self._by_ticker = {str(t): g.reset_index(drop=True) for t, g in df.groupby("ticker", sort=True)}
         self._dates = {t: np.array(g["date"].to_numpy(), dtype="datetime64[D]") for t, g in self._by_ticker.items()}
         self.source = source
         self.loaded_at = time.time()
         self.rows = len(df)
+        self.updated_at = dict.fromkeys(self._by_ticker, self.loaded_at)  # per ticker: when its rows last changed
+        self.versions = dict.fromkeys(self._by_ticker, 0)  # bumped on every live update (cache key)
+
+    def apply_live(self, ticker: str, live: pd.DataFrame, updated_at: float) -> None:
+        """Overlay the stream's rows for ``ticker``: they replace rows from their first date on, and extend
+        the history past the batch ETL's last day (the open day's row is provisional)."""
+        if live.empty:
+            return
+        rows = live.copy()
+        rows["date"] = pd.to_datetime(rows["date"]).dt.date
+        first = rows["date"].min()
+        base = self._by_ticker.get(ticker)
+        kept = base[base["date"] < first] if base is not None else rows.iloc[:0]
+        frame = pd.concat([kept, rows[kept.columns] if len(kept.columns) else rows], ignore_index=True)
+        self._by_ticker[ticker] = frame.sort_values("date").reset_index(drop=True)
+        self._dates[ticker] = np.array(self._by_ticker[ticker]["date"].to_numpy(), dtype="datetime64[D]")
+        self.updated_at[ticker] = float(updated_at)
+        self.versions[ticker] = self.versions.get(ticker, 0) + 1
+        self.rows = sum(len(f) for f in self._by_ticker.values())
 
     @classmethod
     def from_uri(cls, uri: str) -> FeatureStore:

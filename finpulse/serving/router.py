@@ -134,7 +134,9 @@ def forecast_info(service: ForecastService) -> dict:
     store = service.store
     features = {"ready": store is not None, "source": getattr(store, "source", None),
                 "rows": getattr(store, "rows", 0), "loaded_at": getattr(store, "loaded_at", None),
-                "tickers": store.tickers if store else [], "error": service.store_error}
+                "tickers": store.tickers if store else [], "error": service.store_error,
+                "live_uri": service.live_uri,
+                "updated_at": dict(store.updated_at) if store else {}}
     return {**service.slot.info(), "features": features, **process_identity()}
 
 
@@ -144,8 +146,10 @@ def configure_sentiment(service: SentimentService, cfg: SentimentModelConfig) ->
 
 def configure_forecast(service: ForecastService, cfg: ForecasterConfig) -> None:
     service.max_staleness_days = cfg.max_staleness_days
+    service.live_uri = cfg.live_features_uri
     service.slot.load(cfg.model, cfg.loader)
     service.load_features(cfg.features_uri)
+    service.refresh_live()
 
 
 class LocalBackend(Router):

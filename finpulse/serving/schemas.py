@@ -71,11 +71,14 @@ class Interval(BaseModel):
 
 class ForecastResponse(BaseModel):
     ticker: str
-    as_of: dt.date
+    as_of: dt.date = Field(description="The last feature day the forecast uses; it forecasts the next trading day.")
     predicted_close: float
     predicted_return: float
     interval: Interval
     model_version: str
+    features_updated_at: dt.datetime = Field(description="When the ticker's feature rows last changed (UTC).")
+    stale: bool = Field(description="Features more than one trading day behind the newest closed session.")
+    provisional: bool = Field(description="as_of is today's open session: the latest quote stands in for its close.")
 
 
 class DaySentiment(BaseModel):
@@ -125,6 +128,9 @@ class ForecasterConfig(BatchConfig):
     loader: str = "finpulse.forecast.model:load_forecaster"
     features_uri: str | None = Field(None, description="ETL output root (daily_features dataset) or a parquet file.")
     max_staleness_days: int = Field(7, ge=0, description="as_of later than the last feature day by more -> 404.")
+    live_features_uri: str | None = Field(None, description="The stream processor's features folder: newer rows "
+                                                            "are taken as they land, without a restart.")
+    live_refresh_s: float = Field(0.5, gt=0, le=60, description="How often the live folder is checked.")
 
 
 class GatewayConfig(BatchConfig):

@@ -4,6 +4,7 @@ and the unit tests drive them directly."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -44,7 +45,8 @@ class ForecastService:
     store_error: str | None = None
     max_staleness_days: int = 7
     context_rows: int = 40  # rows beyond the lookback, so 20-day features can be recomputed from closes
-    _prepared: dict = field(default_factory=dict, repr=False)  # ticker -> PreparedRows of the current pair
+    live_uri: str | None = None  # the stream processor's features folder (state.json + <TICKER>.parquet)
+    _prepared: dict = field(default_factory=dict, repr=False)  # ticker -> (rows version, PreparedRows)
     _prepared_for: tuple | None = field(default=None, repr=False)  # the (model, store) they were prepared for
 
     def load_features(self, uri: str | None) -> None:
@@ -58,21 +60,45 @@ class ForecastService:
             self.store_error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("loading features from %r failed: %s", uri, self.store_error)
 
-    def _window(self, model: Any, item: dict, rows: int) -> Any:
+    def refresh_live(self) -> list[str]:
+        """Take the stream's newer rows (no restart, no config edit); returns the tickers refreshed."""
+        if self.live_uri is None or self.store is None:
+            return []
+        from finpulse import storage
+
+        state_uri = storage.join(self.live_uri, "state.json")
+        state = storage.read_json(state_uri) if storage.exists(state_uri) else {}
+        fresh = [t for t, s in state.items() if float(s["updated_at"]) > self.store.updated_at.get(t, 0.0)]
+        for ticker in fresh:
+            rows = storage.read_frame(storage.join(self.live_uri, f"{ticker}.parquet"))
+            self.store.apply_live(ticker, rows, float(state[ticker]["updated_at"]))
+        return fresh
+
+    def freshness(self, ticker: str, end: int, now: float | None = None) -> dict:
+        """What an answer says about its features: the row's day, when the rows changed, stale, provisional."""
+        from finpulse.monitoring.freshness import is_stale
+
+        assert self.store is not None
+        row = self.store.frame(ticker).iloc[end - 1]
+        now_dt = dt.datetime.fromtimestamp(now or time.time(), dt.UTC)
+        return {"features_updated_at": dt.datetime.fromtimestamp(self.store.updated_at[ticker], dt.UTC).isoformat(),
+                "stale": is_stale(row["date"], now_dt), "provisional": bool(row.get("provisional", False))}
+
+    def _window(self, model: Any, item: dict, end: int, rows: int) -> Any:
         """The model input for one request. Plain look-ups slice the ticker's rows prepared once per
-        (model, features) pair; requests that override the day's sentiment or closes rebuild theirs."""
+        (model, features, rows version); requests that override the day's sentiment or closes rebuild theirs."""
         assert self.store is not None
         ticker = item["ticker"]
-        end = self.store.end_row(ticker, item.get("as_of"), self.max_staleness_days)
         if item.get("sentiment") is not None or item.get("closes"):
             hist = self.store.frame(ticker).iloc[max(0, end - rows) : end]
             return model.window(apply_signal(hist, item.get("sentiment"), item.get("closes")))
         if self._prepared_for is None or self._prepared_for[0] is not model or self._prepared_for[1] is not self.store:
             # the pair itself, not id()s: a new model may reuse a freed one's id
             self._prepared, self._prepared_for = {}, (model, self.store)
-        if ticker not in self._prepared:
-            self._prepared[ticker] = model.prepare(self.store.frame(ticker))
-        return model.window_at(self._prepared[ticker], end, start=max(0, end - rows))
+        version = self.store.versions.get(ticker, 0)
+        if self._prepared.get(ticker, (None,))[0] != version:
+            self._prepared[ticker] = (version, model.prepare(self.store.frame(ticker)))
+        return model.window_at(self._prepared[ticker][1], end, start=max(0, end - rows))
 
     def predict(self, items: Sequence[dict]) -> list[dict]:
         """``items``: ``{"ticker", "as_of"?, "sentiment"?, "closes"?}``; one result or error dict each."""
@@ -84,17 +110,19 @@ class ForecastService:
         except ServingError as exc:
             return [exc.to_dict()] * len(items)
         rows = int(model.lookback) + self.context_rows
-        todo, windows = [], []
+        todo, windows, fresh = [], [], []
         for i, item in enumerate(items):
             try:
-                windows.append(self._window(model, item, rows))
+                end = self.store.end_row(item["ticker"], item.get("as_of"), self.max_staleness_days)
+                windows.append(self._window(model, item, end, rows))
+                fresh.append(self.freshness(item["ticker"], end))
                 todo.append(i)
             except ServingError as exc:
                 out[i] = exc.to_dict()
             except ValueError as exc:  # fewer complete rows than the lookback
                 out[i] = BadInput(f"not enough history to forecast: {exc}").to_dict()
-        for i, p in zip(todo, model.predict_windows(windows), strict=True):
-            out[i] = {**p, "model_version": self.slot.version}
+        for i, p, f in zip(todo, model.predict_windows(windows) if windows else [], fresh, strict=True):
+            out[i] = {**p, **f, "model_version": self.slot.version}
         return out  # type: ignore[return-value]
 
 
