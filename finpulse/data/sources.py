@@ -143,7 +143,8 @@ def _rejected(raw: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
     bad = reasons.notna()
     records = raw.loc[bad].to_dict(orient="records")
     return pd.DataFrame({"raw": [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records],
-                         "reason": reasons[bad].tolist(), "source": raw.loc[bad, "source"].fillna("").tolist()})
+                         "reason": reasons[bad].tolist(), "source": raw.loc[bad, "source"].fillna("").tolist(),
+                         "row": np.flatnonzero(bad.to_numpy())})  # position in the input, for callers that answer per row
 
 
 def _first_reason(checks: list[tuple[pd.Series, str]], index: pd.Index) -> pd.Series:

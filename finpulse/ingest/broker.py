@@ -97,6 +97,11 @@ class Feed:
                 counts.published += 1
         return counts
 
+    async def reject(self, kind: Kind, row: dict[str, Any], reason: str) -> None:
+        """Keep a row a source sent but validation refused, with its reason, on the dead-letter stream."""
+        await self.js.publish(f"finpulse.dead.{kind}.{row.get('ticker') or '_'}".replace(" ", "_"),
+                              json.dumps(row).encode(), headers={"FinPulse-Error": reason[:1000]})
+
     async def subscribe(self, durable: str, ack_wait_s: float = 30.0) -> Any:
         """A durable pull consumer: it remembers what was acknowledged across restarts of either side;
         a message not acknowledged within ``ack_wait_s`` (its processor died) is delivered again."""

@@ -27,6 +27,8 @@ from finpulse.serving.schemas import (
     ForecastRequest,
     ForecastResponse,
     GatewayConfig,
+    PostsRequest,
+    PostsResponse,
     SentimentRequest,
     SentimentResponse,
     SignalRequest,
@@ -50,6 +52,8 @@ class Backend(Protocol):
     async def forecast(self, item: dict, key: str | None) -> tuple[dict, str]: ...
 
     async def signal(self, request: SignalRequest, key: str | None) -> SignalResult: ...
+
+    async def publish_posts(self, posts: list[dict]) -> dict: ...
 
     async def models(self) -> dict: ...
 
@@ -260,6 +264,13 @@ def _add_model_routes(app: FastAPI, backend: Backend) -> None:
                      version=f"forecast={r.forecast_version};sentiment={r.sentiment_version}")
 
 
+def _add_ingest_routes(app: FastAPI, backend: Backend) -> None:
+    @app.post(f"/{API_VERSION}/posts", status_code=202, response_model=PostsResponse, responses=ERRORS)
+    async def posts(body: PostsRequest) -> Response:
+        """Publish up to 1,000 posts to the live feed; counts of accepted, duplicate and rejected (with reasons)."""
+        return _json(await backend.publish_posts(body.posts), 202)
+
+
 def _add_info_routes(app: FastAPI, backend: Backend) -> None:
     @app.get(f"/{API_VERSION}/models")
     async def models() -> Response:
@@ -281,5 +292,6 @@ def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "F
     app.add_middleware(BodyLimit, limit=lambda: backend.config.max_body_bytes)
     app.add_middleware(RequestMetrics, record=metrics.request, on_error=_on_any)  # outermost: 413s are counted
     _add_model_routes(app, backend)
+    _add_ingest_routes(app, backend)
     _add_info_routes(app, backend)
     return app

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from finpulse.serving.errors import unwrap
+from finpulse.serving.errors import ModelNotReady, unwrap
 from finpulse.serving.feature_store import day_aggregate
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig, SignalRequest
 from finpulse.serving.services import ForecastService, SentimentService, process_identity
@@ -44,6 +44,7 @@ class Router:
         self._rng = random.Random(seed)
         self._health: tuple[float, bool, dict] | None = None  # (checked at, ok, detail)
         self._health_task: asyncio.Task | None = None
+        self._feed: tuple[str, Any] | None = None  # (url, Feed), connected on the first POST /v1/posts
 
     def reconfigure(self, config: dict | GatewayConfig) -> None:
         self.config = config if isinstance(config, GatewayConfig) else GatewayConfig(**(config or {}))
@@ -77,6 +78,18 @@ class Router:
         item = {"ticker": request.ticker, "as_of": request.as_of, "sentiment": agg, "closes": request.closes}
         forecast, f_version = await self.forecast(item, key)
         return SignalResult(scores, agg, forecast, s_version, f_version)
+
+    async def publish_posts(self, posts: list[dict]) -> dict:
+        """Validate and publish posts to the live feed (``POST /v1/posts``)."""
+        from finpulse.ingest.intake import publish_posts
+
+        if not self.config.nats_url:
+            raise ModelNotReady("live ingestion is not configured here (the Gateway has no nats_url)")
+        if self._feed is None or self._feed[0] != self.config.nats_url:
+            from finpulse.ingest.broker import Feed
+
+            self._feed = (self.config.nats_url, await Feed.connect(self.config.nats_url, name="finpulse-gateway"))
+        return await publish_posts(self._feed[1], posts)
 
     async def models(self) -> dict:
         models: dict[str, Any] = {}

@@ -52,6 +52,31 @@ class SignalRequest(_Request):
         return self
 
 
+MAX_POSTS_PER_CALL = 1000
+
+
+class PostsRequest(_Request):
+    """Posts in the canonical post layout (post_id, ticker, created_at, text, author, likes, reposts, source).
+
+    Rows are checked one by one with the ETL's own validation, so a bad row is rejected with its reason
+    while the rest of the call goes through; only a malformed call as a whole is a 422."""
+
+    posts: list[dict[str, str | int | float | None]] = Field(..., min_length=1, max_length=MAX_POSTS_PER_CALL)
+
+
+class PostRejection(BaseModel):
+    index: int
+    post_id: str | None
+    reason: str
+
+
+class PostsResponse(BaseModel):
+    accepted: int = Field(description="Published to the live feed.")
+    duplicate: int = Field(description="Already on the feed (same ticker and post_id): not published again.")
+    rejected: int = Field(description="Refused; each is kept on the dead-letter stream with its reason.")
+    rejections: list[PostRejection]
+
+
 class SentimentScore(BaseModel):
     label: Label
     probabilities: dict[str, float]
@@ -142,6 +167,7 @@ class GatewayConfig(BatchConfig):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     health_ttl_s: float = Field(2.0, ge=0.0, description="Age at which /healthz re-checks a ready state "
                                                           "(in the background; probes answer from memory).")
+    nats_url: str | None = Field(None, description="The live feed's broker for POST /v1/posts (None: not offered).")
 
     def weight(self, model: str) -> float:
         return min(max(float(self.weights.get(model, 0.0)), 0.0), 1.0)

@@ -203,3 +203,41 @@ def test_replay_publishes_in_time_order_at_the_chosen_speed(nats: Server, corpus
     for pos, ticker, day in zip(post_pos, post_rows["ticker"], aligned, strict=True):
         assert pos < bar_pos[(ticker, str(pd.Timestamp(day).date()))]
     assert post_rows["created_at"].map(pd.Timestamp).is_monotonic_increasing
+
+
+def test_post_v1_posts_publishes_good_rows_and_keeps_bad_ones_with_reasons(nats: Server, corpus) -> None:
+    from fastapi.testclient import TestClient
+
+    from finpulse.serving.api import create_api
+    from finpulse.serving.router import LocalBackend
+    from finpulse.serving.schemas import GatewayConfig
+
+    _, posts = corpus
+    good = posts.iloc[:3].to_dict(orient="records")
+    bad = {**good[0], "post_id": "x1", "text": "   "}
+    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig(nats_url=nats.url)))) as client:
+        first = client.post("/v1/posts", json={"posts": [*good, bad]})
+        again = client.post("/v1/posts", json={"posts": good[:2]})
+        too_many = client.post("/v1/posts", json={"posts": good * 400})
+        not_posts = client.post("/v1/posts", json={"posts": "nope"})
+    assert first.status_code == 202, first.text
+    assert first.json() == {"accepted": 3, "duplicate": 0, "rejected": 1,
+                            "rejections": [{"index": 3, "post_id": "x1", "reason": "empty text"}]}
+    assert again.status_code == 202 and again.json()["duplicate"] == 2 and again.json()["accepted"] == 0
+    assert too_many.status_code == 422 and not_posts.status_code == 422
+
+    async def on_the_broker():
+        feed = await broker.Feed.connect(nats.url)
+        feed_msgs = await (await feed.subscribe("check")).fetch(100, timeout=2)
+        dead = await feed.js.pull_subscribe(broker.DEAD_SUBJECTS, durable="dead", stream=broker.DEAD_STREAM)
+        dead_msgs = await dead.fetch(10, timeout=2)
+        await feed.close()
+        return [broker.decode(m)[1]["post_id"] for m in feed_msgs], dead_msgs
+
+    published, dead = asyncio.run(on_the_broker())
+    assert published == [p["post_id"] for p in good]
+    assert len(dead) == 1 and dead[0].headers["FinPulse-Error"] == "empty text"
+
+    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig()))) as client:
+        off = client.post("/v1/posts", json={"posts": good[:1]})
+    assert off.status_code == 503 and "not configured" in off.json()["detail"]
