@@ -241,3 +241,51 @@ def test_post_v1_posts_publishes_good_rows_and_keeps_bad_ones_with_reasons(nats:
     with TestClient(create_api(LocalBackend({}, {}, GatewayConfig()))) as client:
         off = client.post("/v1/posts", json={"posts": good[:1]})
     assert off.status_code == 503 and "not configured" in off.json()["detail"]
+
+
+def test_processor_actor_killed_mid_stream_loses_nothing_duplicates_nothing(ray_head, nats: Server, corpus,
+                                                                            tmp_path: Path) -> None:
+    """The deployed shape: the processor as a Ray actor scoring with a (tiny, real) transformer; Ray
+    restarts it after a kill, the broker redelivers what it had not acknowledged."""
+    import time
+
+    import ray
+
+    from finpulse.ingest.service import start_processor, wait_running
+    from tests.support.serving import make_tiny_sentiment_model
+
+    prices, posts = corpus
+    root = str(tmp_path / "data")
+    model = make_tiny_sentiment_model(tmp_path / "sent")
+    config = ProcessorConfig(nats_url=nats.url, sentiment_model=str(model), batch_size=40, ack_wait_s=2.0)
+    actor = start_processor(config, root, num_cpus=0.25)
+    try:
+        wait_running(actor)
+
+        async def publish(frame: pd.DataFrame, kind: str = "post") -> None:
+            feed = await broker.Feed.connect(nats.url)
+            await feed.publish_frame(kind, frame)
+            await feed.close()
+
+        asyncio.run(publish(prices_to_raw(prices), "bar"))
+        asyncio.run(publish(posts))
+        deadline = time.monotonic() + 60
+        while ray.get(actor.stats.remote())["accepted"] < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before_kill = ray.get(actor.stats.remote())["accepted"]
+        ray.kill(actor, no_restart=False)  # mid-stream
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            stored = stored_posts(root) if storage.list_files(store.LivePaths(root).raw_posts) else pd.DataFrame()
+            if len(stored) >= len(posts):
+                break
+            time.sleep(0.5)
+        assert ray.get(actor.stats.remote())["started_at"] > 0  # the restarted incarnation answers
+    finally:
+        ray.get(actor.stop.remote())
+        ray.kill(actor, no_restart=True)
+    assert 40 <= before_kill < len(posts)
+    assert sorted(stored["post_id"]) == sorted(posts["post_id"])  # lost 0
+    assert not stored["post_id"].duplicated().any()  # duplicated 0
+    scores = storage.read_frame(store.LivePaths(root).scores)
+    assert len(scores) == len(posts) and scores["scorer"].str.startswith("tiny-sentiment").all()
