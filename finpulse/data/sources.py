@@ -8,6 +8,7 @@ Readers take bytes, not paths, so the same code reads a local file or an S3 obje
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -104,11 +105,15 @@ def read_kaggle_tweets(tweets: bytes, companies: bytes, source: str) -> pd.DataF
 
 
 def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
-    """StockNet preprocessed tweets (one JSON object a line; ``text`` is a token list,
-    ``created_at`` in Twitter's format). The corpus has no tweet ids or engagement counts: the id
-    is a hash of author, time and text, and likes/reposts are 0."""
+    """StockNet tweets, one JSON object a line, ``created_at`` in Twitter's format; gzip or plain.
+
+    The preprocessed corpus (``text`` a token list) has no tweet ids or engagement: the id is a hash of
+    author, time and text, and likes/reposts are 0. The raw corpus (``stocknet_full``) keeps ``id_str``
+    and the counts at capture time (``favorite_count``, ``retweet_count``)."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     rows = []
-    for line in io.BytesIO(data).read().decode("utf-8").splitlines():
+    for line in data.decode("utf-8").splitlines():
         if not line.strip():
             continue
         try:
@@ -121,10 +126,12 @@ def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
         author = str(obj.get("user_id_str") or "")
         created = obj.get("created_at")
         key = f"{author}|{created}|{text}".encode()
-        rows.append({"post_id": "sn-" + hashlib.sha1(key).hexdigest()[:16], "text": text,
-                     "created_at": created, "author": author})
-    df = pd.DataFrame(rows, columns=["post_id", "text", "created_at", "author"])
-    df["ticker"], df["likes"], df["reposts"], df["source"] = ticker, "0", "0", source
+        post_id = obj.get("id_str") or "sn-" + hashlib.sha1(key).hexdigest()[:16]
+        rows.append({"post_id": post_id, "text": text, "created_at": created, "author": author,
+                     "likes": obj.get("favorite_count", 0), "reposts": obj.get("retweet_count", 0)})
+    df = pd.DataFrame(rows, columns=["post_id", "text", "created_at", "author", "likes", "reposts"])
+    df["likes"], df["reposts"] = df["likes"].fillna(0), df["reposts"].fillna(0)
+    df["ticker"], df["source"] = ticker, source
     return raw_frame(df, RAW_POST_COLUMNS)
 
 
@@ -260,7 +267,7 @@ def detect_price_format(name: str, head: bytes) -> str:
 def detect_post_format(name: str, head: bytes) -> str:
     """Guess a post file's format from its name and first bytes."""
     base = name.rsplit("/", 1)[-1]
-    if base.endswith(".jsonl"):
+    if base.endswith((".jsonl", ".jsonl.gz")):
         return "stocknet_jsonl"
     if base == "Tweet.csv":
         return "kaggle_tweets"
@@ -290,7 +297,7 @@ def read_price_file(name: str, data: bytes) -> pd.DataFrame:
 
 def discover_post_inputs(posts_uri: str) -> list[dict[str, str]]:
     """Post files under ``posts_uri``; Kaggle's Tweet.csv and Company_Tweet.csv are one input."""
-    files = [f for f in storage.list_files(posts_uri) if f.endswith((".csv", ".jsonl"))]
+    files = [f for f in storage.list_files(posts_uri) if f.endswith((".csv", ".jsonl", ".jsonl.gz"))]
     items: list[dict[str, str]] = []
     kaggle: dict[str, dict[str, str]] = {}
     for f in files:

@@ -169,3 +169,13 @@ def test_real_stocknet_file(shared_data: Path) -> None:
     to_table(valid, POSTS)
     assert len(valid) + len(rejected) == 3117
     assert valid["created_at"].min() >= pd.Timestamp("2013-12-31", tz="UTC")
+
+
+def test_stocknet_raw_tweets_keep_their_ids_and_counts(shared_data) -> None:
+    path = shared_data / "stocknet_full" / "tweets_raw" / "BRK-A.jsonl.gz"
+    raw = sources.read_stocknet_jsonl(path.read_bytes(), sources.ticker_from_name(str(path)), str(path))
+    assert sources.detect_post_format(str(path), b"") == "stocknet_jsonl"
+    valid, rejected = sources.normalize_posts(raw)
+    assert len(valid) == 15 and rejected.empty  # SOURCES.md: BRK-A has 15 tweets
+    assert valid["post_id"].str.fullmatch(r"\d{15,20}").all()  # Twitter's id_str, not a hash
+    assert (valid["ticker"] == "BRK-A").all() and valid["created_at"].dt.year.between(2014, 2016).all()
