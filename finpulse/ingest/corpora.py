@@ -1,0 +1,53 @@
+"""Corpora to replay through the live path: raw price bars and raw posts in the batch readers' layouts.
+
+``stocknet`` reads the StockNet corpus as published (``stocknet_full/``: raw tweets with their ids for
+87 stocks, 2014-01 to 2016-03, and Yahoo prices); the embedded default (shipped prices with synthetic
+posts) is built by :mod:`finpulse.pipeline`, which also stages its history for the batch ETL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from finpulse.data import sources
+
+
+@dataclass
+class Corpus:
+    """What a replay publishes (``bars``, ``posts``: raw layouts) and the bars before it (``history``)."""
+
+    history: pd.DataFrame
+    bars: pd.DataFrame
+    posts: pd.DataFrame
+
+
+def split_at(bars: pd.DataFrame, posts: pd.DataFrame, start: str, end: str | None = None) -> Corpus:
+    """Bars before ``start`` are history; bars and posts from ``start`` (to ``end``) are replayed."""
+    day = pd.to_datetime(bars["date"])
+    created = sources.parse_created_at(posts["created_at"])
+    begin = pd.Timestamp(start)
+    stop = pd.Timestamp(end) + pd.Timedelta(days=1) if end else None
+    in_bars = (day >= begin) & (day < stop) if stop is not None else day >= begin
+    in_posts = created >= begin.tz_localize("UTC")
+    if stop is not None:
+        in_posts &= created < stop.tz_localize("UTC")
+    return Corpus(bars[day < begin].reset_index(drop=True), bars[in_bars].reset_index(drop=True),
+                  posts[in_posts.fillna(False).to_numpy()].reset_index(drop=True))
+
+
+def stocknet(root: str | Path, tickers: list[str], start: str = "2015-10-01", end: str | None = "2016-03-31") -> Corpus:
+    """StockNet's raw tweets and Yahoo prices for ``tickers``, replayed from ``start``."""
+    root = Path(root)
+    bars, posts = [], []
+    for ticker in tickers:
+        price_file = root / "price_raw" / f"{ticker}.csv"
+        bars.append(sources.read_yahoo_csv(price_file.read_bytes(), ticker, str(price_file)))
+        tweet_file = root / "tweets_raw" / f"{ticker}.jsonl.gz"
+        if tweet_file.is_file():
+            posts.append(sources.read_stocknet_jsonl(tweet_file.read_bytes(), ticker, str(tweet_file)))
+    return split_at(pd.concat(bars, ignore_index=True),
+                    pd.concat(posts, ignore_index=True) if posts else pd.DataFrame(columns=sources.RAW_POST_COLUMNS),
+                    start, end)
