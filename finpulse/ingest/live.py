@@ -30,7 +30,7 @@ from finpulse.data.sources import normalize_posts, normalize_prices
 
 SCORE_COLUMNS = [c for c in POST_SCORES.names if c not in ("post_id", "ticker")]
 HISTORY_ROWS = 160  # feature rows kept per ticker: longer than any forecaster window
-WARMUP_BARS = 40  # extra bars so the 20-day price features of the first kept row are complete
+WARMUP_BARS = 320  # extra bars before the first kept row: 20-day windows, and RSI's EWM weight on older bars < 1e-10
 OPEN_DAYS_AHEAD = 7  # business days past the last bar that posts may align to (the open day, a long weekend)
 
 
@@ -129,30 +129,55 @@ def _provisional_bar(bars: pd.DataFrame, day: dt.date, quote: float | None) -> p
     return pd.DataFrame([row])
 
 
-def ticker_features(book: LiveBook, ticker: str, sentiment_source: str) -> pd.DataFrame:
-    """The ticker's recent DAILY_FEATURES rows as the stream sees them, plus ``provisional``.
+def _open_days(book: LiveBook, posts: pd.DataFrame, last_bar: pd.Series, calendar: np.ndarray) -> dict[str, dt.date]:
+    """Per ticker, the open session past its last bar that posts (or a quote) speak for."""
+    out: dict[str, dt.date] = {}
+    if len(posts):
+        ahead = posts[posts["trading_day"].notna()]
+        ahead = ahead[pd.to_datetime(ahead["trading_day"]).dt.date.to_numpy()
+                      > ahead["ticker"].map(last_bar).to_numpy()]
+        for ticker, days in ahead.groupby("ticker")["trading_day"]:
+            out[str(ticker)] = pd.Timestamp(days.min()).date()
+    for ticker in book.quotes:
+        if ticker in last_bar.index and ticker not in out:
+            nxt = calendar[calendar > np.datetime64(last_bar[ticker], "D")]
+            if len(nxt):
+                out[ticker] = pd.Timestamp(nxt[0]).date()
+    return out
 
-    The open day (posts aligned past the last bar) gets a provisional row; closed days are exactly
-    what the batch ETL computes from the same bars and scored posts.
+
+def features_for(book: LiveBook, tickers: list[str], sentiment_source: str) -> dict[str, pd.DataFrame]:
+    """Each ticker's recent DAILY_FEATURES rows as the stream sees them, plus ``provisional``, in one pass.
+
+    Closed days are exactly what the batch ETL computes from the same bars and scored posts (same
+    calendar: every ticker's bar days; enough warm-up bars that even the RSI's exponential average has
+    forgotten where the window starts). The open day gets a provisional row.
     """
-    bars = book.bars[book.bars["ticker"] == ticker].sort_values("date")
-    bars = bars.iloc[-(HISTORY_ROWS + WARMUP_BARS):].reset_index(drop=True)
+    bars = book.bars[book.bars["ticker"].isin(tickers)].sort_values(["ticker", "date"])
+    bars = bars.groupby("ticker", sort=False).tail(HISTORY_ROWS + WARMUP_BARS).reset_index(drop=True)
     if bars.empty:
-        return pd.DataFrame()
-    posts = book.posts[book.posts["ticker"] == ticker] if len(book.posts) else book.posts
-    calendar = live_calendar(bars)
-    aligned = posts.assign(trading_day=align_to_trading_day(posts["created_at"], calendar,
-                                                            close_hour=book.close_hour)) if len(posts) else posts
-    last_bar = pd.Timestamp(bars["date"].iloc[-1]).date()
-    days = sorted({pd.Timestamp(d).date() for d in aligned["trading_day"].dropna()}) if len(posts) else []
-    open_day = next((d for d in days if d > last_bar), None)
-    if open_day is None and ticker in book.quotes:
-        open_day = pd.Timestamp(calendar[calendar > np.datetime64(last_bar, "D")][0]).date()
-    if open_day is not None:
-        bars = pd.concat([bars, _provisional_bar(bars, open_day, book.quotes.get(ticker))], ignore_index=True)
-    aggregates = aggregate_daily_sentiment(aligned.dropna(subset=["trading_day"])) if len(posts) else pd.DataFrame()
-    feats = build_daily_features(bars, aggregates, sentiment_source).iloc[-HISTORY_ROWS:].reset_index(drop=True)
-    feats["provisional"] = feats["date"] == open_day if open_day is not None else False
-    if open_day is not None:  # the last close's target is tomorrow's close, not the provisional one
-        feats.loc[feats["provisional"].shift(-1, fill_value=False), list(TARGETS)] = np.nan
-    return feats
+        return {}
+    calendar = live_calendar(book.bars)
+    posts = book.posts[book.posts["ticker"].isin(tickers)] if len(book.posts) else book.posts
+    if len(posts):
+        posts = posts.assign(trading_day=align_to_trading_day(posts["created_at"], calendar,
+                                                              close_hour=book.close_hour))
+    last_bar = bars.groupby("ticker")["date"].max().map(lambda d: pd.Timestamp(d).date())
+    open_days = _open_days(book, posts, last_bar, calendar)
+    extra = [_provisional_bar(bars[bars["ticker"] == t], d, book.quotes.get(t)) for t, d in open_days.items()]
+    bars = pd.concat([bars, *extra], ignore_index=True) if extra else bars
+    aggregates = aggregate_daily_sentiment(posts.dropna(subset=["trading_day"])) if len(posts) else pd.DataFrame()
+    feats = build_daily_features(bars, aggregates, sentiment_source)
+    out = {}
+    for ticker, rows in feats.groupby("ticker", sort=True):
+        rows = rows.iloc[-HISTORY_ROWS:].reset_index(drop=True)
+        rows["provisional"] = rows["date"] == open_days.get(str(ticker))
+        # the last close's target is the next close, not the provisional one
+        rows.loc[rows["provisional"].shift(-1, fill_value=False), list(TARGETS)] = np.nan
+        out[str(ticker)] = rows
+    return out
+
+
+def ticker_features(book: LiveBook, ticker: str, sentiment_source: str) -> pd.DataFrame:
+    """One ticker's rows (see :func:`features_for`)."""
+    return features_for(book, [ticker], sentiment_source).get(ticker, pd.DataFrame())

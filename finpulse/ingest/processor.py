@@ -74,7 +74,7 @@ class Processor:
             changed |= set(live.set_quote(self.book, str(row["ticker"]), float(row["price"])))
             out.quotes += 1
         tickers = sorted(t for t in changed if t in set(self.book.bars["ticker"]))
-        feats = {t: live.ticker_features(self.book, t, self.source) for t in tickers}
+        feats = live.features_for(self.book, tickers, self.source)
         self.state = store.write_features(self.paths, feats, self.state)
         out.tickers = tickers
         return out

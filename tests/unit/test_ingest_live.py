@@ -20,12 +20,15 @@ TICKERS = ["AAPL", "MSFT"]
 def prices() -> pd.DataFrame:
     p = load_prices()
     p = p[p["ticker"].isin(TICKERS)]
-    return p[(p["date"] >= pd.Timestamp("2019-01-01").date()) & (p["date"] <= pd.Timestamp("2019-06-28").date())]
+    # three and a half years of bars: far longer than the stream keeps, so a window that cut the RSI's
+    # exponential average short would show here
+    return p[(p["date"] >= pd.Timestamp("2016-01-01").date()) & (p["date"] <= pd.Timestamp("2019-06-28").date())]
 
 
 @pytest.fixture(scope="module")
 def posts_raw(prices: pd.DataFrame) -> pd.DataFrame:
-    posts = generate_posts(prices, posts_per_day=6, duplicate_rate=0.05, seed=3)
+    recent = prices[prices["date"] >= pd.Timestamp("2019-01-01").date()]
+    posts = generate_posts(recent, posts_per_day=6, duplicate_rate=0.05, seed=3)
     return sources.raw_frame(posts.assign(created_at=posts["created_at"].astype(str)), sources.RAW_POST_COLUMNS)
 
 
