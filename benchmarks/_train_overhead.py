@@ -1,7 +1,8 @@
 """Ray Train's overhead over plain PyTorch, whole epochs by wall clock (used by benchmarks/forecast.py).
 
 Both sides run the same epoch: ``train_epoch`` + ``evaluate_loss`` + early-stopping bookkeeping +
-the per-epoch metrics logged to MLflow (``log_batch``) + a checkpoint saved to disk; the Ray side
+the per-epoch metrics logged to MLflow (``RunLogger.log_metrics``) + a checkpoint saved to disk
+(``TrainState.save``); the Ray side
 also reports it (``ray.train.report``, which copies the checkpoint into the run's storage). The
 Ray side is ``finpulse.forecast.train.fit_with_ray``, the code path that trains the registered model.
 
@@ -41,7 +42,7 @@ from finpulse.forecast.loop import (
     train_epoch,
 )
 from finpulse.forecast.model import build_model
-from finpulse.forecast.train import CKPT_FILE, fit_with_ray
+from finpulse.forecast.train import TrainState, fit_with_ray
 
 EXPERIMENT = "bench-train-overhead"
 
@@ -63,29 +64,23 @@ def epoch_stamps(run_id: str) -> list[float]:
 
 
 def plain_fit(data: TrainingData, cfg: ForecastConfig, run_id: str, ckpt_root: Path) -> None:
-    """The Ray Train worker loop's steps in this process: train, validate, log, checkpoint."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    client = MlflowClient(tracking.configure())
+    """The Ray Train worker loop's steps in this process: train, validate, log (the same RunLogger),
+    checkpoint (the same TrainState.save)."""
+    logger = tracking.RunLogger(run_id, tracking.configure())
     seed_everything(cfg.seed)
     model = build_model(cfg, data.n_features, len(data.tickers))
     optimizer = make_optimizer(model, cfg)
-    stopper = EarlyStopping(cfg.patience)
+    state = TrainState(EarlyStopping(cfg.patience))
     for epoch in range(cfg.max_epochs):
         t0 = time.perf_counter()
         train_loss = train_epoch(model, optimizer, data.train, cfg, epoch)
-        epoch_time = time.perf_counter() - t0
+        state.epoch_times.append(time.perf_counter() - t0)
         val_loss = evaluate_loss(model, data.val, cfg)
-        stopper.update(val_loss, epoch, model)
-        metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_val_loss": stopper.best_loss,
-                   "epoch_time_s": epoch_time}
-        ts = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()])
-        folder = ckpt_root / f"checkpoint_{epoch:06d}"
-        folder.mkdir(parents=True)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stopper": stopper,
-                    "epoch": epoch, "resume_points": [], "epoch_times": []}, folder / CKPT_FILE)
+        state.stopper.update(val_loss, epoch, model)
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_val_loss": state.stopper.best_loss,
+                   "epoch_time_s": state.epoch_times[-1]}
+        logger.log_metrics(metrics, step=epoch)
+        state.save(ckpt_root / f"checkpoint_{epoch:06d}", model, optimizer, epoch)
 
 
 def plain_job(config_json: str, run_id: str, threads: int) -> None:
@@ -109,7 +104,8 @@ def _run(side: str, data: TrainingData, cfg: ForecastConfig, threads: int, exp_i
                 f"from _train_overhead import plain_job; plain_job({cfg.model_dump_json()!r}, {run_id!r}, {threads})")
         subprocess.run([sys.executable, "-c", code], check=True)
     else:
-        fit_with_ray(data, cfg, run_id=run_id, max_failures=0, threads_per_worker=threads)
+        fit_with_ray(data, cfg, logger=tracking.RunLogger(run_id, tracking.configure()), max_failures=0,
+                     threads_per_worker=threads)
     wall = time.time() - t0
     stamps = epoch_stamps(run_id)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]

@@ -137,7 +137,7 @@ def bench_train(args, out: dict) -> None:
 
 def bench_tune(args, out: dict) -> None:
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.tune import SearchSpace, tune_forecaster
+    from finpulse.forecast.tune import SearchSpace, TuneOptions, tune_forecaster
 
     df = real_features(None if not args.quick else ["AAPL", "MSFT"])
     base = ForecastConfig(feature_set="price", max_epochs=6 if args.quick else 27, patience=1000,
@@ -147,8 +147,9 @@ def bench_tune(args, out: dict) -> None:
     configs = space.sample(args.trials, seed=0)
     res = {}
     for sched in ("asha", "fifo"):
-        r = tune_forecaster(df, base, configs=configs, max_concurrent=os.cpu_count() or 1, cpus_per_trial=1,
-                            scheduler=sched, grace_period=2, reduction_factor=3, retrain=False, log_mlflow=False)
+        r = tune_forecaster(df, base, TuneOptions(configs=configs, max_concurrent=os.cpu_count() or 1,
+                                                  cpus_per_trial=1, scheduler=sched, grace_period=2,
+                                                  reduction_factor=3, retrain=False, log_mlflow=False))
         res[sched] = {"wall_s": r.wall_s, "best_val_loss": r.best_val_loss, "epochs_total": int(r.trials["epochs"].sum())}
         print(sched, res[sched], flush=True)
     out["tune"] = {

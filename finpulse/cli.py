@@ -176,7 +176,7 @@ def train_forecaster_cmd(
     """Train the LSTM forecaster with Ray Train and register finpulse-forecaster@challenger."""
     from finpulse.forecast.config import ForecastConfig
     from finpulse.forecast.holdout import default_test_start
-    from finpulse.forecast.train import train_forecaster
+    from finpulse.forecast.train import TrainOptions, train_forecaster
     from finpulse.runtime import connect
 
     cfg = ForecastConfig(**{**json.loads(config), "num_workers": num_workers})
@@ -187,7 +187,7 @@ def train_forecaster_cmd(
                    err=True)
     if not no_ray:
         connect()
-    r = train_forecaster(df, cfg, use_ray=not no_ray)
+    r = train_forecaster(df, cfg, TrainOptions(use_ray=not no_ray))
     _print_json({"model": r.ref.label if r.ref else str(r.model_dir), "run_id": r.run_id, **r.metrics})
 
 
@@ -206,14 +206,14 @@ def tune_cmd(
 ) -> None:
     """Ray Tune (ASHA) search; each trial an MLflow child run; the best retrained as challenger."""
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.tune import tune_forecaster
+    from finpulse.forecast.tune import TuneOptions, tune_forecaster
     from finpulse.runtime import connect
 
     base = ForecastConfig(**json.loads(config))
     df = _forecast_features(features, embedded, base.tickers)
     connect()
-    r = tune_forecaster(df, base, num_samples=num_samples, max_concurrent=max_concurrent,
-                        cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end)
+    r = tune_forecaster(df, base, TuneOptions(num_samples=num_samples, max_concurrent=max_concurrent,
+                                              cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end))
     typer.echo(r.trials.to_string())
     _print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
                  "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})

@@ -12,10 +12,11 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model, format_table
 from finpulse.forecast.promote import PromotionPolicy, promote
-from finpulse.forecast.train import REGISTERED_NAME, train_forecaster
+from finpulse.forecast.train import train_forecaster
 
 DEMO_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
                 "dm_pvalue", "strategy_sharpe", "buy_hold_sharpe"]
@@ -41,10 +42,10 @@ def run_forecast_demo(features: pd.DataFrame | None = None, *, config: ForecastC
          f"tickers, {days[0]}..{days[-1]}")
     trained = train_forecaster(features, config)
     echo(f"forecaster: registered {trained.ref.label if trained.ref else trained.model_dir} as challenger")
-    result = evaluate_model(features, f"{REGISTERED_NAME}@challenger", wf=wf)
+    result = evaluate_model(features, tracking.model_spec(tracking.FORECAST_MODEL, tracking.CHALLENGER), wf=wf)
     echo(f"forecaster: walk-forward, {wf.k} refits, {result.folds[0][0]}..{result.folds[-1][1]}")
     echo(format_table(result.table, DEMO_COLUMNS))
-    decision = promote(REGISTERED_NAME, policy or PromotionPolicy())
+    decision = promote(tracking.FORECAST_MODEL, policy or PromotionPolicy())
     echo(f"forecaster: {'PROMOTED to champion' if decision.promote else 'NOT promoted'}: " + "; ".join(decision.reasons))
     return {"model": trained.ref.label if trained.ref else None, "decision": asdict(decision),
             "table": result.table, "as_of": dt.date.today().isoformat()}

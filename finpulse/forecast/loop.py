@@ -13,6 +13,7 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,19 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
+
+    def meta(self) -> dict[str, Any]:
+        """The counters as JSON (a checkpoint's ``meta.json``); the best weights go with the tensors."""
+        best = self.best_loss if math.isfinite(self.best_loss) else None
+        return {"patience": self.patience, "best_loss": best, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> EarlyStopping:
+        """The inverse of :meth:`meta` plus ``best_state``: no pickled object crosses a checkpoint."""
+        best = meta.get("best_loss")
+        return cls(int(meta["patience"]), math.inf if best is None else float(best), int(meta["best_epoch"]),
+                   int(meta["bad_epochs"]), best_state or None)
 
 
 @dataclass

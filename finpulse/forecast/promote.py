@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pydantic import BaseModel, Field
 
 from finpulse import tracking
-from finpulse.forecast.train import EXPERIMENT, REGISTERED_NAME
 
 
 class PromotionPolicy(BaseModel):
@@ -92,8 +91,8 @@ def _leakage_rule(challenger: dict[str, float], reasons: list[str]) -> tuple[boo
                              "look for a look-ahead before promoting"]
 
 
-def promote(name: str = REGISTERED_NAME, policy: PromotionPolicy | None = None, *,
-            experiment: str = EXPERIMENT, dry_run: bool = False) -> Decision:
+def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None = None, *,
+            experiment: str = tracking.FORECAST_EXPERIMENT, dry_run: bool = False) -> Decision:
     """Apply the gate to ``name@challenger`` vs ``name@champion``; move the alias when it passes."""
     import mlflow
     from mlflow import MlflowClient

@@ -19,6 +19,7 @@ Every trial is an MLflow run under one parent run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -26,7 +27,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from finpulse import tracking
 from finpulse.config import get_settings
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.holdout import check_tune_end, default_test_start
-from finpulse.forecast.train import EXPERIMENT, TrainResult, train_forecaster
+from finpulse.forecast.train import TrainOptions, TrainResult, train_forecaster
 from finpulse.runtime import sigint_restored
 
 
@@ -67,6 +68,31 @@ class SearchSpace(BaseModel):
         return out
 
 
+class TuneOptions(BaseModel):
+    """How the search runs: which configurations (``configs``, else ``num_samples`` drawn from
+    ``space`` with ``seed``), the scheduler, the resources, the tuning window and what is recorded.
+
+    ``reuse_actors`` keeps trial processes alive between trials: a fresh process costs seconds
+    (imports of torch and pandas), which on short trials eats the time ASHA saves."""
+
+    space: SearchSpace | None = None
+    configs: list[dict[str, Any]] | None = None
+    num_samples: int = 8
+    seed: int = 0
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = 2
+    reduction_factor: int = 3
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    threads_per_trial: int = 1
+    reuse_actors: bool = True
+    tune_end: dt.date | None = None
+    test_start: dt.date | None = None
+    retrain: bool = True
+    log_mlflow: bool = True
+    experiment: str = tracking.FORECAST_EXPERIMENT
+
+
 @dataclass
 class TuneResult:
     best_config: ForecastConfig
@@ -93,11 +119,9 @@ def tuning_base(features: pd.DataFrame, base: ForecastConfig, tune_end: dt.date 
     return base.model_copy(update={"val_end": end})
 
 
-def _trial(params: dict, features: pd.DataFrame, base: dict, mlflow_info: dict | None) -> None:
+def _trial(params: dict, features: pd.DataFrame, base: dict, parent: tracking.RunLogger | None) -> None:
     """One Tune trial: train in-process, report every epoch (ASHA decides), log an MLflow child run."""
     import torch
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
     from ray import tune
 
     from finpulse.forecast.loop import fit_in_process, prepare_training_data
@@ -105,102 +129,84 @@ def _trial(params: dict, features: pd.DataFrame, base: dict, mlflow_info: dict |
     base = dict(base)
     torch.set_num_threads(int(base.pop("_threads", 1)))
     config = ForecastConfig(**{**base, **params["trial"]})
-    client, run_id = None, None
-    if mlflow_info:
-        client = MlflowClient(mlflow_info["tracking_uri"])
-        run = client.create_run(mlflow_info["experiment_id"], run_name=f"trial-{uuid.uuid4().hex[:6]}",
-                                tags={"mlflow.parentRunId": mlflow_info["parent_run_id"], "finpulse.kind": "tune-trial"})
-        run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params["trial"].items()])
+    run = None
+    if parent is not None:
+        run = tracking.child_run(parent, f"trial-{uuid.uuid4().hex[:6]}", tags={"finpulse.kind": "tune-trial"})
+        run.log_params(params["trial"])
     data = prepare_training_data(features, config)
     start = time.perf_counter()
 
     def report(m: dict) -> None:
-        if client is not None:
-            ts = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(m[k]), ts, m["epoch"]) for k in ("train_loss", "val_loss")])
+        if run is not None:
+            run.log_metrics({k: m[k] for k in ("train_loss", "val_loss")}, step=m["epoch"])
         tune.report({"val_loss": m["val_loss"], "best_val_loss": m["best_val_loss"], "epoch": m["epoch"],
-                     "mlflow_run_id": run_id or "", "elapsed_s": time.perf_counter() - start})
+                     "mlflow_run_id": run.run_id if run else "", "elapsed_s": time.perf_counter() - start})
 
     fit_in_process(data, config, on_epoch=report)
-    if client is not None:
-        client.set_terminated(run_id)
+    if run is not None:  # a trial ASHA stops never gets here: the driver ends those runs as KILLED
+        run.end()
 
 
-def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None, *, space: SearchSpace | None = None,
-                    configs: list[dict] | None = None, num_samples: int = 8, max_concurrent: int = 2,
-                    cpus_per_trial: float = 1.0, scheduler: str = "asha", grace_period: int = 2,
-                    reduction_factor: int = 3, seed: int = 0, retrain: bool = True, log_mlflow: bool = True,
-                    experiment: str = EXPERIMENT, threads_per_trial: int = 1, reuse_actors: bool = True,
-                    tune_end: dt.date | None = None, test_start: dt.date | None = None) -> TuneResult:
-    """Search on the days before ``tune_end`` (:func:`tuning_base`), then (``retrain``) train the best
-    configuration with Ray Train on the same days and register it (meta ``tuned_before=tune_end``).
-
-    ``reuse_actors`` keeps trial processes alive between trials: a fresh process costs seconds
-    (imports of torch and pandas), which on short trials eats the time ASHA saves."""
+def _run_trials(features: pd.DataFrame, base: ForecastConfig, trials: list[dict], opts: TuneOptions,
+                parent: tracking.RunLogger | None) -> pd.DataFrame:
+    """Run the grid of ``trials`` under the scheduler; one row per trial, best first."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    base = tuning_base(features, base or ForecastConfig(), tune_end, test_start)
-    trials = configs or (space or SearchSpace()).sample(num_samples, seed)
-    sched = (ASHAScheduler(max_t=base.max_epochs, grace_period=grace_period, reduction_factor=reduction_factor)
-             if scheduler == "asha" else FIFOScheduler())
-    base_dict = {**json.loads(base.model_dump_json()), "_threads": threads_per_trial}
-    storage = os.path.abspath(os.path.join(get_settings().home, "ray_results"))
+    sched = (ASHAScheduler(max_t=base.max_epochs, grace_period=opts.grace_period,
+                           reduction_factor=opts.reduction_factor) if opts.scheduler == "asha" else FIFOScheduler())
+    base_dict = {**json.loads(base.model_dump_json()), "_threads": opts.threads_per_trial}
+    # with_parameters puts the features in the object store once; every trial reads them from there
+    trainable = tune.with_resources(tune.with_parameters(_trial, features=features, base=base_dict, parent=parent),
+                                    {"cpu": opts.cpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=sched,
+                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=opts.reuse_actors),
+        run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", verbose=0,
+                                  storage_path=os.path.abspath(os.path.join(get_settings().home, "ray_results"))),
+    )
+    with sigint_restored():
+        grid = tuner.fit()
+    rows = []
+    for r in grid:
+        df = r.metrics_dataframe
+        ran = df is not None and len(df) > 0
+        rows.append({**r.config["trial"], "best_val_loss": float(df["val_loss"].min()) if ran else math.nan,
+                     "epochs": int(df["epoch"].max()) + 1 if ran else 0,
+                     "mlflow_run_id": (r.metrics or {}).get("mlflow_run_id", "")})
+    return pd.DataFrame(rows).sort_values("best_val_loss").reset_index(drop=True)
+
+
+def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None,
+                    options: TuneOptions | None = None) -> TuneResult:
+    """Search on the days before ``tune_end`` (:func:`tuning_base`), then (``retrain``) train the best
+    configuration with Ray Train on the same days and register it (meta ``tuned_before=tune_end``)."""
+    opts = options or TuneOptions()
+    base = tuning_base(features, base or ForecastConfig(), opts.tune_end, opts.test_start)
+    trials = opts.configs or (opts.space or SearchSpace()).sample(opts.num_samples, opts.seed)
     start = time.perf_counter()
-    parent_ctx = tracking.start_run(experiment, run_name=f"tune-{scheduler}", tags={"finpulse.kind": "tune"}) \
-        if log_mlflow else None
-    parent = parent_ctx.__enter__() if parent_ctx else None
-    try:
-        info = None
+    parent_run = tracking.start_run(opts.experiment, run_name=f"tune-{opts.scheduler}", tags={"finpulse.kind": "tune"}) \
+        if opts.log_mlflow else contextlib.nullcontext()
+    with parent_run as parent:
         if parent is not None:
-            import mlflow
-
-            mlflow.log_params({"scheduler": scheduler, "num_samples": len(trials), "max_concurrent": max_concurrent,
-                               "cpus_per_trial": cpus_per_trial, "max_epochs": base.max_epochs,
-                               "tune_end": str(base.val_end)})
-            info = {"tracking_uri": tracking.configure(), "experiment_id": tracking.run_experiment_id(parent.run_id),
-                    "parent_run_id": parent.run_id}
-        trainable = tune.with_resources(tune.with_parameters(_trial, features=features, base=base_dict,
-                                                             mlflow_info=info), {"cpu": cpus_per_trial})
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=sched,
-                                        max_concurrent_trials=max_concurrent, reuse_actors=reuse_actors),
-            run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", storage_path=storage, verbose=0),
-        )
-        with sigint_restored():
-            grid = tuner.fit()
-        wall = time.perf_counter() - start
-        rows = []
-        for r in grid:
-            df = r.metrics_dataframe
-            best = float(df["val_loss"].min()) if df is not None and len(df) else math.nan
-            rows.append({**r.config["trial"], "best_val_loss": best,
-                         "epochs": int(df["epoch"].max()) + 1 if df is not None and len(df) else 0,
-                         "mlflow_run_id": (r.metrics or {}).get("mlflow_run_id", "")})
-        table = pd.DataFrame(rows).sort_values("best_val_loss").reset_index(drop=True)
-        best_params = {k: table.iloc[0][k] for k in trials[0]}
-        best_cfg = base.model_copy(update={k: (v.item() if hasattr(v, "item") else v) for k, v in best_params.items()})
+            parent.log_params({"scheduler": opts.scheduler, "num_samples": len(trials),
+                               "max_concurrent": opts.max_concurrent, "cpus_per_trial": opts.cpus_per_trial,
+                               "max_epochs": base.max_epochs, "tune_end": str(base.val_end)})
+        table = _run_trials(features, base, trials, opts, parent)
+        best = table.iloc[0]
+        best_cfg = base.model_copy(update={k: (best[k].item() if hasattr(best[k], "item") else best[k])
+                                           for k in trials[0]})
+        result = TuneResult(best_cfg, float(best["best_val_loss"]), table, parent.run_id if parent else None,
+                            time.perf_counter() - start, tune_end=base.val_end)
         if parent is not None:
-            import mlflow
-            from mlflow import MlflowClient
-
-            client = MlflowClient()
-            for rid in table["mlflow_run_id"]:
-                if rid and client.get_run(rid).info.status == "RUNNING":  # ASHA stopped it mid-way
-                    client.set_terminated(rid, status="KILLED")
-            mlflow.log_metrics({"best_val_loss": float(table.iloc[0]["best_val_loss"]), "wall_s": wall})
-            mlflow.log_dict(json.loads(best_cfg.model_dump_json()), "best_config.json")
-            mlflow.log_text(table.to_csv(index=False), "trials.csv")
-        result = TuneResult(best_cfg, float(table.iloc[0]["best_val_loss"]), table,
-                            parent.run_id if parent else None, wall, tune_end=base.val_end)
-    finally:
-        if parent_ctx is not None:
-            parent_ctx.__exit__(None, None, None)
-    if retrain:
-        result.train_result = train_forecaster(features, best_cfg, parent_run_id=result.parent_run_id,
-                                               run_name="tune-best-retrain", experiment=experiment,
-                                               log_mlflow=log_mlflow, register=log_mlflow, tuned_before=base.val_end)
+            tracking.end_unfinished_children(parent.run_id)  # trials ASHA stopped mid-way
+            parent.log_metrics({"best_val_loss": result.best_val_loss, "wall_s": result.wall_s})
+            parent.log_dict(json.loads(best_cfg.model_dump_json()), "best_config.json")
+            parent.log_table(table, "trials.csv")
+    if opts.retrain:
+        result.train_result = train_forecaster(features, best_cfg, TrainOptions(
+            parent_run_id=result.parent_run_id, run_name="tune-best-retrain", experiment=opts.experiment,
+            log_mlflow=opts.log_mlflow, register=opts.log_mlflow, tuned_before=base.val_end))
     return result

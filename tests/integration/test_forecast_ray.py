@@ -8,6 +8,7 @@ import json
 
 import pytest
 from mlflow import MlflowClient
+from support.faults import KillOnce
 
 from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
@@ -16,10 +17,12 @@ from finpulse.forecast.holdout import NotOutOfSample
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, promote
-from finpulse.forecast.train import REGISTERED_NAME, train_forecaster
-from finpulse.forecast.tune import tune_forecaster
+from finpulse.forecast.train import TrainOptions, train_forecaster
+from finpulse.forecast.tune import TuneOptions, tune_forecaster
 
 pytestmark = pytest.mark.integration
+
+REGISTERED_NAME = tracking.FORECAST_MODEL
 
 SMALL = {"hidden_size": 8, "lookback": 10, "batch_size": 64, "tickers": ["AAPL", "MSFT"]}
 
@@ -34,10 +37,10 @@ def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse
     # lr 3e-3: two DDP workers take half the optimizer steps per epoch, and the REGISTERED weights
     # (not only refits of their config) must beat persistence out of sample after 5 epochs
     cfg = ForecastConfig(**SMALL, num_workers=2, max_epochs=5, patience=10, lr=3e-3, val_end=dt.date(2019, 7, 1))
-    res = train_forecaster(features, cfg, max_failures=2,
-                           test_hooks={"fail_at_epoch": 2, "fail_rank": 1, "fail_marker": str(marker),
-                                       "epoch_log": str(epoch_log)})
-    # rank 1 really died at epoch 2, and training resumed from a checkpoint, not from epoch 0
+    # rank 1 dies once at the end of epoch 1, through the loop's generic epoch callback
+    fault = KillOnce(epoch=1, rank=1, marker=str(marker), epoch_log=str(epoch_log))
+    res = train_forecaster(features, cfg, TrainOptions(max_failures=2, on_epoch=fault))
+    # rank 1 really died, and training resumed from a checkpoint (epoch 1's or 2's), not from epoch 0
     assert marker.exists()
     assert len(res.resume_points) == 1 and 1 <= res.resume_points[0] <= 2
     epochs = [int(x) for x in epoch_log.read_text().split()]
@@ -75,7 +78,7 @@ def test_killed_worker_resumes_then_evaluate_register_promote(ray_head, finpulse
     assert tracking.get_version(REGISTERED_NAME, tracking.CHAMPION).version == res.ref.version
 
     # a second challenger that must beat the champion by 50%: rejected, with the reason recorded
-    res2 = train_forecaster(features, cfg.model_copy(update={"seed": 7}), use_ray=False)
+    res2 = train_forecaster(features, cfg.model_copy(update={"seed": 7}), TrainOptions(use_ray=False))
     evaluate_model(features, f"{REGISTERED_NAME}@challenger", wf=wf)
     second = promote(REGISTERED_NAME, PromotionPolicy(margin=0.5))
     assert not second.promote and any("margin" in r for r in second.reasons)
@@ -89,11 +92,11 @@ def test_tune_asha_child_runs_and_best_retrained(ray_head, finpulse_home, featur
                {"hidden_size": 8, "lr": 1e-4, "feature_set": "price"},
                {"hidden_size": 4, "lr": 1e-3, "feature_set": "price"}]
     # one trial at a time: with two, which trial ASHA stops depends on which reports first
-    result = tune_forecaster(features, base, configs=configs, max_concurrent=1, cpus_per_trial=1,
-                             grace_period=1, reduction_factor=2)
+    result = tune_forecaster(features, base, TuneOptions(configs=configs, max_concurrent=1, cpus_per_trial=1,
+                                                         grace_period=1, reduction_factor=2))
     assert len(result.trials) == 3
     children = MlflowClient().search_runs(
-        [tracking.experiment("finpulse-forecast")],
+        [tracking.experiment(tracking.FORECAST_EXPERIMENT)],
         filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}' and tags.`finpulse.kind` = 'tune-trial'")
     assert len(children) == 3
     assert result.best_config.feature_set == "price_sentiment"  # the only config that can use the signal

@@ -20,7 +20,7 @@ from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.loop import fit_in_process, prepare_training_data
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, decide
-from finpulse.forecast.train import train_forecaster
+from finpulse.forecast.train import TrainOptions, train_forecaster
 from finpulse.forecast.tune import tuning_base
 
 TICKERS = ["AAPL", "MSFT", "AMZN"]
@@ -58,7 +58,7 @@ def test_tuned_config_that_wins_only_inside_its_tuning_window_is_refused(tmp_pat
     best = min(fits, key=lambda fs: fits[fs].best_val_loss)
     assert best == "price_sentiment"
     cfg = base.model_copy(update={"feature_set": best})
-    res = train_forecaster(df, cfg, use_ray=False, log_mlflow=False, out_dir=tmp_path, tuned_before=TUNE_END)
+    res = train_forecaster(df, cfg, TrainOptions(use_ray=False, log_mlflow=False, out_dir=tmp_path, tuned_before=TUNE_END))
     weights = load_forecaster(str(res.model_dir))
     assert weights.meta["extra"]["tuned_before"] == str(TUNE_END) == weights.meta["extra"]["seen_before"]
     inside, persist_inside = _val_mae(weights.model, prepare_training_data(df, cfg))
@@ -94,7 +94,7 @@ def planted(tmp_path_factory):
     """A strong planted signal: the saved weights' walk-forward directional accuracy is far above 60%."""
     df = synthetic_features(TICKERS, start="2016-01-01", end="2019-07-01", signal_strength=2.0)
     cfg = ForecastConfig(**SMALL, val_end=dt.date(2019, 1, 1))
-    res = train_forecaster(df, cfg, use_ray=False, log_mlflow=False, out_dir=tmp_path_factory.mktemp("m"))
+    res = train_forecaster(df, cfg, TrainOptions(use_ray=False, log_mlflow=False, out_dir=tmp_path_factory.mktemp("m")))
     wf = WalkForwardConfig(k=1, test_start=dt.date(2019, 1, 1), baselines=("persistence",))
     return df, walk_forward(df, cfg, wf, weights=load_forecaster(str(res.model_dir)))
 
@@ -133,7 +133,7 @@ def test_served_interval_is_the_one_evaluation_measured(planted, tmp_path):
                               & (result.predictions["ticker"] == "MSFT")].sort_values("date")
     row = rows.iloc[len(rows) // 2]
     cfg = ForecastConfig(**SMALL, val_end=dt.date(2019, 1, 1))
-    weights = load_forecaster(str(train_forecaster(df, cfg, use_ray=False, log_mlflow=False, out_dir=tmp_path).model_dir))
+    weights = load_forecaster(str(train_forecaster(df, cfg, TrainOptions(use_ray=False, log_mlflow=False, out_dir=tmp_path)).model_dir))
     assert weights.calibration.n > 0 and weights.calibration.step > 0
     hist = df[(df["ticker"] == "MSFT") & (pd.to_datetime(df["date"]).dt.date <= row["date"])]
     out = weights.predict_next(hist)
