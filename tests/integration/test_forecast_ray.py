@@ -11,13 +11,14 @@ from mlflow import MlflowClient
 
 from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model
+from finpulse.forecast.evaluate import evaluate_model
 from finpulse.forecast.holdout import NotOutOfSample
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, promote
 from finpulse.forecast.train import REGISTERED_NAME, train_forecaster
 from finpulse.forecast.tune import tune_forecaster
+from finpulse.forecast.walk_forward import WalkForwardConfig
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, dm_between, walk_forward
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.loop import fit_in_process, prepare_training_data
+from finpulse.forecast.metrics import dm_between
 from finpulse.forecast.model import load_forecaster, predict_arrays
 from finpulse.forecast.train import train_forecaster
+from finpulse.forecast.walk_forward import WalkForwardConfig, walk_forward
 
 TICKERS = ["AAPL", "MSFT", "AMZN"]
 SMALL = {"hidden_size": 16, "lookback": 10, "batch_size": 64, "patience": 4}
