@@ -44,7 +44,8 @@ def real_features(tickers: list[str] | None = None) -> pd.DataFrame:
 
 def bench_quality(args, out: dict) -> None:
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.evaluate import WalkForwardConfig, format_table, walk_forward
+    from finpulse.forecast.report import format_table
+    from finpulse.forecast.walk_forward import WalkForwardConfig, walk_forward
 
     df = real_features()
     cfg = ForecastConfig(feature_set="price", lookback=20, hidden_size=32, max_epochs=8 if args.quick else 20,
@@ -101,7 +102,8 @@ def stocknet_inputs(sentiment_model: str | None) -> tuple[pd.DataFrame, pd.DataF
 def bench_stocknet(args, out: dict) -> None:
     from finpulse.data import reference
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.evaluate import format_table, stocknet_evaluate
+    from finpulse.forecast.report import format_table
+    from finpulse.forecast.stocknet import stocknet_evaluate
 
     if not (SHARED / "stocknet").is_dir():
         out["stocknet"] = {"skipped": f"no StockNet data at {SHARED / 'stocknet'}"}

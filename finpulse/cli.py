@@ -230,7 +230,9 @@ def evaluate_cmd(
     out: Annotated[str | None, typer.Option(help="Also write report.md, the table and plots here.")] = None,
 ) -> None:
     """Walk-forward evaluation against persistence, drift, ridge and the price-only LSTM."""
-    from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model, format_table
+    from finpulse.forecast.evaluate import evaluate_model
+    from finpulse.forecast.report import format_table
+    from finpulse.forecast.walk_forward import WalkForwardConfig
 
     wf_cfg = WalkForwardConfig(**{**json.loads(wf), "k": k, "test_start": test_start})
     result = evaluate_model(_forecast_features(features, embedded), model, wf=wf_cfg, out_dir=out)

@@ -14,9 +14,11 @@ import pandas as pd
 
 from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model, format_table
+from finpulse.forecast.evaluate import evaluate_model
 from finpulse.forecast.promote import PromotionPolicy, promote
+from finpulse.forecast.report import format_table
 from finpulse.forecast.train import train_forecaster
+from finpulse.forecast.walk_forward import WalkForwardConfig
 
 DEMO_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
                 "dm_pvalue", "strategy_sharpe", "buy_hold_sharpe"]

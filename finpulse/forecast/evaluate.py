@@ -1,270 +1,31 @@
-"""Walk-forward evaluation against honest baselines, the StockNet protocol, report and plots.
+"""Evaluate a forecaster and record the evidence: the walk-forward, its report, MLflow, the promotion gate's inputs.
 
-Walk-forward: the test period is cut into ``k`` consecutive blocks; for each block the models are
-refit on everything before it (an expanding window; the last ``val_fraction`` of those days is the
-early-stopping validation set) and predict the block. Refits use the in-process loop
-(:func:`finpulse.forecast.loop.fit_in_process`, the same steps as the Ray Train workers), so an
-evaluation does not pay Ray Train's start-up ``k`` times. It evaluates a *configuration*: the
-registered weights are one more fit of the same configuration on all the data before the test period.
-
-Every model in the table sees the same windows, scaler and days: the LSTM (its feature set), the
-price-only LSTM, ridge on the same windows, drift and persistence.
+Thin on purpose: the walk-forward itself is :mod:`finpulse.forecast.walk_forward` (pure), the table
+and plots are :mod:`finpulse.forecast.report`, and MLflow is reached only through
+:mod:`finpulse.tracking`. What is logged (metric keys, artifact names, tags) is what people and the
+promotion gate (:mod:`finpulse.forecast.promote`) read, so it does not change casually.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
 
-from finpulse.forecast import baselines, holdout
-from finpulse.forecast.backtest import backtest
-from finpulse.forecast.calibration import IntervalCalibration, track_groups
+from finpulse import tracking
+from finpulse.forecast import holdout
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.loop import calibrate_intervals, fit_in_process, prepare_training_data
-from finpulse.forecast.metrics import dm_between, dm_vs, forecast_metrics, mcc, price_errors  # noqa: F401
-from finpulse.forecast.model import LoadedForecaster, predict_arrays
-from finpulse.forecast.report import (  # noqa: F401  (re-exported: callers import them from here)
-    TABLE_COLUMNS,
-    backtest_plot,
-    forecast_plot,
-    format_table,
-    markdown_report,
-)
-from finpulse.forecast.windows import Scaler, Windows, concat_windows, window_vol
-
-PERSISTENCE = "persistence"
-STOCKNET_PAPER = {"accuracy": 0.5823, "mcc": 0.081}  # Xu and Cohen (ACL 2018), StockNet (best variant)
-STOCKNET_TICKERS = ("AAPL", "AMZN", "BAC", "FB", "GOOG", "INTC", "JPM", "MSFT", "WMT", "XOM")
-
-
-class WalkForwardConfig(BaseModel):
-    """Test period, number of refits and what to compare. Dates are as-of days of the forecasts."""
-
-    test_start: dt.date | None = None  # None: the last ``test_fraction`` of the days
-    test_end: dt.date | None = None
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    k: int = Field(4, ge=1, description="refits (one per consecutive test block)")
-    baselines: tuple[str, ...] = ("persistence", "drift", "ridge", "lstm_price")
-    ridge_alpha: float = 10.0
-    cost_bps: float = 5.0
-
-    def key(self) -> str:
-        """A short id of the evaluation protocol: promotion compares MAEs only under the same key."""
-        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
-
-
-@dataclass
-class WalkForwardResult:
-    predictions: pd.DataFrame  # one row per (model, ticker, date)
-    table: pd.DataFrame  # one row per model
-    per_ticker: pd.DataFrame  # one row per (model, ticker)
-    backtests: dict[str, dict] = field(default_factory=dict)
-    folds: list[tuple[dt.date, dt.date]] = field(default_factory=list)
-    leakage_alarm: bool = False  # an LSTM's directional accuracy > 60% (see holdout.leakage_alarm)
-    synthetic: bool = False  # the posts behind the features are labelled synthetic
-
-    def metric(self, model: str, name: str) -> float:
-        return float(self.table.loc[model, name])
-
-
-def walk_forward_folds(dates: list[dt.date], k: int, test_start: dt.date | None, test_end: dt.date | None,
-                       test_fraction: float = 0.2) -> list[tuple[dt.date, dt.date]]:
-    """``k`` consecutive [start, end) blocks of (roughly) equal numbers of trading days."""
-    days = np.array(sorted(set(dates)))
-    if test_start is None:
-        test_start = holdout.holdout_start(days, test_fraction)
-    sel = days[(days >= test_start) & ((days < test_end) if test_end is not None else True)]
-    if len(sel) < k:
-        raise ValueError(f"{len(sel)} test days cannot make {k} folds")
-    edges = [sel[int(round(i * len(sel) / k))] for i in range(k)]
-    stop = test_end if test_end is not None else sel[-1] + dt.timedelta(days=1)
-    return [(edges[i], edges[i + 1] if i + 1 < k else stop) for i in range(k)]
-
-
-def _intervals(cal: IntervalCalibration, quant: np.ndarray, test: Windows, scaler: Scaler) -> tuple[np.ndarray, ...]:
-    """The calibrated interval of a refit on its test block: static CQR, then online tracking per
-    ticker from the block's first day (the refit never saw it), as serving does from ``seen_before``."""
-    low, high = cal.apply(quant[:, 0], quant[:, -1], window_vol(test.x, scaler))
-    return track_groups(low, high, test.target_ret, test.tickers, cal)
-
-
-def _fold_predictions(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig,
-                      start: dt.date, end: dt.date, fold: int) -> list[pd.DataFrame]:
-    cfg = config.model_copy(update={"train_end": None, "val_end": start})
-    data = prepare_training_data(features, cfg)
-    test = data.rest.between(start, end)
-    if len(test) == 0:
-        return []
-    base = pd.DataFrame({"ticker": test.tickers, "date": test.dates, "close": test.close,
-                         "target_ret": test.target_ret, "target_close": test.target_close, "fold": fold})
-    out = []
-
-    def add(name: str, pred: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> None:
-        out.append(base.assign(model=name, pred=pred, low=np.nan if low is None else low,
-                               high=np.nan if high is None else high))
-
-    fit = fit_in_process(data, cfg)
-    point, quant = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
-    add(f"lstm_{config.feature_set}", point, *_intervals(calibrate_intervals(fit.model, data, cfg), quant, test,
-                                                          data.scaler))
-    fitted = concat_windows([data.train, data.val])
-    for name in wf.baselines:
-        if name == PERSISTENCE:
-            add(name, baselines.persistence(test))
-        elif name == "drift":
-            add(name, baselines.drift(fitted, test))
-        elif name == "ridge":
-            add(name, baselines.ridge(fitted, test, wf.ridge_alpha))
-        elif name == "lstm_price" and config.feature_set != "price":
-            pcfg = cfg.model_copy(update={"feature_set": "price"})
-            pdata = prepare_training_data(features, pcfg)
-            ptest = pdata.rest.between(start, end)
-            pfit = fit_in_process(pdata, pcfg)
-            pp, pq = predict_arrays(pfit.model, ptest.x, ptest.ticker_idx, pdata.scaler.target_scale)
-            plow, phigh = _intervals(calibrate_intervals(pfit.model, pdata, pcfg), pq, ptest, pdata.scaler)
-            # the price-only frame keeps the same rows (sentiment never drops a row): align on key
-            pframe = pd.DataFrame({"ticker": ptest.tickers, "date": ptest.dates, "pred": pp,
-                                   "low": plow, "high": phigh})
-            merged = base.merge(pframe, on=["ticker", "date"], how="left")
-            add(name, merged["pred"].to_numpy(), merged["low"].to_numpy(), merged["high"].to_numpy())
-    return out
-
-
-def summarize(predictions: pd.DataFrame, cost_bps: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Metrics table per model (with DM vs persistence and the backtest), per-ticker MAE ratios."""
-    preds = predictions.dropna(subset=["pred"])
-    persist = preds[preds["model"] == PERSISTENCE].set_index(["ticker", "date"])
-    rows, ticker_rows, tests = [], [], {}
-    for name, g in preds.groupby("model", sort=False):
-        m = forecast_metrics(g["pred"].to_numpy(), g["target_ret"].to_numpy(), g["close"].to_numpy(),
-                             g["target_close"].to_numpy(),
-                             g["low"].to_numpy() if g["low"].notna().all() else None,
-                             g["high"].to_numpy() if g["high"].notna().all() else None)
-        err = price_errors(g["pred"].to_numpy(), g["close"].to_numpy(), g["target_close"].to_numpy())
-        if len(persist) and name != PERSISTENCE:
-            p = persist.reindex(pd.MultiIndex.from_frame(g[["ticker", "date"]]))
-            perr = price_errors(p["pred"].to_numpy(), p["close"].to_numpy(), p["target_close"].to_numpy())
-            m["dm_stat"], m["dm_pvalue"] = dm_vs(g["date"].to_numpy(), err, perr, g["close"].to_numpy())
-            m["mae_ratio_vs_persistence"] = m["mae"] / float(np.mean(np.abs(perr)))
-        else:
-            m["dm_stat"], m["dm_pvalue"] = math.nan, math.nan
-            m["mae_ratio_vs_persistence"] = 1.0 if name == PERSISTENCE else math.nan
-        bt = backtest(g, "pred", cost_bps=cost_bps)
-        tests[name] = bt
-        m.update({k: v for k, v in bt.items() if k != "curve"})
-        rows.append({"model": name, **m})
-        for ticker, tg in g.groupby("ticker"):
-            terr = np.abs(price_errors(tg["pred"].to_numpy(), tg["close"].to_numpy(), tg["target_close"].to_numpy()))
-            pr = persist.reindex(pd.MultiIndex.from_frame(tg[["ticker", "date"]])) if len(persist) else None
-            pmae = float(np.mean(np.abs(tg["target_close"] - tg["close"]))) if pr is None else float(
-                np.mean(np.abs(pr["target_close"].to_numpy() - pr["close"].to_numpy())))
-            ticker_rows.append({"model": name, "ticker": ticker, "mae": float(terr.mean()),
-                                "mae_ratio_vs_persistence": float(terr.mean()) / pmae if pmae > 0 else math.nan,
-                                "directional_accuracy": forecast_metrics(
-                                    tg["pred"].to_numpy(), tg["target_ret"].to_numpy(), tg["close"].to_numpy(),
-                                    tg["target_close"].to_numpy())["directional_accuracy"]})
-    table = pd.DataFrame(rows).set_index("model")
-    return table, pd.DataFrame(ticker_rows), tests
-
-
-def evaluation_folds(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig) -> list[tuple[dt.date, dt.date]]:
-    """The walk-forward's test blocks for these features (the first block's start is the test start)."""
-    df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
-    known = df[df["target_ret_1d"].notna()]
-    return walk_forward_folds(list(pd.to_datetime(known["date"]).dt.date), wf.k, wf.test_start, wf.test_end,
-                              wf.test_fraction)
-
-
-def walk_forward(features: pd.DataFrame, config: ForecastConfig, wf: WalkForwardConfig | None = None,
-                 weights: LoadedForecaster | None = None, synthetic: bool | None = None) -> WalkForwardResult:
-    """Expanding-window walk-forward with ``wf.k`` refits; every model on the same days.
-
-    With ``weights`` (a saved model), its forecasts on the same days form the ``registered`` row: the
-    weights a promotion would serve, scored without a refit. They must not have seen the test window
-    (:func:`holdout.check_out_of_sample` raises otherwise)."""
-    wf = wf or WalkForwardConfig()
-    synthetic = holdout.data_is_synthetic(features, synthetic)
-    df = features[features["ticker"].isin(config.tickers)] if config.tickers else features
-    folds = evaluation_folds(df, config, wf)
-    if weights is not None:
-        holdout.check_out_of_sample(weights.meta, folds[0][0])
-    parts: list[pd.DataFrame] = []
-    for i, (start, end) in enumerate(folds):
-        parts.extend(_fold_predictions(df, config, wf, start, end, i))
-    predictions = pd.concat(parts, ignore_index=True)
-    if weights is not None:
-        base = predictions[predictions["model"] == f"lstm_{config.feature_set}"].drop(columns=["pred", "low", "high"])
-        scored = holdout.weights_predictions(df, weights, base)
-        predictions = pd.concat([predictions, base.assign(model=holdout.REGISTERED, pred=scored["pred"].to_numpy(),
-                                                          low=scored["low"].to_numpy(), high=scored["high"].to_numpy())],
-                                ignore_index=True)
-    table, per_ticker, tests = summarize(predictions, wf.cost_bps)
-    alarm = holdout.leakage_alarm(table, [holdout.REGISTERED, f"lstm_{config.feature_set}", "lstm_price"])
-    return WalkForwardResult(predictions, table, per_ticker, tests, folds, alarm, synthetic)
-
-
-# ---- StockNet protocol -------------------------------------------------------------------------------
-
-def stocknet_labels(log_ret: np.ndarray, up: float = 0.0055, down: float = -0.005) -> np.ndarray:
-    """1 (up: next close above +0.55%), 0 (down: at or below -0.5%), NaN in between (dropped)."""
-    pct = np.expm1(np.asarray(log_ret, float))
-    return np.where(pct > up, 1.0, np.where(pct <= down, 0.0, np.nan))
-
-
-class StockNetConfig(BaseModel):
-    train_start: dt.date = dt.date(2014, 1, 1)
-    train_end: dt.date = dt.date(2015, 8, 1)
-    val_end: dt.date = dt.date(2015, 10, 1)
-    test_end: dt.date = dt.date(2016, 1, 1)
-    up: float = 0.0055
-    down: float = -0.005
-
-
-def stocknet_evaluate(features: pd.DataFrame, config: ForecastConfig, sn: StockNetConfig | None = None) -> pd.DataFrame:
-    """Train on the StockNet split, predict the test quarter, score movement on the labelled days.
-
-    The LSTM is a regressor trained on every day (the dropped band included); its movement call is the
-    sign of the forecast return. The table also lists ridge, the price-only LSTM and the paper.
-    """
-    sn = sn or StockNetConfig()
-    rows = []
-    for name, fs in (("lstm_" + config.feature_set, config.feature_set), ("lstm_price", "price")):
-        if name == "lstm_price" and config.feature_set == "price":
-            continue
-        cfg = config.model_copy(update={"feature_set": fs, "train_start": sn.train_start, "train_end": sn.train_end,
-                                        "val_end": sn.val_end})
-        data = prepare_training_data(features, cfg)
-        test = data.rest.between(sn.val_end, sn.test_end)
-        labels = stocknet_labels(test.target_ret, sn.up, sn.down)
-        keep = np.isfinite(labels)
-        fit = fit_in_process(data, cfg)
-        point, _ = predict_arrays(fit.model, test.x, test.ticker_idx, data.scaler.target_scale)
-        rows.append(_movement_row(name, point[keep] > 0, labels[keep]))
-        if name.startswith("lstm_") and fs == config.feature_set:
-            ridge_pred = baselines.ridge(concat_windows([data.train, data.val]), test)
-            rows.append(_movement_row("ridge", ridge_pred[keep] > 0, labels[keep]))
-            rows.append(_movement_row("always_up", np.ones(keep.sum(), bool), labels[keep]))
-    rows.append({"model": "StockNet (paper)", "n": math.nan, "accuracy": STOCKNET_PAPER["accuracy"],
-                 "mcc": STOCKNET_PAPER["mcc"]})
-    return pd.DataFrame(rows).set_index("model")
-
-
-def _movement_row(name: str, pred_up: np.ndarray, labels: np.ndarray) -> dict:
-    true_up = labels.astype(bool)
-    return {"model": name, "n": float(len(labels)), "accuracy": float(np.mean(pred_up == true_up)) if len(labels)
-            else math.nan, "mcc": mcc(pred_up, true_up)}
+from finpulse.forecast.model import LoadedForecaster, load_forecaster
+from finpulse.forecast.report import markdown_report, report_plots, write_report
+from finpulse.forecast.walk_forward import PERSISTENCE, WalkForwardConfig, WalkForwardResult, walk_forward
 
 
 def evaluate_model(features: pd.DataFrame, model: str | None = None, config: ForecastConfig | None = None,
-                   wf: WalkForwardConfig | None = None, *, experiment: str = "finpulse-forecast",
+                   wf: WalkForwardConfig | None = None, *, experiment: str = tracking.FORECAST_EXPERIMENT,
                    out_dir: str | Path | None = None, log_to_model_run: bool = True,
                    synthetic: bool | None = None) -> WalkForwardResult:
     """Walk-forward evaluation of a registered model (its configuration refit per fold, and its saved
@@ -275,48 +36,53 @@ def evaluate_model(features: pd.DataFrame, model: str | None = None, config: For
     model has a training run, :func:`promotion_evidence` on that run: what promotion reads.
     ``synthetic`` overrides what the features say about their posts (``attrs["synthetic_inputs"]``).
     """
-    import mlflow
-
-    from finpulse import tracking
-
     wf = wf or WalkForwardConfig()
-    ref, loaded = None, None
-    if model is not None:
-        from finpulse.forecast.model import load_forecaster
-
-        loaded = load_forecaster(model)
-        config = loaded.config.model_copy(update={"tickers": config.tickers if config else loaded.config.tickers})
-        ref = tracking.resolve(model) if not Path(str(model)).is_dir() else None
-    if config is None:
-        raise ValueError("give a model spec or a ForecastConfig")
+    config, loaded, ref = _subject(model, config)
     result = walk_forward(features, config, wf, weights=loaded, synthetic=synthetic)
     name = f"lstm_{config.feature_set}"
     report = markdown_report(result, config, wf)
-    with tracking.start_run(experiment, run_name=f"evaluate-{ref.label if ref else name}",
-                            tags={"finpulse.kind": "evaluate", "wf_key": wf.key(),
-                                  "leakage_alarm": str(result.leakage_alarm).lower(),
-                                  "data_synthetic": str(result.synthetic).lower(),
-                                  "wf_test_start": str(result.folds[0][0]),
-                                  **({"model": ref.label} if ref else {})}):
-        for model_name, row in result.table.iterrows():
-            mlflow.log_metrics({f"{model_name}.{k}": float(v) for k, v in row.items()
-                                if isinstance(v, int | float) and np.isfinite(v)})
-        mlflow.log_dict(json.loads(wf.model_dump_json()), "walk_forward_config.json")
-        mlflow.log_text(result.table.to_csv(), "metrics_table.csv")
-        mlflow.log_text(result.per_ticker.to_csv(index=False), "metrics_per_ticker.csv")
-        mlflow.log_text(report, "report.md")
-        tracking.log_figure(forecast_plot(result.predictions, name), "plots/forecast_vs_actual.png")
-        tracking.log_figure(backtest_plot(result.backtests), "plots/backtest.png")
+    plots = report_plots(result, name)
+    log_evaluation(result, wf, report, plots, experiment=experiment, run_name=f"evaluate-{ref.label if ref else name}",
+                   model_label=ref.label if ref else None)
     if ref is not None and ref.run_id and log_to_model_run:
         record_walk_forward(ref.run_id, result, name, wf)
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(report)
-        result.table.to_csv(out / "metrics_table.csv")
-        forecast_plot(result.predictions, name).savefig(out / "forecast_vs_actual.png")
-        backtest_plot(result.backtests).savefig(out / "backtest.png")
+        write_report(out_dir, report, result.table, plots)
+    _close(plots)
     return result
+
+
+def _subject(model: str | None, config: ForecastConfig | None
+             ) -> tuple[ForecastConfig, LoadedForecaster | None, tracking.ModelRef | None]:
+    """What is evaluated: a saved model's configuration and weights (``config`` may narrow its tickers), or ``config``."""
+    if model is None:
+        if config is None:
+            raise ValueError("give a model spec or a ForecastConfig")
+        return config, None, None
+    loaded = load_forecaster(model)
+    cfg = loaded.config.model_copy(update={"tickers": config.tickers if config else loaded.config.tickers})
+    ref = tracking.resolve(model) if not Path(str(model)).is_dir() else None
+    return cfg, loaded, ref
+
+
+def log_evaluation(result: WalkForwardResult, wf: WalkForwardConfig, report: str, plots: dict[str, Any], *,
+                   experiment: str = tracking.FORECAST_EXPERIMENT, run_name: str = "evaluate",
+                   model_label: str | None = None) -> str:
+    """One evaluation run: ``<model>.<metric>`` for every row, the tables, the report and the plots; returns its id."""
+    tags = {"finpulse.kind": "evaluate", "wf_key": wf.key(), "leakage_alarm": str(result.leakage_alarm).lower(),
+            "data_synthetic": str(result.synthetic).lower(), "wf_test_start": str(result.folds[0][0]),
+            **({"model": model_label} if model_label else {})}
+    with tracking.start_run(experiment, run_name=run_name, tags=tags) as run:
+        for model_name, row in result.table.iterrows():
+            run.log_metrics({f"{model_name}.{k}": float(v) for k, v in row.items()
+                             if isinstance(v, int | float) and np.isfinite(v)})
+        run.log_dict(json.loads(wf.model_dump_json()), "walk_forward_config.json")
+        run.log_text(result.table.to_csv(), "metrics_table.csv")  # the index is the model name
+        run.log_table(result.per_ticker, "metrics_per_ticker.csv")
+        run.log_text(report, "report.md")
+        for file, fig in plots.items():
+            run.log_figure(fig, f"plots/{file}")
+    return run.run_id
 
 
 def promotion_evidence(result: WalkForwardResult, name: str) -> dict[str, float]:
@@ -335,15 +101,14 @@ def promotion_evidence(result: WalkForwardResult, name: str) -> dict[str, float]
 
 
 def record_walk_forward(run_id: str, result: WalkForwardResult, name: str, wf: WalkForwardConfig) -> None:
-    """Write :func:`promotion_evidence` onto a model's training run (read by the promotion gate)."""
-    from mlflow import MlflowClient
+    """Write :func:`promotion_evidence` (finite values) and the protocol's ``wf_key`` onto a model's training
+    run: the promotion gate reads them there."""
+    tracking.annotate_run(run_id, metrics=promotion_evidence(result, name),
+                          tags={"wf_key": wf.key(), "leakage_alarm": str(result.leakage_alarm).lower()})
 
-    from finpulse import tracking
 
-    tracking.configure()
-    client = MlflowClient()
-    for key, value in promotion_evidence(result, name).items():
-        if math.isfinite(value):
-            client.log_metric(run_id, key, value)
-    client.set_tag(run_id, "wf_key", wf.key())
-    client.set_tag(run_id, "leakage_alarm", str(result.leakage_alarm).lower())
+def _close(plots: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    for fig in plots.values():
+        plt.close(fig)

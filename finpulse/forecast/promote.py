@@ -94,35 +94,45 @@ def _leakage_rule(challenger: dict[str, float], reasons: list[str]) -> tuple[boo
 def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None = None, *,
             experiment: str = tracking.FORECAST_EXPERIMENT, dry_run: bool = False) -> Decision:
     """Apply the gate to ``name@challenger`` vs ``name@champion``; move the alias when it passes."""
-    import mlflow
-    from mlflow import MlflowClient
-
     policy = policy or PromotionPolicy()
     challenger = tracking.get_version(name, tracking.CHALLENGER)
     if challenger is None:
         raise LookupError(f"{name} has no {tracking.CHALLENGER} alias: train a model first")
     champion = tracking.get_version(name, tracking.CHAMPION)
-    client = MlflowClient()
-
-    def key(ref: tracking.ModelRef) -> str | None:
-        return client.get_run(ref.run_id).data.tags.get("wf_key") if ref.run_id else None
-
     if champion is not None and champion.version == challenger.version:
         decision = Decision(False, ["the challenger already is the champion"])
     else:
-        decision = decide(tracking.run_metrics(challenger.run_id) if challenger.run_id else {},
-                          (tracking.run_metrics(champion.run_id) if champion.run_id else {}) if champion else None,
-                          policy, key(challenger), key(champion) if champion else None)
+        decision = decide(_evidence(challenger), _evidence(champion) if champion else None, policy,
+                          _protocol(challenger), _protocol(champion) if champion else None)
     decision.challenger, decision.champion = challenger.label, champion.label if champion else None
     if decision.promote and not dry_run:
         tracking.set_alias(name, tracking.CHAMPION, challenger.version)
-    with tracking.start_run(experiment, run_name=f"promote-{challenger.label}",
-                            tags={"finpulse.kind": "promotion", "decision": "promote" if decision.promote else "reject",
-                                  "challenger": challenger.label, "champion": decision.champion or "none"}):
-        mlflow.log_params({**policy.model_dump(), "dry_run": dry_run})
-        mlflow.log_metrics({k: v for k, v in decision.metrics.items() if math.isfinite(v)})
-        mlflow.log_dict(asdict(decision), "decision.json")
-        mlflow.set_tag("reasons", json.dumps(decision.reasons)[:5000])
+    _record(decision, policy, experiment=experiment, dry_run=dry_run)
     if challenger.run_id:
-        client.set_tag(challenger.run_id, "promotion_decision", "promote" if decision.promote else "reject")
+        tracking.annotate_run(challenger.run_id, tags={"promotion_decision": _verdict(decision)})
     return decision
+
+
+def _evidence(ref: tracking.ModelRef) -> dict[str, float]:
+    """The walk-forward metrics :func:`evaluate.record_walk_forward` wrote on the model's training run."""
+    return tracking.run_metrics(ref.run_id) if ref.run_id else {}
+
+
+def _protocol(ref: tracking.ModelRef) -> str | None:
+    """The ``wf_key`` of the evaluation that produced the evidence (MAEs compare only under the same one)."""
+    return tracking.run_tags(ref.run_id).get("wf_key") if ref.run_id else None
+
+
+def _verdict(decision: Decision) -> str:
+    return "promote" if decision.promote else "reject"
+
+
+def _record(decision: Decision, policy: PromotionPolicy, *, experiment: str, dry_run: bool) -> None:
+    """The decision as its own run: tags (verdict, who, reasons), the policy as params, ``decision.json``."""
+    tags = {"finpulse.kind": "promotion", "decision": _verdict(decision), "challenger": decision.challenger,
+            "champion": decision.champion or "none"}
+    with tracking.start_run(experiment, run_name=f"promote-{decision.challenger}", tags=tags) as run:
+        run.log_params({**policy.model_dump(), "dry_run": dry_run})
+        run.log_metrics(decision.metrics)
+        run.log_dict(asdict(decision), "decision.json")
+        run.set_tags({"reasons": json.dumps(decision.reasons)[:5000]})

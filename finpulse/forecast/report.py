@@ -1,17 +1,22 @@
-"""The walk-forward report: a markdown table and the plots logged with every evaluation."""
+"""The walk-forward report: a markdown table and the plots logged with every evaluation.
+
+Pure presentation of a :class:`~finpulse.forecast.walk_forward.WalkForwardResult`: the evaluation
+logs these to MLflow and, when asked, writes the same files to a folder.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from finpulse.forecast.walk_forward import PERSISTENCE
+
 if TYPE_CHECKING:
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.evaluate import WalkForwardConfig, WalkForwardResult
-
-PERSISTENCE = "persistence"
+    from finpulse.forecast.walk_forward import WalkForwardConfig, WalkForwardResult
 
 TABLE_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
                  "interval_width", "dm_stat", "dm_pvalue", "strategy_return", "strategy_sharpe", "turnover",
@@ -81,3 +86,20 @@ def markdown_report(result: WalkForwardResult, config: ForecastConfig, wf: WalkF
         lines += ["## StockNet protocol (Xu and Cohen, ACL 2018)", "", format_table(stocknet, ["n", "accuracy", "mcc"]),
                   ""]
     return "\n".join(lines)
+
+
+def report_plots(result: WalkForwardResult, model: str) -> dict[str, Any]:
+    """The evaluation's figures by file name (MLflow keeps them under ``plots/``, a report folder at its top)."""
+    return {"forecast_vs_actual.png": forecast_plot(result.predictions, model),
+            "backtest.png": backtest_plot(result.backtests)}
+
+
+def write_report(out_dir: str | Path, report: str, table: pd.DataFrame, plots: dict[str, Any]) -> Path:
+    """``report.md``, ``metrics_table.csv`` and the plots in ``out_dir`` (a copy to read without MLflow)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report)
+    table.to_csv(out / "metrics_table.csv")
+    for file, fig in plots.items():
+        fig.savefig(out / file)
+    return out

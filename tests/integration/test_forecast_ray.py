@@ -8,17 +8,18 @@ import json
 
 import pytest
 from mlflow import MlflowClient
-from support.faults import KillOnce
 
 from finpulse import tracking
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, evaluate_model
+from finpulse.forecast.evaluate import evaluate_model
 from finpulse.forecast.holdout import NotOutOfSample
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, promote
 from finpulse.forecast.train import TrainOptions, train_forecaster
 from finpulse.forecast.tune import TuneOptions, tune_forecaster
+from finpulse.forecast.walk_forward import WalkForwardConfig
+from tests.support.faults import KillOnce
 
 pytestmark = pytest.mark.integration
 

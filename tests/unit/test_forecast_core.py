@@ -14,10 +14,11 @@ from finpulse.data.schemas import PRICE_FEATURES
 from finpulse.forecast.backtest import backtest, positions
 from finpulse.forecast.baselines import drift, persistence, ridge
 from finpulse.forecast.config import ForecastConfig, feature_columns
-from finpulse.forecast.evaluate import stocknet_labels, walk_forward_folds
 from finpulse.forecast.inputs import simple_daily_features
 from finpulse.forecast.metrics import diebold_mariano, directional_accuracy, forecast_metrics
 from finpulse.forecast.model import LSTMForecaster, pinball_loss
+from finpulse.forecast.stocknet import stocknet_labels
+from finpulse.forecast.walk_forward import walk_forward_folds
 from finpulse.forecast.windows import Scaler, build_windows, prepare_frame, ticker_index
 from finpulse.resources import load_prices
 

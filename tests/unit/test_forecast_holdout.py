@@ -15,13 +15,14 @@ import pytest
 
 from finpulse.forecast import holdout
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, promotion_evidence, walk_forward
+from finpulse.forecast.evaluate import promotion_evidence
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.loop import fit_in_process, prepare_training_data
 from finpulse.forecast.model import load_forecaster
 from finpulse.forecast.promote import PromotionPolicy, decide
 from finpulse.forecast.train import TrainOptions, train_forecaster
 from finpulse.forecast.tune import tuning_base
+from finpulse.forecast.walk_forward import WalkForwardConfig, walk_forward
 
 TICKERS = ["AAPL", "MSFT", "AMZN"]
 SMALL = {"hidden_size": 16, "lookback": 10, "batch_size": 64, "patience": 4, "max_epochs": 10}
@@ -147,9 +148,9 @@ def test_train_tune_and_evaluate_agree_on_the_default_test_start() -> None:
     """`train-forecaster` without val_end holds out exactly evaluate's default window (off by one day
     once: training counted every day, evaluation only days with a known target)."""
     from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.evaluate import WalkForwardConfig, evaluation_folds
     from finpulse.forecast.holdout import default_test_start
     from finpulse.forecast.inputs import simple_daily_features
+    from finpulse.forecast.walk_forward import WalkForwardConfig, evaluation_folds
     from finpulse.resources import load_prices
 
     features = simple_daily_features(load_prices(["AAPL", "MSFT"]))

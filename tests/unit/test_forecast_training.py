@@ -15,11 +15,9 @@ import pandas as pd
 import pytest
 import torch
 from ray import cloudpickle
-from support.faults import KillOnce
 
 from finpulse import checkpoints
 from finpulse.forecast.config import ForecastConfig
-from finpulse.forecast.evaluate import WalkForwardConfig, dm_between, walk_forward
 from finpulse.forecast.inputs import synthetic_features
 from finpulse.forecast.loop import (
     EarlyStopping,
@@ -30,8 +28,11 @@ from finpulse.forecast.loop import (
     seed_everything,
     train_epoch,
 )
+from finpulse.forecast.metrics import dm_between
 from finpulse.forecast.model import build_model, load_forecaster, predict_arrays
 from finpulse.forecast.train import TrainOptions, TrainState, train_forecaster
+from finpulse.forecast.walk_forward import WalkForwardConfig, walk_forward
+from tests.support.faults import KillOnce
 
 TICKERS = ["AAPL", "MSFT", "AMZN"]
 SMALL = {"hidden_size": 16, "lookback": 10, "batch_size": 64, "patience": 4}
