@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench-etl bench-sentiment bench-forecast bench-serve
+.PHONY: demo test lint install clean bench-etl bench-sentiment bench-forecast bench-serve bench-live
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-etl: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve_load.py
+
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/live.py $(BENCH_LIVE_ARGS)
 
 bench-forecast: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py

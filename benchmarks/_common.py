@@ -13,6 +13,15 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers a benchmark starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

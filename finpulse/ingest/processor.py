@@ -30,6 +30,7 @@ class ProcessorConfig:
     nats_url: str = "nats://127.0.0.1:4222"
     durable: str = "finpulse-processor"
     sentiment_model: str = "finpulse-sentiment@champion"
+    scorer_threads: int = 1  # torch threads of the in-actor scorer (size the actor's num_cpus to match)
     batch_size: int = 500
     fetch_timeout_s: float = 0.25
     ack_wait_s: float = 30.0  # redelivery delay after a processor dies mid-batch
@@ -112,6 +113,8 @@ async def run_once(feed: Feed, sub: Any, processor: Processor, config: Processor
     try:
         msgs = await sub.fetch(config.batch_size, timeout=config.fetch_timeout_s)
     except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing is waiting
+        return None
+    if not msgs:
         return None
     items, good, dead = [], [], 0
     for msg in msgs:

@@ -20,6 +20,7 @@ from finpulse.monitoring.metrics import LiveMetrics
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "finpulse-stream-processor"
+FAILURE_BACKOFF_S = 1.0
 NAMESPACE = "finpulse"
 
 
@@ -49,10 +50,12 @@ class ProcessorActor:
         self.config, self.paths = config, store.LivePaths(data_root)
         self.totals = asdict(BatchOutcome())
         self.started_at, self.batches, self.running = time.time(), 0, False
+        self.failures, self.last_error = 0, None
         self._stop = asyncio.Event()
 
     async def run(self) -> dict:
-        scorer, source = await asyncio.to_thread(model_scorer, self.config.sentiment_model)
+        scorer, source = await asyncio.to_thread(model_scorer, self.config.sentiment_model,
+                                                 self.config.scorer_threads)
         book = await asyncio.to_thread(store.load_book, self.paths, self.config.dedupe_window_s,
                                        self.config.close_hour)
         processor = Processor(self.paths, book, scorer, source)
@@ -62,7 +65,13 @@ class ProcessorActor:
         self.running = True
         try:
             while not self._stop.is_set():
-                outcome = await run_once(feed, sub, processor, self.config)
+                try:
+                    outcome = await run_once(feed, sub, processor, self.config)
+                except Exception as exc:  # storage or model hiccup: the batch stays unacknowledged and comes back
+                    log.exception("micro-batch failed; retrying after %.1f s", FAILURE_BACKOFF_S)
+                    self.failures, self.last_error = self.failures + 1, f"{type(exc).__name__}: {exc}"[:500]
+                    await asyncio.sleep(FAILURE_BACKOFF_S)
+                    continue
                 if outcome is not None:
                     self._add(outcome)
                     _record(metrics, outcome)
@@ -80,6 +89,7 @@ class ProcessorActor:
     def stats(self) -> dict:
         return {**{k: v for k, v in self.totals.items() if k not in ("lags_ms", "tickers")},
                 "batches": self.batches, "running": self.running, "started_at": self.started_at,
+                "failures": self.failures, "last_error": self.last_error,
                 "recent_lags_ms": list(self.totals["lags_ms"])}
 
     async def stop(self) -> None:
