@@ -84,7 +84,7 @@ class Setup:
             stats = self.stats()
             if done(stats):
                 return stats
-            time.sleep(0.05)
+            time.sleep(0.2)
         raise TimeoutError(f"processor did not finish: {self.stats()}")
 
     def close(self) -> None:
@@ -101,15 +101,15 @@ def live_run(corpus: Corpus, batch_size: int) -> dict[str, float]:
         setup = Setup(corpus, Path(tmp), batch_size)
         try:
             days = replay_days(corpus.bars, corpus.posts)
-            n = sum(len(d["posts"]) for d in days)
             t0 = time.perf_counter()
 
-            async def go() -> None:
+            async def go() -> int:
                 feed = await broker.Feed.connect(setup.url)
-                await replay(feed, days, days_per_s=0)
+                published = (await replay(feed, days, days_per_s=0)).posts.published  # the broker drops repeats
                 await feed.close()
+                return published
 
-            asyncio.run(go())
+            n = asyncio.run(go())
             stats = setup.wait_for(lambda s: s["posts"] >= n, 1800)
             seconds = time.perf_counter() - t0
         finally:
@@ -138,18 +138,19 @@ def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int) -> 
     with tempfile.TemporaryDirectory(prefix="bench-lag-") as tmp:
         setup = Setup(corpus, Path(tmp), batch_size)
         try:
-            async def go() -> None:
+            async def go() -> int:
                 feed = await broker.Feed.connect(setup.url)
-                t0, step = time.perf_counter(), max(1, int(rate / 20))
+                t0, step, published = time.perf_counter(), max(1, int(rate / 20)), 0
                 for i in range(0, len(posts), step):  # 20 publishes a second
-                    await feed.publish_frame("post", posts.iloc[i : i + step])
+                    published += (await feed.publish_frame("post", posts.iloc[i : i + step])).published
                     wait = (i + step) / rate - (time.perf_counter() - t0)
                     if wait > 0:
                         await asyncio.sleep(wait)
                 await feed.close()
+                return published
 
-            asyncio.run(go())
-            stats = setup.wait_for(lambda s: s["posts"] >= len(posts), 600)
+            n = asyncio.run(go())
+            stats = setup.wait_for(lambda s: s["posts"] >= n, 600)
         finally:
             setup.close()
     lags = np.asarray(stats["recent_lags_ms"], dtype=float)
