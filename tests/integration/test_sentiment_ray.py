@@ -69,15 +69,15 @@ def test_train_sentiment_two_workers_registers_challenger(ray_head, finpulse_hom
     csv = tmp_path / "toy.csv"
     toy_frame().to_csv(csv, index=False)
     base = build_tiny_model(tmp_path / "base", hidden_size=64, num_layers=2)
-    cfg = SentimentTrainConfig(model=str(base), dataset=DatasetSpec(kind="csv", path=str(csv)), epochs=8,
-                               learning_rate=3e-3, batch_size=8, patience=3, num_workers=2, cpus_per_worker=1,
+    cfg = SentimentTrainConfig(model=str(base), dataset=DatasetSpec(kind="csv", path=str(csv)), epochs=10,
+                               learning_rate=3e-3, batch_size=4, patience=3, num_workers=2, cpus_per_worker=1,
                                storage_path=str(tmp_path / "ray_results"), run_name="toy", max_failures=1)
     marker = tmp_path / "killed"
     out = train_sentiment(cfg, worker_hook=KillOnce(epoch=1, marker=str(marker)))
     assert out["model_version"] == "1" and out["alias"] == "challenger"
     assert out["val_macro_f1"] > 0.6, out["history"]  # chance is ~0.33
     assert out["test"]["accuracy"] > 0.6, out["test"]
-    assert 3 <= out["epochs_run"] <= 8  # patience 3: at least epochs 0-2
+    assert 3 <= out["epochs_run"] <= 10  # patience 3: at least epochs 0-2
     # a worker died after epoch 1's checkpoint: the restarted group resumed at epoch 2, not 0
     assert marker.exists() and out["resume_points"] == [2]
     assert [h["epoch"] for h in out["history"]] == list(range(out["epochs_run"]))
