@@ -94,8 +94,9 @@ def train_sentiment_cmd(
 ) -> None:
     """Fine-tune a sentiment classifier with Ray Train; log to MLflow; register the challenger."""
     from finpulse.runtime import connect
+    from finpulse.sentiment.config import SentimentTrainConfig
     from finpulse.sentiment.datasets import DatasetSpec
-    from finpulse.sentiment.train import SentimentTrainConfig, train_sentiment
+    from finpulse.sentiment.train import train_sentiment
 
     cfg = SentimentTrainConfig(**{**json.loads(config), "model": model,
                                   "dataset": DatasetSpec(kind=dataset, path=data, agreement=agreement),
@@ -125,13 +126,14 @@ def score_cmd(
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
     from finpulse.data.embedded import data_paths
     from finpulse.runtime import connect
-    from finpulse.sentiment.score import curated_posts, score_posts
+    from finpulse.sentiment.score import ScoreOptions, curated_posts, score_posts
 
     paths = data_paths()
     src = posts or curated_posts(curated or paths.curated)
     connect()
-    _print_json(score_posts(src, model, out or paths.scores, batch_size=batch_size, num_actors=num_actors,
-                            num_cpus_per_actor=cpus_per_actor, threads=threads, precision=precision, gpus=gpus))
+    options = ScoreOptions(batch_size=batch_size, num_actors=num_actors, num_cpus_per_actor=cpus_per_actor,
+                           threads=threads, precision=precision, gpus=gpus)
+    _print_json(score_posts(src, model, out or paths.scores, options))
 
 
 @app.command("eval-sentiment")

@@ -66,7 +66,7 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
     from finpulse import tracking
     from finpulse.progress import polled_bar
     from finpulse.sentiment.model import cpu_has_bf16
-    from finpulse.sentiment.score import curated_posts, score_posts
+    from finpulse.sentiment.score import ScoreOptions, curated_posts, score_posts
     from finpulse.sentiment.train import train_on_vader_posts
 
     posts = curated_posts(paths.curated)
@@ -79,9 +79,9 @@ def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, sig
         tracking.set_alias("finpulse-sentiment", tracking.CHAMPION, ref.version)
         print(f"registered {ref.label} as challenger and champion")
     with polled_bar("scoring (Ray Data)", len(posts), lambda: written_rows(paths.scores)):
-        summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, num_actors=2,
-                              precision="bf16" if cpu_has_bf16() else "int8",
-                              num_cpus_per_actor=1, threads=1)
+        summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores,
+                              ScoreOptions(num_actors=2, precision="bf16" if cpu_has_bf16() else "int8",
+                                           num_cpus_per_actor=1, threads=1))
     print(f"scored {summary.get('rows', len(posts))} posts -> {paths.scores}")
     return run_etl_stage(paths, signal_strength=signal_strength, posts_per_day=posts_per_day,
                          scores_uri=paths.scores)
