@@ -47,8 +47,9 @@ def etl(
 ) -> None:
     """Run the Ray Data ETL: validate, dedupe, align, score with VADER, build daily features."""
     from finpulse import storage
-    from finpulse.data.embedded import data_paths, stage_embedded
+    from finpulse.data.embedded import stage_embedded
     from finpulse.data.etl import EtlConfig, run_etl
+    from finpulse.paths import data_paths
     from finpulse.runtime import connect
 
     paths = data_paths()
@@ -66,7 +67,7 @@ def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; defau
              ) -> None:
     """Print the manifest of the latest complete ETL version."""
     from finpulse.data.catalog import load_manifest
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
 
     _print_json(load_manifest(out or data_paths().curated))
 
@@ -123,7 +124,7 @@ def score_cmd(
     gpus: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
     from finpulse.runtime import connect
     from finpulse.sentiment.score import curated_posts, score_posts
 
