@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import pandas as pd
-from mlflow import MlflowClient
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 
-from finpulse import tracking
+from finpulse import tracking  # noqa: E402
 
 
 def test_run_logger_pickles_and_logs_steps_tables_figures(finpulse_home: Path) -> None:
