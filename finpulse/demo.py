@@ -99,7 +99,7 @@ class ConsolePresenter(pipeline.PipelineObserver):
         print(f"forecaster: registered {r.model or r.model_dir} as challenger")
 
     def _show_evaluate(self, r: pipeline.Evaluation) -> None:
-        from finpulse.forecast.evaluate import format_table
+        from finpulse.forecast.report import format_table
 
         print(f"forecaster: walk-forward, {r.refits} refits, {r.folds[0][0]}..{r.folds[-1][1]}")
         print(format_table(r.table, DEMO_COLUMNS))
