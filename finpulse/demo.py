@@ -3,6 +3,9 @@
 Stages: ETL of the shipped prices and synthetic posts -> sentiment fine-tune on VADER labels,
 batch scoring, features rebuilt with model scores -> forecaster training, walk-forward evaluation,
 registration and promotion -> the Serve application answering until Ctrl-C.
+
+The stages are :mod:`finpulse.pipeline`'s (``finpulse pipeline run`` runs the same chain); this
+module only presents them (banners, progress bars, tables) and then serves.
 """
 
 from __future__ import annotations

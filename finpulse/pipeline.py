@@ -51,7 +51,6 @@ class PipelineOptions:
                        forecast_epochs=min(self.forecast_epochs, 3), walk_forward_refits=1)
 
 
-
 @dataclass(frozen=True)
 class PreparedData:
     """Raw inputs staged from the embedded defaults: where they are and how many rows."""
@@ -105,7 +104,6 @@ def run_etl(paths: DataPaths, *, scores_uri: str | None = None, config: EtlConfi
                          on_stage=on_stage)
     return CuratedData(result.out_uri, result.version, result.manifest,
                        features_per_ticker(result.out_uri, result.version))
-
 
 
 def curated_posts(paths: DataPaths) -> pd.DataFrame:
@@ -185,7 +183,6 @@ def written_rows(uri: str) -> int:
     return total
 
 
-
 def demo_forecast_config(features: pd.DataFrame, max_epochs: int) -> tuple[ForecastConfig, dt.date]:
     """The demo's small LSTM, and the first day it never sees (the last 20% of days: evaluation's)."""
     from finpulse.forecast.config import ForecastConfig
@@ -256,7 +253,6 @@ def promote_forecaster(policy: PromotionPolicy | None = None) -> Promotion:
 
     decision = promote(tracking.FORECAST_MODEL, policy)
     return Promotion(bool(decision.promote), list(decision.reasons), asdict(decision))
-
 
 
 class PipelineObserver:
