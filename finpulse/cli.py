@@ -44,11 +44,14 @@ def etl(
                                                       "duplicate.")] = 60,
     close_hour: Annotated[int, typer.Option(help="Market close hour, New York time: later posts count for the "
                                                  "next trading day.")] = 16,
+    task_cpus: Annotated[float, typer.Option(help="CPUs each ETL task reserves.")] = 1.0,
+    keep_staging: Annotated[bool, typer.Option(help="Keep the version's _staging folder.")] = False,
 ) -> None:
     """Run the Ray Data ETL: validate, dedupe, align, score with VADER, build daily features."""
     from finpulse import storage
-    from finpulse.data.embedded import data_paths, stage_embedded
+    from finpulse.data.embedded import stage_embedded
     from finpulse.data.etl import EtlConfig, run_etl
+    from finpulse.paths import data_paths
     from finpulse.runtime import connect
 
     paths = data_paths()
@@ -56,7 +59,8 @@ def etl(
         stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
     posts = posts or (paths.raw_posts if storage.exists(paths.raw_posts) else None)
     connect()
-    cfg = EtlConfig(dedupe_window_s=dedupe_window_s, close_hour=close_hour)
+    cfg = EtlConfig(close_hour=close_hour, dedupe_window_s=dedupe_window_s, task_cpus=task_cpus,
+                    keep_staging=keep_staging)
     result = run_etl(prices or paths.raw_prices, posts, out or paths.curated, scores_uri=scores, config=cfg)
     _print_json({"version": result.version, "out": result.out_uri, "counts": result.manifest["counts"]})
 
@@ -66,9 +70,34 @@ def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; defau
              ) -> None:
     """Print the manifest of the latest complete ETL version."""
     from finpulse.data.catalog import load_manifest
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
 
     _print_json(load_manifest(out or data_paths().curated))
+
+# ---- the whole chain ------------------------------------------------------------------------------
+
+pipeline_app = typer.Typer(help="The main job's stages as one chain.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    quick: Annotated[bool, typer.Option(help="The same stages on less: fewer posts, examples, epochs.")] = False,
+    options: Annotated[str, typer.Option(help="PipelineOptions fields as JSON (posts_per_day, signal_strength, "
+                                              "sentiment_examples, ...).")] = "{}",
+    quiet: Annotated[bool, typer.Option(help="Print only the JSON summary (no banners, bars, tables).")] = False,
+) -> None:
+    """What `make demo` runs before serving: embedded data, ETL, sentiment fine-tune and scoring, ETL with
+    model scores, forecaster training, walk-forward evaluation, promotion. Ends with a JSON summary."""
+    from finpulse import pipeline
+    from finpulse.demo import ConsolePresenter
+    from finpulse.paths import data_paths
+    from finpulse.runtime import connect
+
+    opts = pipeline.PipelineOptions(**json.loads(options))
+    opts = opts.quick() if quick else opts
+    connect()
+    _print_json(pipeline.run_pipeline(data_paths(), opts, None if quiet else ConsolePresenter(opts)).summary())
 
 # ---- sentiment -----------------------------------------------------------------------------------
 
@@ -124,7 +153,7 @@ def score_cmd(
     gpus: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
     from finpulse.runtime import connect
     from finpulse.sentiment.score import ScoreOptions, curated_posts, score_posts
 
