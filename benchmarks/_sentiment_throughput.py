@@ -64,12 +64,13 @@ def inprocess_run(texts_file: str, n: int, model_dir: str, precision: str, threa
 
 def ray_run(posts: pd.DataFrame, model_dir: str, precision: str, actors: int, threads: int, batch: int,
             max_length: int, block_rows: int) -> dict[str, Any]:
-    from finpulse.sentiment.score import score_posts
+    from finpulse.sentiment.score import ScoreOptions, score_posts
 
     out = tempfile.mkdtemp(prefix="bench-ray-scores-")
     t0 = time.perf_counter()
-    s = score_posts(posts, model_dir, out, batch_size=block_rows, inference_batch_size=batch, num_actors=actors,
-                    num_cpus_per_actor=float(threads), threads=threads, precision=precision, max_length=max_length)
+    s = score_posts(posts, model_dir, out, ScoreOptions(
+        batch_size=block_rows, inference_batch_size=batch, num_actors=actors, num_cpus_per_actor=float(threads),
+        threads=threads, precision=precision, max_length=max_length))
     seconds = time.perf_counter() - t0
     assert s["rows"] == len(posts), s
     return {"layout": f"ray {actors} actor(s) x {threads} thread(s)", "texts_per_s": len(posts) / seconds,

@@ -11,8 +11,8 @@ travels. So this script runs in two steps:
 2. on the device (carry [".gpu_bundle"]), one command, about 2-4 minutes:
    python3 benchmarks/gpu_sentiment.py --bundle .gpu_bundle --out $OUT/gpu_sentiment.json
 
-Step 2 uses the same code as the CPU path: finpulse.sentiment.train.training_loop (the Ray Train
-workers' epoch loop) and SentimentClassifier (the Ray Data actors' inference path: length-sorted,
+Step 2 uses the same code as the CPU path: finpulse.sentiment.loop.fit (the Ray Train workers'
+epoch loop) and SentimentClassifier (the Ray Data actors' inference path: length-sorted,
 dynamically padded micro-batches), called without Ray. Splits match benchmarks/sentiment.py.
 """
 
@@ -72,9 +72,10 @@ def run(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModel, AutoTokenizer, pipeline
 
     from finpulse.data.schemas import SENTIMENT_LABELS
+    from finpulse.sentiment.config import SentimentTrainConfig
     from finpulse.sentiment.evaluate import classification_metrics
+    from finpulse.sentiment.loop import Examples, KeepBest, Worker, fit
     from finpulse.sentiment.model import canonical_label, load_classifier
-    from finpulse.sentiment.train import SentimentTrainConfig, training_loop
 
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
@@ -96,23 +97,16 @@ def run(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
         tests = {k: v.head(args.limit) for k, v in tests.items()}
     cfg = SentimentTrainConfig(model=str(base), epochs=args.epochs, max_length=args.max_length,
                                batch_size=args.batch_size, learning_rate=args.lr, patience=2, seed=args.seed,
-                               eval_batch_size=256).model_dump()
-    best_dir, reports = work / "best", []
-
-    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        reports.append({k: v for k, v in metrics.items() if k not in ("history", "val_confusion_matrix")})
-        if ckpt_dir and metrics["val_macro_f1"] >= max(r["val_macro_f1"] for r in reports):
-            shutil.rmtree(best_dir, ignore_errors=True)
-            shutil.copytree(ckpt_dir, best_dir)
-
-    lists = {k: {"text": getattr(splits, k)["text"].tolist(), "label": getattr(splits, k)["label"].tolist()}
-             for k in ("train", "validation")}
+                               eval_batch_size=256)
+    best_dir = work / "best"
+    keep = KeepBest(best_dir)  # the best epoch's model folder
     sync()
     t0 = time.perf_counter()
-    training_loop(cfg, lists, device=dev, report=report)
+    fit(cfg, Examples.from_frame(splits.train), Examples.from_frame(splits.validation), on_epoch=keep,
+        worker=Worker(device=dev))
     sync()
-    out["training"] = {"seconds": time.perf_counter() - t0, "epochs": reports, "n_train": len(splits.train),
-                       "n_validation": len(splits.validation), "config": {k: cfg[k] for k in (
+    out["training"] = {"seconds": time.perf_counter() - t0, "epochs": keep.reports, "n_train": len(splits.train),
+                       "n_validation": len(splits.validation), "config": {k: getattr(cfg, k) for k in (
                            "epochs", "max_length", "batch_size", "learning_rate", "seed")}}
 
     clf = load_classifier(str(best_dir), device=dev, max_length=args.max_length, batch_size=256)

@@ -65,27 +65,19 @@ def benchmark_splits(data_dir: Path, seed: int, quick: bool) -> tuple[ds.Splits,
 
 def finetune(splits: ds.Splits, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Ray Train fine-tune (no registry); returns the best checkpoint's folder and training stats."""
-    from finpulse.sentiment.train import SentimentTrainConfig, _best_checkpoint, fit
+    from finpulse.sentiment.config import SentimentTrainConfig
+    from finpulse.sentiment.train import fit_with_ray
 
     cfg = SentimentTrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=args.batch_size,
                                learning_rate=args.lr, patience=2, num_workers=1, cpus_per_worker=args.cpus,
                                threads_per_worker=args.cpus, register_model=False, seed=args.seed,
                                storage_path=str(Path(tempfile.mkdtemp(prefix="bench-sent-")) / "ray"),
                                run_name="bench-sentiment")
-    t0 = time.perf_counter()
-    result = fit(cfg, splits)
-    seconds = time.perf_counter() - t0
-    ckpt, best = _best_checkpoint(result)
-    out = Path(args.model_out)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    ckpt.to_directory(str(out))
-    history = (result.metrics or {}).get("history", [])
-    return str(out), {"train_seconds": seconds, "best_epoch": best["epoch"], "history": history,
-                      "n_train": len(splits.train), "n_validation": len(splits.validation),
-                      "config": cfg.model_dump(exclude={"dataset", "storage_path"})}
+    fitted = fit_with_ray(cfg, splits, Path(args.model_out))
+    return str(fitted.model_dir), {"train_seconds": fitted.seconds, "best_epoch": fitted.best["epoch"],
+                                   "history": fitted.history, "n_train": len(splits.train),
+                                   "n_validation": len(splits.validation),
+                                   "config": cfg.model_dump(exclude={"dataset", "storage_path"})}
 
 
 def stocknet_texts(data_dir: Path, n: int, seed: int) -> list[str]:
@@ -115,13 +107,13 @@ def pipeline_labels(model_dir: str, texts: list[str], threads: int, max_length: 
 
 def scorer_run(model_dir: str, texts: list[str], args: argparse.Namespace, *, precision: str,
                num_actors: int, cpus: float, threads: int) -> dict[str, Any]:
-    from finpulse.sentiment.score import read_scores, score_posts
+    from finpulse.sentiment.score import ScoreOptions, read_scores, score_posts
 
     posts = pd.DataFrame({"post_id": [str(i) for i in range(len(texts))], "ticker": "X", "text": texts})
     out = tempfile.mkdtemp(prefix="bench-sent-scores-")
-    s = score_posts(posts, model_dir, out, batch_size=args.score_batch_rows, inference_batch_size=32,
-                    num_actors=num_actors, num_cpus_per_actor=cpus, threads=threads, precision=precision,
-                    max_length=args.max_length)
+    s = score_posts(posts, model_dir, out, ScoreOptions(
+        batch_size=args.score_batch_rows, inference_batch_size=32, num_actors=num_actors, num_cpus_per_actor=cpus,
+        threads=threads, precision=precision, max_length=args.max_length))
     got = read_scores(out)
     got = got.set_index("post_id").loc[posts["post_id"]]
     return {"texts_per_s": s["texts_per_s"], "seconds": s["seconds"], "labels": got["label"].tolist(),

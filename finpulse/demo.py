@@ -3,102 +3,112 @@
 Stages: ETL of the shipped prices and synthetic posts -> sentiment fine-tune on VADER labels,
 batch scoring, features rebuilt with model scores -> forecaster training, walk-forward evaluation,
 registration and promotion -> the Serve application answering until Ctrl-C.
+
+The stages are :mod:`finpulse.pipeline`'s (``finpulse pipeline run`` runs the same chain); this
+module only presents them (banners, progress bars, tables) and then serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 
-import pandas as pd
-
+from finpulse import pipeline, tracking
 from finpulse.config import get_settings
-from finpulse.data.catalog import load_dataset
-from finpulse.data.embedded import DataPaths, data_paths, stage_embedded
-from finpulse.data.etl import EtlResult, run_etl
+from finpulse.paths import data_paths
 from finpulse.runtime import stderr_to_log
+
+DEMO_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
+                "dm_pvalue", "strategy_sharpe", "buy_hold_sharpe"]
 
 
 def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 90 - len(text)), flush=True)
 
 
-def etl_summary(result: EtlResult) -> pd.DataFrame:
-    """Rows per ticker: price days, posts kept, days with posts, mean sentiment."""
-    m = result.manifest
-    feats = load_dataset(result.out_uri, "daily_features")
-    per = feats.groupby("ticker").agg(days=("date", "size"), first=("date", "min"), last=("date", "max"),
-                                      days_with_posts=("has_posts", "sum"), posts=("sent_count", "sum"),
-                                      mean_sentiment=("sent_mean", "mean"))
-    print(per.to_string(float_format=lambda v: f"{v:.3f}"))
-    c = m["counts"]["posts"]
-    print(f"\nposts: {c['rows_in']} in = {c['rows_out']} out + {c['deduped']} deduped + {c['quarantined']} quarantined"
-          f" | prices: {m['counts']['prices']['rows_out']} bars | sentiment source: {m['sentiment_source']}"
-          f" | synthetic posts: {m['synthetic_inputs']}")
-    print(f"output: {result.out_uri}/v={result.version} (manifest.json, LATEST)")
-    return per
+class ConsolePresenter(pipeline.PipelineObserver):
+    """Prints the pipeline's stages as the demo always has: banners, bars, summaries (stdout)."""
 
+    def __init__(self, options: pipeline.PipelineOptions) -> None:
+        self.options = options
 
-def run_etl_stage(paths: DataPaths, *, signal_strength: float, posts_per_day: float,
-                  scores_uri: str | None = None) -> EtlResult:
-    from finpulse.data.etl import ETL_STAGES
-    from finpulse.progress import stage_bar
+    def started(self, stage: str, detail: dict) -> None:
+        if stage == "prepare_data":
+            banner("1. ETL: shipped real prices + synthetic posts (labelled synthetic) -> daily features")
+            print(f"synthetic posts carry a planted next-day signal of strength {self.options.signal_strength}: any "
+                  "forecasting gain over persistence below is that planted signal, not a market result")
+        elif stage == "train_sentiment":
+            banner("2. Sentiment: fine-tune MiniLM on VADER weak labels (Ray Train), score posts (Ray Data)")
+        elif stage == "train_forecaster":
+            banner("3. Forecaster: train (Ray Train), walk-forward evaluation vs baselines, register, promote")
+            print(f"forecaster: training with Ray Train ({detail['workers']} workers) on {detail['tickers']} "
+                  f"tickers, {detail['first_day']}..{detail['last_day']}")
 
-    if scores_uri is None:
-        staged = stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
-        print(f"staged {staged['prices']} price bars and {staged['posts']} synthetic posts under {paths.root}/raw")
-    bar, done = stage_bar("ETL (Ray Data)", list(ETL_STAGES))
-    try:
-        result = run_etl(paths.raw_prices, paths.raw_posts, paths.curated, scores_uri=scores_uri, on_stage=done)
-    finally:
-        bar.close()
-    etl_summary(result)
-    return result
+    def finished(self, stage: str, result: object) -> None:
+        show = getattr(self, f"_show_{stage}", None)
+        if show is not None:
+            show(result)
 
+    def etl_progress(self) -> contextlib.AbstractContextManager:
+        from finpulse.data.etl import ETL_STAGES
+        from finpulse.progress import stage_bar
 
-def run_sentiment_stage(paths: DataPaths, *, max_examples: int, epochs: int, signal_strength: float,
-                        posts_per_day: float) -> EtlResult:
-    """Fine-tune the shipped encoder on VADER-labelled synthetic posts, score every post with the
-    Ray Data scorer, and rebuild the daily features with model scores instead of VADER."""
-    from finpulse import tracking
-    from finpulse.progress import polled_bar
-    from finpulse.sentiment.model import cpu_has_bf16
-    from finpulse.sentiment.score import curated_posts, score_posts
-    from finpulse.sentiment.train import train_on_vader_posts
+        @contextlib.contextmanager
+        def bar() -> Iterator:
+            tqdm_bar, done = stage_bar("ETL (Ray Data)", list(ETL_STAGES))
+            try:
+                yield done
+            finally:
+                tqdm_bar.close()
 
-    posts = curated_posts(paths.curated)
-    trained = train_on_vader_posts(posts["text"], max_examples=max_examples, epochs=epochs)
-    ref = tracking.get_version("finpulse-sentiment", tracking.CHALLENGER)
-    print(f"fine-tuned on {max_examples} VADER-labelled synthetic posts: validation accuracy "
-          f"{trained.get('val_accuracy', float('nan')):.3f}, macro-F1 {trained.get('val_macro_f1', float('nan')):.3f}"
-          " (agreement with VADER's weak labels, not a benchmark: see `make bench-sentiment`)")
-    if ref is not None:  # no gate for the demo's sentiment model: the weak-label fine-tune serves
-        tracking.set_alias("finpulse-sentiment", tracking.CHAMPION, ref.version)
-        print(f"registered {ref.label} as challenger and champion")
-    with polled_bar("scoring (Ray Data)", len(posts), lambda: written_rows(paths.scores)):
-        summary = score_posts(posts, "finpulse-sentiment@champion", paths.scores, num_actors=2,
-                              precision="bf16" if cpu_has_bf16() else "int8",
-                              num_cpus_per_actor=1, threads=1)
-    print(f"scored {summary.get('rows', len(posts))} posts -> {paths.scores}")
-    return run_etl_stage(paths, signal_strength=signal_strength, posts_per_day=posts_per_day,
-                         scores_uri=paths.scores)
+        return bar()
 
+    def scoring_progress(self, total: int, written: Callable[[], int]) -> contextlib.AbstractContextManager:
+        from finpulse.progress import polled_bar
 
-def written_rows(uri: str) -> int:
-    """Rows in the Parquet files under ``uri`` so far (footers only): the scoring bar's count."""
-    import pyarrow.parquet as pq
+        return polled_bar("scoring (Ray Data)", total, written)
 
-    from finpulse import storage
+    def _show_prepare_data(self, r: pipeline.PreparedData) -> None:
+        print(f"staged {r.price_bars} price bars and {r.posts} synthetic posts under {r.root}/raw")
 
-    total = 0
-    for f in storage.list_files(uri, ".parquet"):
-        fs, path = storage.filesystem(f)
-        with fs.open_input_file(path) as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
+    def _show_etl(self, r: pipeline.CuratedData) -> None:
+        m = r.manifest
+        print(r.per_ticker.to_string(float_format=lambda v: f"{v:.3f}"))
+        c = m["counts"]["posts"]
+        print(f"\nposts: {c['rows_in']} in = {c['rows_out']} out + {c['deduped']} deduped + {c['quarantined']} "
+              f"quarantined | prices: {m['counts']['prices']['rows_out']} bars | sentiment source: "
+              f"{m['sentiment_source']} | synthetic posts: {m['synthetic_inputs']}")
+        print(f"output: {r.out_uri}/v={r.version} (manifest.json, LATEST)")
+
+    _show_etl_with_scores = _show_etl
+
+    def _show_train_sentiment(self, r: pipeline.SentimentModel) -> None:
+        nan = float("nan")
+        print(f"fine-tuned on {r.examples} VADER-labelled synthetic posts: validation accuracy "
+              f"{r.metrics.get('val_accuracy', nan):.3f}, macro-F1 {r.metrics.get('val_macro_f1', nan):.3f}"
+              " (agreement with VADER's weak labels, not a benchmark: see `make bench-sentiment`)")
+        if r.champion:
+            print(f"registered {r.model} as challenger and champion")
+
+    def _show_score(self, r: pipeline.ScoredPosts) -> None:
+        print(f"scored {r.rows} posts -> {r.scores_uri}")
+
+    def _show_train_forecaster(self, r: pipeline.TrainedForecaster) -> None:
+        print(f"forecaster: registered {r.model or r.model_dir} as challenger")
+
+    def _show_evaluate(self, r: pipeline.Evaluation) -> None:
+        from finpulse.forecast.report import format_table
+
+        print(f"forecaster: walk-forward, {r.refits} refits, {r.folds[0][0]}..{r.folds[-1][1]}")
+        print(format_table(r.table, DEMO_COLUMNS))
+
+    def _show_promote(self, r: pipeline.Promotion) -> None:
+        print(f"forecaster: {'PROMOTED to champion' if r.promoted else 'NOT promoted'}: " + "; ".join(r.reasons))
 
 
 def run_serving_stage(dashboard_url: str) -> None:
@@ -106,14 +116,13 @@ def run_serving_stage(dashboard_url: str) -> None:
     import json
     from pathlib import Path
 
-    from finpulse import tracking
     from finpulse.serving.launch import deploy_and_wait, example_calls
     from finpulse.serving.run import serve_until_interrupted
 
     config = Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"
     args = {}
-    if tracking.get_version("finpulse-forecaster", tracking.CHAMPION) is None:
-        args["forecast_model"] = "finpulse-forecaster@challenger"
+    if tracking.get_version(tracking.FORECAST_MODEL, tracking.CHAMPION) is None:
+        args["forecast_model"] = tracking.model_spec(tracking.FORECAST_MODEL, tracking.CHALLENGER)
         print("no forecaster champion (the gate refused the challenger): serving the challenger so the API "
               "answers; its forecasts are NOT better than persistence", flush=True)
     print(f"deploying {config.name} (Gateway, SentimentModel, Forecaster and their canary slots) ...", flush=True)
@@ -127,20 +136,26 @@ def run_serving_stage(dashboard_url: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--posts-per-day", type=float, default=6.0)
-    ap.add_argument("--signal-strength", type=float, default=0.5,
+    d = pipeline.PipelineOptions()
+    ap.add_argument("--posts-per-day", type=float, default=d.posts_per_day)
+    ap.add_argument("--signal-strength", type=float, default=d.signal_strength,
                     help="planted next-day signal in the synthetic posts (0 = none)")
-    ap.add_argument("--sentiment-examples", type=int, default=3000, help="VADER-labelled posts to fine-tune on")
-    ap.add_argument("--sentiment-epochs", type=int, default=2)
-    ap.add_argument("--forecast-epochs", type=int, default=15)
+    ap.add_argument("--sentiment-examples", type=int, default=d.sentiment_examples,
+                    help="VADER-labelled posts to fine-tune on")
+    ap.add_argument("--sentiment-epochs", type=int, default=d.sentiment_epochs)
+    ap.add_argument("--forecast-epochs", type=int, default=d.forecast_epochs)
     ap.add_argument("--quick", action="store_true",
                     help="the same stages on less: fewer posts, examples and epochs (CI's end-to-end run)")
     ap.add_argument("--no-serve", action="store_true", help="stop after training instead of serving")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.posts_per_day, args.sentiment_examples = min(args.posts_per_day, 2.0), min(args.sentiment_examples, 300)
-        args.sentiment_epochs, args.forecast_epochs = 1, min(args.forecast_epochs, 3)
-    return args
+    return ap.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> pipeline.PipelineOptions:
+    """The command line as pipeline options (``--quick`` shrinks them)."""
+    options = pipeline.PipelineOptions(posts_per_day=args.posts_per_day, signal_strength=args.signal_strength,
+                                       sentiment_examples=args.sentiment_examples,
+                                       sentiment_epochs=args.sentiment_epochs, forecast_epochs=args.forecast_epochs)
+    return options.quick() if args.quick else options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,21 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stages(args: argparse.Namespace, ctx: object) -> None:
-    paths = data_paths(get_settings())
-    banner("1. ETL: shipped real prices + synthetic posts (labelled synthetic) -> daily features")
-    print(f"synthetic posts carry a planted next-day signal of strength {args.signal_strength}: any forecasting "
-          "gain over persistence below is that planted signal, not a market result")
-    run_etl_stage(paths, signal_strength=args.signal_strength, posts_per_day=args.posts_per_day)
-
-    banner("2. Sentiment: fine-tune MiniLM on VADER weak labels (Ray Train), score posts (Ray Data)")
-    result = run_sentiment_stage(paths, max_examples=args.sentiment_examples, epochs=args.sentiment_epochs,
-                                 signal_strength=args.signal_strength, posts_per_day=args.posts_per_day)
-
-    banner("3. Forecaster: train (Ray Train), walk-forward evaluation vs baselines, register, promote")
-    from finpulse.forecast.demo import run_forecast_demo
-
-    run_forecast_demo(load_dataset(result.out_uri, "daily_features"), max_epochs=args.forecast_epochs,
-                      k=1 if args.quick else 2)
+    """The pipeline with this demo's console presenter, then (unless --no-serve) serving."""
+    options = options_from(args)
+    pipeline.run_pipeline(data_paths(get_settings()), options, ConsolePresenter(options))
     if args.no_serve:
         return
     banner("4. Serving: Ray Serve graph (Gateway -> SentimentModel, Forecaster)")

@@ -96,25 +96,37 @@ def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tick
     return frame
 
 
-def publish_version(out_uri: str, out_dir: str, version_id: str, prices: pd.DataFrame, ticker_counts: pd.DataFrame,
-            quarantine: list[pd.DataFrame], price_counts: Counts, post_counts: Counts, identity: dict[str, Any],
-            cfg: EtlConfig, t0: float, **extra: Any) -> dict[str, Any]:
+@dataclass
+class VersionContents:
+    """What one ETL run hands over to be published: the curated prices, per-ticker post counts
+    (staged aggregates are read from the version folder), quarantined rows and reconciled counts."""
+
+    prices: pd.DataFrame
+    ticker_counts: pd.DataFrame
+    quarantine: list[pd.DataFrame]
+    price_counts: Counts
+    post_counts: Counts
+
+
+def publish_version(out_uri: str, out_dir: str, version_id: str, contents: VersionContents, identity: dict[str, Any],
+                    cfg: EtlConfig, t0: float, **extra: Any) -> dict[str, Any]:
     """Finish a version: daily features from prices and the staged aggregates, prices, quarantine, then
     the manifest and ``LATEST`` (last, so readers never see half a version)."""
     agg_files = storage.list_files(storage.join(out_dir, "_aggregates"), ".parquet")
     aggregates = pd.concat([storage.read_frame(f) for f in agg_files], ignore_index=True) if agg_files \
         else pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    prices, ticker_counts = contents.prices, contents.ticker_counts
     source = _sentiment_source(ticker_counts)
     features = build_daily_features(prices, aggregates, source)
     files = {"prices": write_by_ticker(prices, PRICES, out_dir, "prices"),
              "daily_features": write_by_ticker(features, DAILY_FEATURES, out_dir, "daily_features")}
-    q = pd.concat(quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
+    q = pd.concat(contents.quarantine, ignore_index=True).sort_values(["dataset", "source", "raw", "reason"], kind="mergesort")
     qfile = storage.join(out_dir, "quarantine", "part-0.parquet")
     storage.write_table(qfile, to_table(q, QUARANTINE))
     files["quarantine"] = [qfile]
     files["scored_posts"] = storage.list_files(storage.join(out_dir, "scored_posts"), ".parquet")
     storage.delete_dir(storage.join(out_dir, "_aggregates"))
-    for name, c in (("prices", price_counts), ("posts", post_counts)):
+    for name, c in (("prices", contents.price_counts), ("posts", contents.post_counts)):
         c.check(name)
     manifest = {
         "version": version_id,
@@ -124,7 +136,7 @@ def publish_version(out_uri: str, out_dir: str, version_id: str, prices: pd.Data
         "inputs": identity["inputs"],
         "identity": {"made_of": "sha256 of inputs[*].uri+sha256, identity.code, config",
                      **{k: identity[k] for k in ("hash", "code", "seconds", "bytes_hashed")}},
-        "counts": {"prices": asdict(price_counts), "posts": asdict(post_counts)},
+        "counts": {"prices": asdict(contents.price_counts), "posts": asdict(contents.post_counts)},
         "quarantine_reasons": q.groupby(["dataset", "reason"]).size().rename("n").reset_index().to_dict("records"),
         "sentiment_source": source,
         "synthetic_inputs": bool(len(ticker_counts)) and _any_synthetic(files["scored_posts"]),

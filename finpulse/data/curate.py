@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from finpulse.data import vader
 from finpulse.data.calendar import align_to_trading_day
 from finpulse.data.features import aggregate_daily_sentiment
 from finpulse.data.schemas import SCORED_POSTS
 from finpulse.data.sources import normalize_posts
-from finpulse.sentiment.labels import label_from_compound, vader_compound
 
 DEDUPE_WINDOW_S = 60
 
@@ -37,15 +37,8 @@ def process_posts(raw: pd.DataFrame, calendar: np.ndarray, *, close_hour: int = 
             "source": extra["source"].tolist(),
         })], ignore_index=True)
         valid, day = valid[~outside].reset_index(drop=True), day[~outside].reset_index(drop=True)
-    compound = vader_compound(valid["text"])
     valid["trading_day"] = pd.to_datetime(day.to_numpy()).date
-    valid["p_negative"] = np.nan
-    valid["p_neutral"] = np.nan
-    valid["p_positive"] = np.nan
-    valid["label"] = label_from_compound(compound)
-    valid["score"] = compound
-    valid["scorer"] = "vader"
-    return valid, rejected
+    return vader.score_posts(valid), rejected
 
 
 KEY_COLUMNS = ["ticker", "created_at", "_pid", "_ah", "_th"]

@@ -3,39 +3,10 @@ posts as posts CSVs, so `make demo` and `finpulse etl --embedded` run the same E
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from finpulse import storage
-from finpulse.config import Settings, get_settings
 from finpulse.data import reference, synthetic
+from finpulse.paths import DataPaths
 from finpulse.resources import load_prices
-
-
-@dataclass(frozen=True)
-class DataPaths:
-    """Where each stage reads and writes under one data root (local folder or s3:// prefix)."""
-
-    root: str
-
-    @property
-    def raw_prices(self) -> str:
-        return storage.join(self.root, "raw", "prices")
-
-    @property
-    def raw_posts(self) -> str:
-        return storage.join(self.root, "raw", "posts")
-
-    @property
-    def curated(self) -> str:
-        return storage.join(self.root, "curated")
-
-    @property
-    def scores(self) -> str:
-        return storage.join(self.root, "scores")
-
-
-def data_paths(settings: Settings | None = None) -> DataPaths:
-    return DataPaths((settings or get_settings()).data_root)
 
 
 def stage_embedded(paths: DataPaths, *, start: str = "2018-01-01", end: str | None = None,

@@ -260,8 +260,9 @@ def _run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri
         post_counts.deduped = int(ticker_counts["deduped"].sum())
         post_counts.rows_in = int(ticker_counts["rows"].sum()) + post_counts.quarantined
 
-    manifest = catalog.publish_version(out_uri, run.out_dir, run.version_id, prices, ticker_counts, quarantine, price_counts,
-                       post_counts, identity, config, t0, scores_uri=scores_uri, stage_seconds=run.timings)
+    contents = catalog.VersionContents(prices, ticker_counts, quarantine, price_counts, post_counts)
+    manifest = catalog.publish_version(out_uri, run.out_dir, run.version_id, contents, identity, config, t0,
+                                       scores_uri=scores_uri, stage_seconds=run.timings)
     if not config.keep_staging:
         storage.delete_dir(run.staging)
     run.lap("features_and_manifest")

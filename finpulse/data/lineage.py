@@ -37,7 +37,7 @@ CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.lineage",
     "finpulse.data.schemas",
     "finpulse.data.sources",
-    "finpulse.sentiment.labels",
+    "finpulse.data.vader",
     "finpulse.storage",
 )
 NOT_OUTPUT_CODE: frozenset[str] = frozenset({"finpulse.config"})

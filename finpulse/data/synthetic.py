@@ -16,6 +16,7 @@ VADER knows, so sentiment scorers can recover it. The same arguments give byte-i
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -96,42 +97,75 @@ def _timestamps(day_open: np.ndarray, prev_close: np.ndarray, rng: np.random.Gen
     return ts
 
 
+@dataclass(frozen=True)
+class PostStyle:
+    """The generator's less-turned knobs: how strongly posts react to the day's move, the noise on a
+    day's mood and on each post's, how many authors write, and whether to return each post's mood
+    (``latent``, for tests that check a scorer recovers it)."""
+
+    reaction: float = 0.5
+    day_noise: float = 0.5
+    post_noise: float = 0.6
+    n_authors: int = 500
+    with_latent: bool = False
+
+
 def generate_posts(prices: pd.DataFrame, *, posts_per_day: float = 8.0, signal_strength: float = 0.0,
-                   reaction: float = 0.5, day_noise: float = 0.5, post_noise: float = 0.6,
-                   duplicate_rate: float = 0.01, n_authors: int = 500, seed: int = 0,
-                   start: str | None = None, end: str | None = None, with_latent: bool = False) -> pd.DataFrame:
+                   duplicate_rate: float = 0.01, seed: int = 0, start: str | None = None, end: str | None = None,
+                   style: PostStyle | None = None) -> pd.DataFrame:
     """Synthetic posts for the tickers and days in ``prices`` (POSTS schema; plus ``latent`` when
-    ``with_latent``). ``duplicate_rate`` re-posts that share of posts by the same author a few
-    seconds later (what the ETL's dedupe must remove)."""
+    ``style.with_latent``). ``duplicate_rate`` re-posts that share of posts by the same author a few
+    seconds later (what the ETL's dedupe must remove).
+
+    One generator feeds every step in a fixed order (days, times, moods, wording, duplicates): that
+    order is what keeps the output byte-identical for a seed, so the steps below must keep it."""
+    style = style or PostStyle()
     rng = np.random.default_rng(seed)
+    days, idx = _post_days(prices, posts_per_day, signal_strength, style, (start, end), rng)
+    d = days.iloc[idx].reset_index(drop=True)
+    ts = _post_times(days, d, idx, rng)
+    out = _post_frame(d, ts, seed, style, rng)
+    return _add_duplicates(out, duplicate_rate, seed, rng).sort_values(
+        ["created_at", "post_id"], kind="mergesort").reset_index(drop=True)
+
+
+def _post_days(prices: pd.DataFrame, posts_per_day: float, signal_strength: float, style: PostStyle,
+               span: tuple[str | None, str | None], rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """The (ticker, day) moods within ``span`` and, per post, the index of its day (busier on big moves)."""
     p = prices.copy()
     p["date"] = pd.to_datetime(p["date"])
-    days = daily_latent(p, signal_strength=signal_strength, reaction=reaction, noise=day_noise, rng=rng)
+    days = daily_latent(p, signal_strength=signal_strength, reaction=style.reaction, noise=style.day_noise, rng=rng)
+    start, end = span
     if start:
         days = days[days["date"] >= pd.Timestamp(start)]
     if end:
         days = days[days["date"] <= pd.Timestamp(end)]
     days = days.reset_index(drop=True)
     counts = rng.poisson(posts_per_day * (0.6 + 0.4 * np.minimum(days["abs_move"].to_numpy(), 3.0)))
-    idx = np.repeat(np.arange(len(days)), counts)
-    d = days.iloc[idx].reset_index(drop=True)
-    n = len(d)
+    return days, np.repeat(np.arange(len(days)), counts)
 
-    # session boundaries in New York time, converted to UTC
+
+def _post_times(days: pd.DataFrame, d: pd.DataFrame, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each post's UTC time, from its day's session boundaries in New York time."""
     day_dates = d["date"].dt.normalize()
     opens = (day_dates + pd.Timedelta(hours=9, minutes=30)).dt.tz_localize(NEW_YORK).dt.tz_convert("UTC")
     prev_day = days.groupby("ticker")["date"].shift(1).iloc[idx].reset_index(drop=True)
     prev_day = prev_day.fillna(day_dates - pd.Timedelta(days=1))
     prev_close = (prev_day.dt.normalize() + pd.Timedelta(hours=16)).dt.tz_localize(NEW_YORK).dt.tz_convert("UTC")
-    ts = _timestamps(opens.dt.tz_localize(None).to_numpy().astype("datetime64[s]"),
-                     prev_close.dt.tz_localize(None).to_numpy().astype("datetime64[s]"), rng)
+    return _timestamps(opens.dt.tz_localize(None).to_numpy().astype("datetime64[s]"),
+                       prev_close.dt.tz_localize(None).to_numpy().astype("datetime64[s]"), rng)
 
-    mood = d["latent"].to_numpy() + post_noise * rng.standard_normal(n)
+
+def _post_frame(d: pd.DataFrame, ts: np.ndarray, seed: int, style: PostStyle, rng: np.random.Generator
+                ) -> pd.DataFrame:
+    """One row per post: wording that follows its mood, an author, heavy-tailed engagement."""
+    n = len(d)
+    mood = d["latent"].to_numpy() + style.post_noise * rng.standard_normal(n)
     bucket = np.searchsorted(_BUCKET_EDGES, mood)
     tmpl = rng.integers(0, 5, n)
     suffix = rng.integers(0, len(_SUFFIXES), n)
     tag_style = rng.random(n)
-    authors = rng.integers(0, n_authors, n)
+    authors = rng.integers(0, style.n_authors, n)
     likes = np.floor(rng.lognormal(1.0, 1.3, n)).astype(np.int64)
     reposts = rng.binomial(likes, 0.2)
     tickers = d["ticker"].to_numpy()
@@ -153,15 +187,21 @@ def generate_posts(prices: pd.DataFrame, *, posts_per_day: float = 8.0, signal_s
         "reposts": reposts.astype(np.int64),
         "source": "synthetic",
     })
-    if with_latent:
+    if style.with_latent:
         out["latent"] = mood
+    return out
+
+
+def _add_duplicates(out: pd.DataFrame, duplicate_rate: float, seed: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Re-post ``duplicate_rate`` of the posts by the same author 1-29 seconds later."""
+    n = len(out)
     n_dup = int(round(duplicate_rate * n))
-    if n_dup:
-        dup = out.iloc[np.sort(rng.choice(n, n_dup, replace=False))].copy()
-        dup["post_id"] = [f"syn-{seed}-dup-{i:09d}" for i in range(n_dup)]
-        dup["created_at"] = dup["created_at"] + pd.to_timedelta(rng.integers(1, 30, n_dup), unit="s")
-        out = pd.concat([out, dup], ignore_index=True)
-    return out.sort_values(["created_at", "post_id"], kind="mergesort").reset_index(drop=True)
+    if not n_dup:
+        return out
+    dup = out.iloc[np.sort(rng.choice(n, n_dup, replace=False))].copy()
+    dup["post_id"] = [f"syn-{seed}-dup-{i:09d}" for i in range(n_dup)]
+    dup["created_at"] = dup["created_at"] + pd.to_timedelta(rng.integers(1, 30, n_dup), unit="s")
+    return pd.concat([out, dup], ignore_index=True)
 
 
 CORRUPTIONS = ("empty_text", "bad_time", "bad_ticker", "negative_likes")

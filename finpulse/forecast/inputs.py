@@ -51,7 +51,7 @@ def load_features(features_uri: str | None = None, *, embedded: bool = False, ti
     if embedded:
         return synthetic_features(tickers, start=start, end=end, signal_strength=signal_strength)
     from finpulse.data.catalog import load_dataset
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
 
     df = load_dataset(features_uri or data_paths().curated, "daily_features", tickers=tickers)
     synthetic = df.attrs.get("synthetic_inputs", False)

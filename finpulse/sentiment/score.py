@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,33 +113,49 @@ def curated_posts(curated_uri: str) -> pd.DataFrame:
     return load_dataset(curated_uri, "scored_posts", columns=INPUT_COLUMNS)
 
 
-def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, inference_batch_size: int = 32,
-                num_actors: int = 1, num_cpus_per_actor: float = 1.0, threads: int | None = None,
-                precision: str = "fp32", gpus: float = 0.0, max_length: int = 128) -> dict[str, Any]:
-    """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``.
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How :func:`score_posts` spreads the work: rows per actor call, actors, threads, precision, GPUs.
 
     ``batch_size`` rows go to an actor per call; inside, micro-batches of ``inference_batch_size``
-    similar-length texts. ``precision``: fp32, bf16, int8 or auto (see ``load_classifier``). ``gpus`` > 0 puts
-    each actor on that share of a GPU (cuda; int8 falls back to fp32 there).
+    similar-length texts. ``precision``: fp32, bf16, int8 or auto (see ``load_classifier``). ``gpus`` > 0
+    puts each actor on that share of a GPU (cuda; int8 falls back to fp32 there). ``threads``: torch
+    threads per actor (default: its CPUs).
+    """
+
+    batch_size: int = 256
+    inference_batch_size: int = 32
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+    threads: int | None = None
+    precision: str = "fp32"
+    gpus: float = 0.0
+    max_length: int = 128
+
+
+def score_posts(posts: Any, model: str, out_uri: str, options: ScoreOptions | None = None) -> dict[str, Any]:
+    """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``.
+
     Returns a summary with the row count, seconds, texts/s and the scorer (model version) string.
     """
     import ray.data
 
     from finpulse import storage
 
-    precision = resolve_precision(precision, "cuda" if gpus else "cpu")
+    o = options or ScoreOptions()
+    precision = resolve_precision(o.precision, "cuda" if o.gpus else "cpu")
     connect_ray()
     local, version = resolve_model_dir(model)
     payload: str | dict[str, bytes] = (ray.put(pack_model_dir(local)) if os.path.isdir(local) else local)
-    ds = _as_dataset(posts, batch_size)
+    ds = _as_dataset(posts, o.batch_size)
     scored = ds.map_batches(
         PostScorer,
-        fn_constructor_kwargs={"model": payload, "version": version, "max_length": max_length,
-                               "inference_batch_size": inference_batch_size,
-                               "threads": threads or max(1, int(num_cpus_per_actor)),
-                               "precision": precision, "device": "cuda" if gpus else "cpu"},
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
-        batch_size=batch_size, batch_format="pandas", num_cpus=num_cpus_per_actor, num_gpus=gpus or None,
+        fn_constructor_kwargs={"model": payload, "version": version, "max_length": o.max_length,
+                               "inference_batch_size": o.inference_batch_size,
+                               "threads": o.threads or max(1, int(o.num_cpus_per_actor)),
+                               "precision": precision, "device": "cuda" if o.gpus else "cpu"},
+        compute=ray.data.ActorPoolStrategy(size=o.num_actors),
+        batch_size=o.batch_size, batch_format="pandas", num_cpus=o.num_cpus_per_actor, num_gpus=o.gpus or None,
     )
     storage.delete_dir(out_uri)
     fs, path = storage.filesystem(out_uri)
@@ -149,8 +166,8 @@ def score_posts(posts: Any, model: str, out_uri: str, *, batch_size: int = 256, 
     seconds = time.perf_counter() - t0
     rows = pa_dataset(out_uri).count_rows() if storage.exists(out_uri) else 0
     return {"rows": rows, "seconds": seconds, "texts_per_s": rows / seconds if seconds else float("nan"),
-            "scorer": scorer_name(version, "fp32" if precision == "int8" and gpus else precision),
-            "out_uri": out_uri, "num_actors": num_actors, "precision": precision, "gpus": gpus}
+            "scorer": scorer_name(version, "fp32" if precision == "int8" and o.gpus else precision),
+            "out_uri": out_uri, "num_actors": o.num_actors, "precision": precision, "gpus": o.gpus}
 
 
 def pa_dataset(uri: str) -> Any:

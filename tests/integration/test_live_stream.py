@@ -18,7 +18,7 @@ from finpulse.data.synthetic import generate_posts
 from finpulse.ingest import broker, store
 from finpulse.ingest.processor import Processor, ProcessorConfig, run_once
 from finpulse.resources import load_prices
-from finpulse.sentiment.labels import label_from_compound, vader_compound
+from finpulse.data.vader import label_from_compound, vader_compound
 from tests.conftest import free_port
 
 TICKERS = ["AAPL", "MSFT"]

@@ -7,7 +7,7 @@ import pandas as pd
 
 from finpulse.data import curate
 from finpulse.data.calendar import trading_calendar
-from finpulse.sentiment.labels import label_from_compound, vader_compound
+from finpulse.data.vader import label_from_compound, vader_compound
 
 CAL = trading_calendar(pd.Series(pd.bdate_range("2021-01-04", periods=10).date))
 

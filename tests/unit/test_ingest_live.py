@@ -11,7 +11,7 @@ from finpulse.data.reference import build_pandas, prices_to_raw
 from finpulse.data.synthetic import generate_posts
 from finpulse.ingest import live
 from finpulse.resources import load_prices
-from finpulse.sentiment.labels import label_from_compound, vader_compound
+from finpulse.data.vader import label_from_compound, vader_compound
 
 TICKERS = ["AAPL", "MSFT"]
 

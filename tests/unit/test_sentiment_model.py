@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.tiny_models import build_tiny_model
 
 from finpulse.sentiment.model import (
     LabelMappingError,
-    build_tiny_model,
     canonical_index,
     clean_texts,
     cpu_has_bf16,

@@ -1,15 +1,22 @@
-"""The plain-torch epoch loop (no Ray): learns a separable toy set; metrics and pure helpers."""
+"""The plain-torch epoch loop (no Ray): learns a separable toy set, checkpoints, stops early, resumes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
+from support.tiny_models import build_tiny_model
 
+from finpulse import checkpoints
+from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.evaluate import classification_metrics
-from finpulse.sentiment.model import METADATA_FILE, build_tiny_model, load_classifier
-from finpulse.sentiment.train import SentimentTrainConfig, bucketed_batches, build_model, shard, training_loop
+from finpulse.sentiment.loop import MODEL_SUBDIR, Examples, KeepBest, bucketed_batches, fit
+from finpulse.sentiment.model import METADATA_FILE, load_classifier
+from finpulse.sentiment.pretrained import build_model
 
 POS = ["profit rose", "strong gains today", "record growth", "shares soar", "great results", "stock surge up"]
 NEG = ["big loss", "shares fell down", "weak quarter", "stock crash", "terrible results", "price plunge down"]
@@ -17,14 +24,13 @@ NEU = ["meeting held today", "company announced report", "the quarter report", "
        "shares of the company", "report on the meeting"]
 
 
-def toy_splits(reps: int = 4) -> dict:
+def toy_splits(reps: int = 4) -> tuple[Examples, Examples]:
     texts, labels = [], []
     for _ in range(reps):
         for group, lab in ((POS, "positive"), (NEG, "negative"), (NEU, "neutral")):
             texts += group
             labels += [lab] * len(group)
-    return {"train": {"text": texts, "label": labels},
-            "validation": {"text": POS + NEG + NEU, "label": ["positive"] * 6 + ["negative"] * 6 + ["neutral"] * 6}}
+    return Examples(texts, labels), Examples(POS + NEG + NEU, ["positive"] * 6 + ["negative"] * 6 + ["neutral"] * 6)
 
 
 def test_bucketed_batches_cover_everything_once():
@@ -34,11 +40,19 @@ def test_bucketed_batches_cover_everything_once():
     assert sorted(np.concatenate(batches).tolist()) == list(range(103))
 
 
-def test_shards_equal_size_and_disjoint():
-    rng = np.random.default_rng(0)
-    a, b = shard(11, 0, 2, np.random.default_rng(1)), shard(11, 1, 2, np.random.default_rng(1))
-    assert len(a) == len(b) == 5 and not set(a) & set(b)
-    del rng
+def test_bucketed_batches_pad_less_than_random_batches_on_a_shard():
+    """A worker buckets its own shard: batches of similar length waste little padding."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 64, size=500)  # one rank's shard
+
+    def padding(batches: list[np.ndarray]) -> int:
+        return int(sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches))
+
+    bucketed = bucketed_batches(lengths, 16, np.random.default_rng(2))
+    order = np.random.default_rng(2).permutation(len(lengths))
+    plain = [order[i:i + 16] for i in range(0, len(order), 16)]
+    assert len(bucketed) == len(plain)
+    assert padding(bucketed) < 0.25 * padding(plain)
 
 
 def test_metrics():
@@ -60,43 +74,83 @@ def test_build_model_permutes_named_head_into_canonical_order(tmp_path):
     np.testing.assert_allclose(before, after, atol=1e-6)
 
 
-def test_training_loop_learns_toy_set_and_checkpoints(tmp_path):
+def test_fit_learns_toy_set_and_checkpoints(tmp_path):
     base = build_tiny_model(tmp_path / "base", hidden_size=64, num_layers=2)
     cfg = SentimentTrainConfig(model=str(base), epochs=10, learning_rate=3e-3, batch_size=8, patience=4,
-                               warmup_ratio=0.1).model_dump()
-    reports = []
-    saved = tmp_path / "ckpt"
+                               warmup_ratio=0.1)
+    keep = KeepBest(tmp_path / "best")
+    metas = []
 
-    def report(metrics, ckpt_dir):
-        reports.append(metrics)
-        if ckpt_dir and metrics["val_macro_f1"] >= max(r["val_macro_f1"] for r in reports):
-            import shutil
+    def on_epoch(metrics, folder):
+        keep(metrics, folder)
+        state, meta = checkpoints.read(folder)  # the checkpoint contract: JSON meta, weights_only state
+        assert state == {}
+        metas.append(meta)
 
-            shutil.rmtree(saved, ignore_errors=True)
-            shutil.copytree(ckpt_dir, saved)
-
-    training_loop(cfg, toy_splits(), report=report)
-    assert len(reports) >= 2
-    assert all("history" in r for r in reports)
-    best = max(r["val_macro_f1"] for r in reports)
-    assert best > 0.8, reports[-1]["history"]  # chance is ~0.33
-    meta = json.loads((saved / METADATA_FILE).read_text())
-    assert meta["base_model"] == str(base)
-    clf = load_classifier(str(saved))
+    result = fit(cfg, *toy_splits(), on_epoch=on_epoch)
+    assert len(keep.reports) >= 2 and len(result.history) == len(keep.reports)
+    assert [h["epoch"] for h in metas[-1]["history"]] == list(range(len(keep.reports)))
+    assert metas[-1]["early_stop"]["best"] == result.best_val_macro_f1 == keep.best
+    assert metas[-1]["train_rows"] == 72 and metas[-1]["resume_points"] == []
+    assert len(metas[-1]["val_confusion_matrix"]) == 3
+    assert result.best_val_macro_f1 > 0.8, result.history  # chance is ~0.33
+    meta = json.loads((keep.dest / METADATA_FILE).read_text())
+    assert meta["base_model"] == str(base) and meta["epoch"] == result.best_epoch
+    clf = load_classifier(str(keep.dest))
     assert [p["label"] for p in clf.predict(["record growth", "stock crash"])] == ["positive", "negative"]
 
 
 def test_early_stopping_stops_after_patience(tmp_path):
     base = build_tiny_model(tmp_path / "base", hidden_size=32, num_layers=1)
-    cfg = SentimentTrainConfig(model=str(base), epochs=20, learning_rate=0.0, batch_size=8, patience=2).model_dump()
+    cfg = SentimentTrainConfig(model=str(base), epochs=20, learning_rate=0.0, batch_size=8, patience=2)
     reports = []
-    training_loop(cfg, toy_splits(1), report=lambda m, d: reports.append(m))
+    fit(cfg, *toy_splits(1), on_epoch=lambda m, d: reports.append(m))
     assert len(reports) == 3  # lr 0: no improvement after epoch 0, two bad epochs, stop
 
 
-@pytest.mark.parametrize("bad", [{"text": ["a"], "label": ["great"]}])
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_continues_after_the_checkpoint_with_its_state(tmp_path):
+    """A worker dies after epoch 1's checkpoint: the next attempt starts at epoch 2 from that
+    checkpoint's weights, history and early-stopping state."""
+    base = build_tiny_model(tmp_path / "base", hidden_size=32, num_layers=1)
+    cfg = SentimentTrainConfig(model=str(base), epochs=4, learning_rate=3e-3, batch_size=8, patience=10)
+    saved = tmp_path / "ckpt"
+
+    def die_after_epoch_1(metrics, folder):
+        shutil.rmtree(saved, ignore_errors=True)
+        shutil.copytree(folder, saved)
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(cfg, *toy_splits(2), on_epoch=die_after_epoch_1)
+    before = checkpoints.read_meta(saved)
+    assert before["epoch"] == 1 and before["early_stop"]["bad_epochs"] in (0, 1)
+    weights = load_classifier(str(saved / MODEL_SUBDIR)).model.state_dict()
+    after: dict = {}
+
+    def keep_epoch_2(metrics, folder):
+        if metrics["epoch"] == 2:
+            after.update(load_classifier(str(folder / MODEL_SUBDIR)).model.state_dict())
+            assert checkpoints.read_meta(folder)["early_stop"]["best"] >= before["early_stop"]["best"]
+
+    # learning rate 0 after the restart: epoch 2's weights must be exactly the checkpoint's
+    frozen = dataclasses.replace(cfg, learning_rate=0.0)
+    result = fit(frozen, *toy_splits(2), on_epoch=keep_epoch_2, resume=saved)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert result.history[:2] == before["history"]
+    assert result.resume_points == [2]
+    assert set(after) == set(weights)
+    for name, value in weights.items():
+        torch.testing.assert_close(after[name], value, msg=name)
+
+
+@pytest.mark.parametrize("bad", [Examples(["a"], ["great"])])
 def test_unknown_label_in_training_data_fails(tmp_path, bad):
     base = build_tiny_model(tmp_path / "base")
-    cfg = SentimentTrainConfig(model=str(base), epochs=1).model_dump()
+    cfg = SentimentTrainConfig(model=str(base), epochs=1)
     with pytest.raises(KeyError):
-        training_loop(cfg, {"train": bad, "validation": bad}, report=lambda m, d: None)
+        fit(cfg, bad, bad, on_epoch=lambda m, d: None)

@@ -1,74 +1,14 @@
-"""`finpulse ...`: a thin typer CLI over the library; each command parses options and calls one function."""
+"""Model commands: sentiment fine-tuning, scoring and evaluation; forecaster training, tuning, walk-forward evaluation and promotion."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from typing import Annotated, Literal
 
 import typer
 
+from finpulse.cli._app import app, print_json
 from finpulse.sentiment import DatasetKind, Precision
-
-app = typer.Typer(help="FinPulse: social-media sentiment in next-day price forecasts, on Ray.", no_args_is_help=True)
-
-
-def run_job(command: str) -> None:
-    """``jobs/<name>.py``: run one CLI command with this process's arguments (a job is the CLI, nothing else)."""
-    app([command, *sys.argv[1:]], prog_name=os.path.basename(sys.argv[0]))
-
-
-def _print_json(obj: object) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
-
-
-# ---- data (foundation) ----------------------------------------------------------------------------
-
-Uri = Annotated[str | None, typer.Option(help="Folder or s3:// URI.")]
-
-
-@app.command()
-def etl(
-    prices: Annotated[str | None, typer.Option(help="Price files (Yahoo CSV, Alpha Vantage CSV/JSON); "
-                                                    "default <data_root>/raw/prices.")] = None,
-    posts: Annotated[str | None, typer.Option(help="Post files (posts CSV, StockNet JSONL, Kaggle pair); default "
-                                                   "<data_root>/raw/posts when it exists, else prices only.")] = None,
-    out: Annotated[str | None, typer.Option(help="Output URI; default <data_root>/curated.")] = None,
-    scores: Annotated[str | None, typer.Option(help="Model scores (POST_SCORES Parquet) to use instead of VADER.")] = None,
-    embedded: Annotated[bool, typer.Option(help="Stage the shipped prices and synthetic posts first.")] = False,
-    posts_per_day: Annotated[float, typer.Option(help="Synthetic posts per ticker and day (--embedded).")] = 6.0,
-    signal_strength: Annotated[float, typer.Option(help="Planted next-day signal in synthetic posts "
-                                                        "(--embedded).")] = 0.0,
-    dedupe_window_s: Annotated[int, typer.Option(help="Same author and text within this many seconds is a "
-                                                      "duplicate.")] = 60,
-    close_hour: Annotated[int, typer.Option(help="Market close hour, New York time: later posts count for the "
-                                                 "next trading day.")] = 16,
-) -> None:
-    """Run the Ray Data ETL: validate, dedupe, align, score with VADER, build daily features."""
-    from finpulse import storage
-    from finpulse.data.embedded import data_paths, stage_embedded
-    from finpulse.data.etl import EtlConfig, run_etl
-    from finpulse.runtime import connect
-
-    paths = data_paths()
-    if embedded:
-        stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
-    posts = posts or (paths.raw_posts if storage.exists(paths.raw_posts) else None)
-    connect()
-    cfg = EtlConfig(dedupe_window_s=dedupe_window_s, close_hour=close_hour)
-    result = run_etl(prices or paths.raw_prices, posts, out or paths.curated, scores_uri=scores, config=cfg)
-    _print_json({"version": result.version, "out": result.out_uri, "counts": result.manifest["counts"]})
-
-
-@app.command()
-def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None
-             ) -> None:
-    """Print the manifest of the latest complete ETL version."""
-    from finpulse.data.catalog import load_manifest
-    from finpulse.data.embedded import data_paths
-
-    _print_json(load_manifest(out or data_paths().curated))
 
 # ---- sentiment -----------------------------------------------------------------------------------
 
@@ -94,8 +34,9 @@ def train_sentiment_cmd(
 ) -> None:
     """Fine-tune a sentiment classifier with Ray Train; log to MLflow; register the challenger."""
     from finpulse.runtime import connect
+    from finpulse.sentiment.config import SentimentTrainConfig
     from finpulse.sentiment.datasets import DatasetSpec
-    from finpulse.sentiment.train import SentimentTrainConfig, train_sentiment
+    from finpulse.sentiment.train import train_sentiment
 
     cfg = SentimentTrainConfig(**{**json.loads(config), "model": model,
                                   "dataset": DatasetSpec(kind=dataset, path=data, agreement=agreement),
@@ -104,7 +45,7 @@ def train_sentiment_cmd(
                                   "use_gpu": use_gpu, "max_train_examples": max_train_examples, "seed": seed,
                                   "register_model": register})
     connect()
-    _print_json({k: v for k, v in train_sentiment(cfg).items() if k != "history"})
+    print_json({k: v for k, v in train_sentiment(cfg).items() if k != "history"})
 
 
 @app.command("score")
@@ -123,15 +64,16 @@ def score_cmd(
     gpus: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
-    from finpulse.data.embedded import data_paths
+    from finpulse.paths import data_paths
     from finpulse.runtime import connect
-    from finpulse.sentiment.score import curated_posts, score_posts
+    from finpulse.sentiment.score import ScoreOptions, curated_posts, score_posts
 
     paths = data_paths()
     src = posts or curated_posts(curated or paths.curated)
     connect()
-    _print_json(score_posts(src, model, out or paths.scores, batch_size=batch_size, num_actors=num_actors,
-                            num_cpus_per_actor=cpus_per_actor, threads=threads, precision=precision, gpus=gpus))
+    options = ScoreOptions(batch_size=batch_size, num_actors=num_actors, num_cpus_per_actor=cpus_per_actor,
+                           threads=threads, precision=precision, gpus=gpus)
+    print_json(score_posts(src, model, out or paths.scores, options))
 
 
 @app.command("eval-sentiment")
@@ -146,7 +88,8 @@ def eval_sentiment_cmd(
 
     out = evaluate_sentiment(model, data, seed=seed)
     typer.echo(format_table(out["results"]))
-    _print_json(out["summary"])
+    print_json(out["summary"])
+
 
 # ---- forecast ------------------------------------------------------------------------------------
 
@@ -188,7 +131,7 @@ def train_forecaster_cmd(
     if not no_ray:
         connect()
     r = train_forecaster(df, cfg, TrainOptions(use_ray=not no_ray))
-    _print_json({"model": r.ref.label if r.ref else str(r.model_dir), "run_id": r.run_id, **r.metrics})
+    print_json({"model": r.ref.label if r.ref else str(r.model_dir), "run_id": r.run_id, **r.metrics})
 
 
 @app.command("tune")
@@ -215,7 +158,7 @@ def tune_cmd(
     r = tune_forecaster(df, base, TuneOptions(num_samples=num_samples, max_concurrent=max_concurrent,
                                               cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end))
     typer.echo(r.trials.to_string())
-    _print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
+    print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
                  "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})
 
 
@@ -254,82 +197,4 @@ def promote_cmd(
     from finpulse.forecast.promote import PromotionPolicy, promote
 
     d = promote(name, PromotionPolicy(margin=margin, persistence_tolerance=persistence_tolerance), dry_run=dry_run)
-    _print_json(asdict(d))
-
-
-# ---- serving -------------------------------------------------------------------------------------
-
-@app.command("serve")
-def serve_cmd(
-    config: Annotated[str, typer.Option(help="Serve config YAML.")] = "serve_configs/local.yaml",
-    port: Annotated[int | None, typer.Option(help="Override http_options.port.")] = None,
-    dashboard_port: Annotated[int, typer.Option(help="Ray dashboard port of the local Ray this starts.")] = 8265,
-    address: Annotated[str | None, typer.Option(help="Serve on this Ray cluster instead (default: "
-                                                     "$FINPULSE_RAY_ADDRESS, else a fresh local Ray).")] = None,
-) -> None:
-    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings,
-    and on Ctrl-C (or SIGTERM) stops Serve and Ray."""
-    from finpulse.serving.run import serve_forever
-
-    serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
-
-
-canary_app = typer.Typer(help="Canary traffic for a running app: set, promote, rollback, status.",
-                         no_args_is_help=True)
-app.add_typer(canary_app, name="canary")
-ModelKind = Annotated[Literal["sentiment", "forecast"], typer.Option("--model", "-m", help="Which model's slots.")]
-Dashboard = Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: the one `finpulse "
-                                                                 "serve` recorded in this home, else "
-                                                                 "$RAY_DASHBOARD_ADDRESS or :8265.")]
-
-
-def _canary(address: str | None, op: str, *args: object) -> None:
-    """Run canary operation ``op`` and print its summary; failures print one line and exit 1."""
-    import requests
-
-    from finpulse.serving import canary
-    from finpulse.serving.run import read_state
-
-    state = read_state() or {}
-    client = canary.ServeConfigClient(address or os.environ.get("RAY_DASHBOARD_ADDRESS") or state.get("dashboard")
-                                      or canary.DEFAULT_DASHBOARD, token_path=state.get("token_path"))
-    try:
-        out = client.models() if op == "status" else getattr(canary, op)(client, *args)
-    except (canary.DashboardError, LookupError, RuntimeError, TimeoutError, ValueError) as exc:
-        typer.echo(f"finpulse canary {op.removesuffix('_canary')}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except requests.RequestException as exc:
-        typer.echo(f"finpulse canary {op.removesuffix('_canary')}: the app did not answer "
-                   f"({type(exc).__name__}): is `finpulse serve` running?", err=True)
-        raise typer.Exit(1) from None
-    _print_json(canary.summary(out))
-
-
-@canary_app.command("set")
-def canary_set(version: Annotated[str, typer.Option("--version", help="Model spec: name@alias, name/N or a folder.")],
-               weight: Annotated[float, typer.Option("--weight", min=0.0, max=1.0)],
-               model: ModelKind = "forecast", address: Dashboard = None) -> None:
-    """Load VERSION into the canary slot, then send it WEIGHT of the traffic (no replica restarts)."""
-    _canary(address, "set_canary", model, version, weight)
-
-
-@canary_app.command("promote")
-def canary_promote(model: ModelKind = "forecast", address: Dashboard = None) -> None:
-    """Make the canary's version stable and empty the canary slot."""
-    _canary(address, "promote", model)
-
-
-@canary_app.command("rollback")
-def canary_rollback(model: ModelKind = "forecast", address: Dashboard = None) -> None:
-    """Send all traffic back to stable and unload the canary."""
-    _canary(address, "rollback", model)
-
-
-@canary_app.command("status")
-def canary_status(address: Dashboard = None) -> None:
-    """Versions, weights and readiness of the stable and canary slots."""
-    _canary(address, "status")
-
-
-if __name__ == "__main__":
-    app()
+    print_json(asdict(d))

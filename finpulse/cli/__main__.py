@@ -1,0 +1,3 @@
+from finpulse.cli import app
+
+app()

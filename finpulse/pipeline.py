@@ -1,0 +1,348 @@
+"""The stages of FinPulse's main job as functions with structured results.
+
+The demo presents them, ``finpulse pipeline run`` runs them, and the retraining loop will call them
+one at a time: each stage takes what it needs (paths, a frame, a few knobs), works on the Ray this
+process is connected to (entry points call ``runtime.connect``), prints nothing, and returns what
+it produced (paths, versions, model references, metrics). Watching is the caller's business: the
+chain reports to a :class:`PipelineObserver`, whose default sees nothing.
+
+Each stage calls its trainer, the scorer, the evaluation or the gate exactly once, so a change of
+their signatures is mended in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from finpulse import tracking
+from finpulse.data.catalog import load_dataset
+from finpulse.paths import DataPaths
+
+if TYPE_CHECKING:
+    from finpulse.data.etl import EtlConfig
+    from finpulse.forecast.config import ForecastConfig
+    from finpulse.forecast.promote import PromotionPolicy
+
+SENTIMENT_CHAMPION = tracking.model_spec(tracking.SENTIMENT_MODEL, tracking.CHAMPION)
+FORECAST_CHALLENGER = tracking.model_spec(tracking.FORECAST_MODEL, tracking.CHALLENGER)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The knobs of the whole chain (the demo's and ``finpulse pipeline run``'s options)."""
+
+    posts_per_day: float = 6.0
+    signal_strength: float = 0.5  # planted next-day signal in the synthetic posts (0 = none)
+    sentiment_examples: int = 3000  # VADER-labelled posts to fine-tune on
+    sentiment_epochs: int = 2
+    forecast_epochs: int = 15
+    walk_forward_refits: int = 2
+
+    def quick(self) -> PipelineOptions:
+        """The same stages on less: fewer posts, examples, epochs and refits (CI's end-to-end run)."""
+        return replace(self, posts_per_day=min(self.posts_per_day, 2.0),
+                       sentiment_examples=min(self.sentiment_examples, 300), sentiment_epochs=1,
+                       forecast_epochs=min(self.forecast_epochs, 3), walk_forward_refits=1)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Raw inputs staged from the embedded defaults: where they are and how many rows."""
+
+    root: str
+    raw_prices: str
+    raw_posts: str
+    price_bars: int
+    posts: int
+
+
+def prepare_data(paths: DataPaths, *, posts_per_day: float, signal_strength: float) -> PreparedData:
+    """Shipped real prices and synthetic posts (labelled synthetic) -> ``<data_root>/raw/``."""
+    from finpulse.data.embedded import stage_embedded
+
+    staged = stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
+    return PreparedData(paths.root, paths.raw_prices, paths.raw_posts, staged["prices"], staged["posts"])
+
+
+@dataclass(frozen=True)
+class CuratedData:
+    """One published ETL version, its manifest and a per-ticker summary of its daily features."""
+
+    out_uri: str
+    version: str
+    manifest: dict[str, Any]
+    per_ticker: pd.DataFrame
+
+    def features(self) -> pd.DataFrame:
+        """This version's daily features (what the forecaster trains on)."""
+        return load_dataset(self.out_uri, "daily_features", version_id=self.version)
+
+
+def features_per_ticker(out_uri: str, version: str | None = None) -> pd.DataFrame:
+    """Rows per ticker: price days, posts kept, days with posts, mean sentiment."""
+    feats = load_dataset(out_uri, "daily_features", version_id=version)
+    return feats.groupby("ticker").agg(days=("date", "size"), first=("date", "min"), last=("date", "max"),
+                                       days_with_posts=("has_posts", "sum"), posts=("sent_count", "sum"),
+                                       mean_sentiment=("sent_mean", "mean"))
+
+
+def run_etl(paths: DataPaths, *, scores_uri: str | None = None, config: EtlConfig | None = None,
+            on_stage: Callable[[str], None] | None = None) -> CuratedData:
+    """Raw prices and posts (when staged) -> a new curated version; model scores replace VADER when
+    ``scores_uri`` is given. ``on_stage`` hears each ETL stage end (a progress bar's hook)."""
+    from finpulse import storage
+    from finpulse.data import etl
+
+    posts = paths.raw_posts if storage.exists(paths.raw_posts) else None
+    result = etl.run_etl(paths.raw_prices, posts, paths.curated, scores_uri=scores_uri, config=config,
+                         on_stage=on_stage)
+    return CuratedData(result.out_uri, result.version, result.manifest,
+                       features_per_ticker(result.out_uri, result.version))
+
+
+def curated_posts(paths: DataPaths) -> pd.DataFrame:
+    """The latest curated posts (post_id, ticker, text): what sentiment trains on and scores."""
+    from finpulse.sentiment.score import curated_posts as load
+
+    return load(paths.curated)
+
+
+@dataclass(frozen=True)
+class SentimentModel:
+    """The fine-tuned sentiment model: its registry reference, what it learnt from, its metrics."""
+
+    model: str | None  # registry label (``finpulse-sentiment/3``), None when nothing was registered
+    version: str | None
+    examples: int
+    metrics: dict[str, Any]
+    champion: bool  # the champion alias points at it now
+
+
+def crown_sentiment_challenger() -> tracking.ModelRef | None:
+    """The demo's rule for sentiment: no gate, the weak-label fine-tune (the challenger) serves."""
+    ref = tracking.get_version(tracking.SENTIMENT_MODEL, tracking.CHALLENGER)
+    if ref is not None:
+        tracking.set_alias(tracking.SENTIMENT_MODEL, tracking.CHAMPION, ref.version)
+    return ref
+
+
+def train_sentiment(paths: DataPaths, *, max_examples: int, epochs: int, posts: pd.DataFrame | None = None,
+                    crown: bool = True) -> SentimentModel:
+    """Fine-tune the shipped encoder on VADER-labelled curated posts (Ray Train), register it as
+    challenger and, with ``crown``, as champion too (:func:`crown_sentiment_challenger`)."""
+    from finpulse.sentiment.train import train_on_vader_posts
+
+    posts = curated_posts(paths) if posts is None else posts
+    summary = train_on_vader_posts(posts["text"], max_examples=max_examples, epochs=epochs)
+    ref = crown_sentiment_challenger() if crown else tracking.get_version(tracking.SENTIMENT_MODEL,
+                                                                           tracking.CHALLENGER)
+    metrics = {k: v for k, v in summary.items() if k.startswith(("val_", "test_")) and isinstance(v, int | float)}
+    return SentimentModel(ref.label if ref else None, str(ref.version) if ref else None, max_examples, metrics,
+                          crown and ref is not None)
+
+
+@dataclass(frozen=True)
+class ScoredPosts:
+    """Model scores for every curated post (POST_SCORES Parquet)."""
+
+    scores_uri: str
+    model: str
+    rows: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def score_posts(paths: DataPaths, *, posts: pd.DataFrame | None = None, model: str = SENTIMENT_CHAMPION,
+                num_actors: int = 2) -> ScoredPosts:
+    """Score the curated posts with ``model`` on a Ray Data actor pool into ``<data_root>/scores``."""
+    from finpulse.sentiment import score
+    from finpulse.sentiment.model import cpu_has_bf16
+
+    posts = curated_posts(paths) if posts is None else posts
+    options = score.ScoreOptions(num_actors=num_actors, num_cpus_per_actor=1, threads=1,
+                                 precision="bf16" if cpu_has_bf16() else "int8")
+    summary = score.score_posts(posts, model, paths.scores, options)
+    return ScoredPosts(paths.scores, model, int(summary.get("rows", len(posts))), summary)
+
+
+def written_rows(uri: str) -> int:
+    """Rows in the Parquet files under ``uri`` so far (footers only): a scoring bar's count."""
+    import pyarrow.parquet as pq
+
+    from finpulse import storage
+
+    total = 0
+    for f in storage.list_files(uri, ".parquet"):
+        fs, path = storage.filesystem(f)
+        with fs.open_input_file(path) as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def demo_forecast_config(features: pd.DataFrame, max_epochs: int) -> tuple[ForecastConfig, dt.date]:
+    """The demo's small LSTM, and the first day it never sees (the last 20% of days: evaluation's)."""
+    from finpulse.forecast.config import ForecastConfig
+
+    days = sorted(pd.to_datetime(features["date"]).dt.date.unique())
+    test_start = days[int(len(days) * 0.8)]
+    return ForecastConfig(hidden_size=16, lookback=10, max_epochs=max_epochs, patience=4, batch_size=64,
+                          num_workers=2, val_end=test_start), test_start
+
+
+@dataclass(frozen=True)
+class TrainedForecaster:
+    """The forecaster trained and registered as challenger, and the window it was kept from."""
+
+    model: str | None  # registry label, None when not registered
+    model_dir: str
+    run_id: str | None
+    metrics: dict[str, float]
+    test_start: dt.date  # first day neither training nor validation saw
+
+
+def train_forecaster(features: pd.DataFrame, *, max_epochs: int = 15, config: ForecastConfig | None = None
+                     ) -> TrainedForecaster:
+    """Train the LSTM with Ray Train and register it as challenger; ``config`` defaults to the demo's
+    (:func:`demo_forecast_config`), whose ``val_end`` is the held-out test start."""
+    from finpulse.forecast import train
+
+    config = config or demo_forecast_config(features, max_epochs)[0]
+    if config.val_end is None:
+        raise ValueError("config.val_end must be set: the test window must stay unseen to judge the weights")
+    trained = train.train_forecaster(features, config)
+    return TrainedForecaster(trained.ref.label if trained.ref else None, str(trained.model_dir), trained.run_id,
+                             dict(trained.metrics), config.val_end)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Walk-forward evaluation of a model against the baselines (one row per model in ``table``)."""
+
+    model: str
+    refits: int
+    table: pd.DataFrame
+    folds: list[tuple[dt.date, dt.date]]
+    leakage_alarm: bool
+
+
+def evaluate_forecaster(features: pd.DataFrame, *, test_start: dt.date, refits: int = 2,
+                        model: str = FORECAST_CHALLENGER) -> Evaluation:
+    """Walk-forward from ``test_start`` with ``refits`` refits; logged to MLflow with the model's run."""
+    from finpulse.forecast.evaluate import evaluate_model
+    from finpulse.forecast.walk_forward import WalkForwardConfig
+
+    result = evaluate_model(features, model, wf=WalkForwardConfig(k=refits, test_start=test_start))
+    return Evaluation(model, refits, result.table, list(result.folds), bool(result.leakage_alarm))
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The gate's decision on the forecaster challenger, with its reasons."""
+
+    promoted: bool
+    reasons: list[str]
+    decision: dict[str, Any]
+
+
+def promote_forecaster(policy: PromotionPolicy | None = None) -> Promotion:
+    """Challenger -> champion when the walk-forward evidence says so (the alias moves only then)."""
+    from finpulse.forecast.promote import promote
+
+    decision = promote(tracking.FORECAST_MODEL, policy)
+    return Promotion(bool(decision.promote), list(decision.reasons), asdict(decision))
+
+
+class PipelineObserver:
+    """What a caller sees of :func:`run_pipeline` (this default sees nothing; the stages never print).
+
+    ``started``/``finished`` bracket each stage of :data:`STAGES`; the two long Ray Data stages can
+    be wrapped in a progress display."""
+
+    def started(self, stage: str, detail: dict[str, Any]) -> None:
+        """``stage`` is about to run; ``detail`` says on what (empty for most stages)."""
+
+    def finished(self, stage: str, result: Any) -> None:
+        """``stage`` produced ``result`` (its result object)."""
+
+    def etl_progress(self) -> AbstractContextManager[Callable[[str], None] | None]:
+        """Around an ETL run; yields the ``on_stage`` callback to hand it (or None)."""
+        return nullcontext(None)
+
+    def scoring_progress(self, total: int, written: Callable[[], int]) -> AbstractContextManager[Any]:
+        """Around scoring ``total`` posts; ``written()`` counts the rows written so far."""
+        return nullcontext()
+
+
+STAGES = ("prepare_data", "etl", "train_sentiment", "score", "etl_with_scores", "train_forecaster", "evaluate",
+          "promote")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Everything the chain produced, stage by stage."""
+
+    prepared: PreparedData
+    curated_vader: CuratedData
+    sentiment: SentimentModel
+    scores: ScoredPosts
+    curated: CuratedData
+    forecaster: TrainedForecaster
+    evaluation: Evaluation
+    promotion: Promotion
+
+    def summary(self) -> dict[str, Any]:
+        """The result as plain JSON-able values (what ``finpulse pipeline run`` prints)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("curated_vader", "curated", "evaluation")}
+        for name in ("curated_vader", "curated"):
+            data = getattr(self, name)
+            out[name] = {"out_uri": data.out_uri, "version": data.version, "counts": data.manifest.get("counts")}
+        out["evaluation"] = {"model": self.evaluation.model, "refits": self.evaluation.refits,
+                             "leakage_alarm": self.evaluation.leakage_alarm,
+                             "table": self.evaluation.table.reset_index().to_dict("records")}
+        return out
+
+
+def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineObserver | None = None
+                 ) -> PipelineResult:
+    """The whole chain on the embedded defaults: data, ETL (VADER), sentiment fine-tune and scoring,
+    ETL with model scores, forecaster training, walk-forward evaluation, promotion."""
+    see = observer or PipelineObserver()
+
+    def stage(name: str, run: Callable[[], Any], detail: dict[str, Any] | None = None) -> Any:
+        see.started(name, detail or {})
+        result = run()
+        see.finished(name, result)
+        return result
+
+    def etl(scores_uri: str | None) -> CuratedData:
+        with see.etl_progress() as on_stage:
+            return run_etl(paths, scores_uri=scores_uri, on_stage=on_stage)
+
+    def score() -> ScoredPosts:
+        with see.scoring_progress(len(posts), lambda: written_rows(paths.scores)):
+            return score_posts(paths, posts=posts)
+
+    o = options
+    prepared = stage("prepare_data", lambda: prepare_data(paths, posts_per_day=o.posts_per_day,
+                                                          signal_strength=o.signal_strength))
+    curated_vader = stage("etl", lambda: etl(None))
+    posts = curated_posts(paths)
+    sentiment = stage("train_sentiment", lambda: train_sentiment(paths, max_examples=o.sentiment_examples,
+                                                                 epochs=o.sentiment_epochs, posts=posts))
+    scores = stage("score", score)
+    curated = stage("etl_with_scores", lambda: etl(scores.scores_uri))
+    features = curated.features()
+    config, test_start = demo_forecast_config(features, o.forecast_epochs)
+    days = pd.to_datetime(features["date"]).dt.date
+    forecaster = stage("train_forecaster", lambda: train_forecaster(features, config=config),
+                       {"workers": config.num_workers, "tickers": features["ticker"].nunique(),
+                        "first_day": days.min(), "last_day": days.max()})
+    evaluation = stage("evaluate", lambda: evaluate_forecaster(features, test_start=test_start,
+                                                               refits=o.walk_forward_refits))
+    promotion = stage("promote", promote_forecaster)
+    return PipelineResult(prepared, curated_vader, sentiment, scores, curated, forecaster, evaluation, promotion)
