@@ -15,10 +15,10 @@ from finpulse import storage
 from finpulse.data import sources
 from finpulse.data.reference import build_pandas, prices_to_raw
 from finpulse.data.synthetic import generate_posts
+from finpulse.data.vader import label_from_compound, vader_compound
 from finpulse.ingest import broker, store
 from finpulse.ingest.processor import Processor, ProcessorConfig, run_once
 from finpulse.resources import load_prices
-from finpulse.data.vader import label_from_compound, vader_compound
 from tests.conftest import free_port
 
 TICKERS = ["AAPL", "MSFT"]

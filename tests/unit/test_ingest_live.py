@@ -9,9 +9,9 @@ import pytest
 from finpulse.data import sources
 from finpulse.data.reference import build_pandas, prices_to_raw
 from finpulse.data.synthetic import generate_posts
+from finpulse.data.vader import label_from_compound, vader_compound
 from finpulse.ingest import live
 from finpulse.resources import load_prices
-from finpulse.data.vader import label_from_compound, vader_compound
 
 TICKERS = ["AAPL", "MSFT"]
 
