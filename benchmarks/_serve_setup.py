@@ -10,9 +10,11 @@ import os
 import random
 from pathlib import Path
 
+from finpulse.names import FORECAST_MODEL, SENTIMENT_MODEL, model_spec
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_HOME = ROOT / "benchmarks" / ".tmp" / "serve_home"
-CHAMPIONS = {"sentiment": "finpulse-sentiment@champion", "forecast": "finpulse-forecaster@champion"}
+CHAMPIONS = {"sentiment": model_spec(SENTIMENT_MODEL), "forecast": model_spec(FORECAST_MODEL)}
 # small sizes: the same code path as `make demo`, minutes instead of tens of minutes
 DEMO_ARGS = ["--no-serve", "--sentiment-examples", "300", "--sentiment-epochs", "1"]
 
@@ -66,10 +68,10 @@ def ensure_home() -> dict:
         ray.shutdown()
         os.environ.pop("FINPULSE_RAY_ADDRESS", None)
         get_settings.cache_clear()
-        if tracking.get_version("finpulse-forecaster", tracking.CHAMPION) is None:
+        if tracking.get_version(FORECAST_MODEL, tracking.CHAMPION) is None:
             # the demo's gate refused its small-sized challenger: serve it anyway, and say so
-            ref = tracking.get_version("finpulse-forecaster", tracking.CHALLENGER)
-            tracking.set_alias("finpulse-forecaster", tracking.CHAMPION, ref.version)
+            ref = tracking.get_version(FORECAST_MODEL, tracking.CHALLENGER)
+            tracking.set_alias(FORECAST_MODEL, tracking.CHAMPION, ref.version)
             forced = True
     return {"home": str(BENCH_HOME.relative_to(ROOT)), "bench_home": True, "forced_champion": forced}
 

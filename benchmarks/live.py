@@ -119,13 +119,13 @@ def live_run(corpus: Corpus, batch_size: int) -> dict[str, float]:
 
 
 def batch_run(corpus: Corpus) -> dict[str, float]:
-    from finpulse.sentiment.score import score_posts
+    from finpulse.sentiment.score import ScoreOptions, score_posts
 
     posts, _ = sources.normalize_posts(corpus.posts)
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         t0 = time.perf_counter()
-        summary = score_posts(posts, MODEL, str(Path(tmp) / "scores"), num_actors=1, num_cpus_per_actor=1.0,
-                              threads=1)
+        summary = score_posts(posts, MODEL, str(Path(tmp) / "scores"),
+                              ScoreOptions(num_actors=1, num_cpus_per_actor=1.0, threads=1, precision="fp32"))
         seconds = time.perf_counter() - t0
     assert summary["rows"] == len(posts), summary
     return {"posts": len(posts), "seconds": seconds, "posts_per_s": len(posts) / seconds,

@@ -26,21 +26,17 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from finpulse.config import Settings, get_settings
+from finpulse.names import (  # noqa: F401 (re-exported: the names belong with the door to the registry)
+    CHALLENGER,
+    CHAMPION,
+    FORECAST_EXPERIMENT,
+    FORECAST_MODEL,
+    SENTIMENT_EXPERIMENT,
+    SENTIMENT_MODEL,
+    model_spec,
+)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MODEL_DIR = "model_dir"
-
-# registered models and experiments: the one place their names are spelled
-FORECAST_MODEL = "finpulse-forecaster"
-SENTIMENT_MODEL = "finpulse-sentiment"
-FORECAST_EXPERIMENT = "finpulse-forecast"
-SENTIMENT_EXPERIMENT = "finpulse-sentiment"
-
-
-def model_spec(name: str, alias: str = CHAMPION) -> str:
-    """``name@alias``: how serving, scoring and the CLI name a registered model."""
-    return f"{name}@{alias}"
 
 
 class DirectoryModel(mlflow.pyfunc.PythonModel):

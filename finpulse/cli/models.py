@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from finpulse.cli._app import app, print_json
+from finpulse.names import CHALLENGER, FORECAST_MODEL, SENTIMENT_MODEL, model_spec
 from finpulse.sentiment import DatasetKind, Precision
 
 # ---- sentiment -----------------------------------------------------------------------------------
@@ -50,7 +51,7 @@ def train_sentiment_cmd(
 
 @app.command("score")
 def score_cmd(
-    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = "finpulse-sentiment@champion",
+    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = model_spec(SENTIMENT_MODEL),
     posts: Annotated[str | None, typer.Option(help="Parquet URI with post_id, ticker, text; default: the ETL's "
                                                    "curated posts.")] = None,
     curated: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None,
@@ -80,7 +81,7 @@ def score_cmd(
 def eval_sentiment_cmd(
     data: Annotated[str, typer.Option(help="Folder holding financial_phrasebank/ and "
                                            "twitter_financial_news_sentiment/.")],
-    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = "finpulse-sentiment@challenger",
+    model: Annotated[str, typer.Option(help="Registry spec, folder or hub id.")] = model_spec(SENTIMENT_MODEL, CHALLENGER),
     seed: Annotated[int, typer.Option(help="Seed of the held-out set (the split seed training used: 42).")] = 42,
 ) -> None:
     """Accuracy, macro-F1, per-class F1, confusion matrices on PhraseBank and TFNS, next to VADER."""
@@ -164,7 +165,7 @@ def tune_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: Annotated[str, typer.Option(help="Registry spec or local model folder.")] = "finpulse-forecaster@challenger",
+    model: Annotated[str, typer.Option(help="Registry spec or local model folder.")] = model_spec(FORECAST_MODEL, CHALLENGER),
     features: Features = None,
     embedded: Embedded = False,
     k: Annotated[int, typer.Option(help="Walk-forward refits.")] = 4,
@@ -184,7 +185,7 @@ def evaluate_cmd(
 
 @app.command("promote")
 def promote_cmd(
-    name: Annotated[str, typer.Option(help="Registered model.")] = "finpulse-forecaster",
+    name: Annotated[str, typer.Option(help="Registered model.")] = FORECAST_MODEL,
     margin: Annotated[float, typer.Option(help="Relative walk-forward MAE improvement required over the "
                                                "champion.")] = 0.0,
     persistence_tolerance: Annotated[float, typer.Option(help="Relative slack allowed above persistence's "

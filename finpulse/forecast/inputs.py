@@ -63,10 +63,3 @@ def load_features(features_uri: str | None = None, *, embedded: bool = False, ti
     df = df.reset_index(drop=True)
     df.attrs["synthetic_inputs"] = synthetic
     return df
-
-
-def connect_ray() -> None:
-    """Join the configured Ray cluster (``FINPULSE_RAY_ADDRESS``), the job's cluster, or start a local one."""
-    from finpulse.runtime import connect
-
-    connect()

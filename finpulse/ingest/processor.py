@@ -19,6 +19,7 @@ import pandas as pd
 from finpulse.data import sources
 from finpulse.ingest import live, store
 from finpulse.ingest.broker import Feed, decode
+from finpulse.names import SENTIMENT_MODEL, model_spec
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]  # POSTS rows -> POST_SCORES rows (same order)
 
@@ -29,7 +30,7 @@ class ProcessorConfig:
 
     nats_url: str = "nats://127.0.0.1:4222"
     durable: str = "finpulse-processor"
-    sentiment_model: str = "finpulse-sentiment@champion"
+    sentiment_model: str = model_spec(SENTIMENT_MODEL)
     scorer_threads: int = 1  # torch threads of the in-actor scorer (size the actor's num_cpus to match)
     batch_size: int = 500
     fetch_timeout_s: float = 0.25

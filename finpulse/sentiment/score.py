@@ -99,13 +99,6 @@ def _as_dataset(posts: Any, batch_size: int) -> Any:
     return ray.data.read_parquet(path, filesystem=fs, columns=INPUT_COLUMNS)
 
 
-def connect_ray() -> None:
-    """Join the configured cluster (or the job's, under ``ray job submit``), else start a local Ray."""
-    from finpulse.runtime import connect
-
-    connect()
-
-
 def curated_posts(curated_uri: str) -> pd.DataFrame:
     """The ETL's latest curated posts (post_id, ticker, text): what the scorer scores."""
     from finpulse.data.catalog import load_dataset
@@ -134,7 +127,8 @@ class ScoreOptions:
 
 
 def score_posts(posts: Any, model: str, out_uri: str, options: ScoreOptions | None = None) -> dict[str, Any]:
-    """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``.
+    """Score posts (DataFrame, Ray Dataset or Parquet URI with post_id, ticker, text) into ``out_uri``, on the
+    Ray the entry point connected (``runtime.connect``).
 
     Returns a summary with the row count, seconds, texts/s and the scorer (model version) string.
     """
@@ -144,7 +138,6 @@ def score_posts(posts: Any, model: str, out_uri: str, options: ScoreOptions | No
 
     o = options or ScoreOptions()
     precision = resolve_precision(o.precision, "cuda" if o.gpus else "cpu")
-    connect_ray()
     local, version = resolve_model_dir(model)
     payload: str | dict[str, bytes] = (ray.put(pack_model_dir(local)) if os.path.isdir(local) else local)
     ds = _as_dataset(posts, o.batch_size)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from finpulse import tracking
+from finpulse.names import FORECAST_MODEL, SENTIMENT_MODEL, model_spec
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
 
 APP_NAME = "finpulse"
@@ -29,9 +29,9 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    sentiment_model: str | None = tracking.model_spec(tracking.SENTIMENT_MODEL)
+    sentiment_model: str | None = model_spec(SENTIMENT_MODEL)
     sentiment_canary: str | None = None
-    forecast_model: str | None = tracking.model_spec(tracking.FORECAST_MODEL)
+    forecast_model: str | None = model_spec(FORECAST_MODEL)
     forecast_canary: str | None = None
     features_uri: str | None = Field(None, description="Default: <data root>/curated (the ETL output).")
     sentiment_loader_kwargs: dict = Field(default_factory=dict)
