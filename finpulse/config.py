@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="The live feed's broker (NATS JetStream); "
+                                                              "`finpulse broker` starts one here locally.")
+    tickers: str = Field("AAPL,AMZN,GOOG,MSFT,TSLA", description="Tickers the live sources poll (comma-separated).")
     seed: int = 42
 
     @model_validator(mode="after")

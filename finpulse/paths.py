@@ -32,7 +32,36 @@ class DataPaths:
 
     @property
     def scores(self) -> str:
+        """Every model score the ETL may use: the batch scorer's and the stream's (read recursively)."""
         return storage.join(self.root, "scores")
+
+    @property
+    def batch_scores(self) -> str:
+        """What ``finpulse score`` writes (replaced on every run)."""
+        return storage.join(self.root, "scores", "batch")
+
+    # ---- the live path: what the stream processor stores, in the batch readers' formats ----
+
+    @property
+    def live_posts(self) -> str:
+        return storage.join(self.root, "raw", "posts", "live")
+
+    @property
+    def live_prices(self) -> str:
+        return storage.join(self.root, "raw", "prices", "live")
+
+    @property
+    def live_scores(self) -> str:
+        return storage.join(self.root, "scores", "live")
+
+    @property
+    def live_quarantine(self) -> str:
+        return storage.join(self.root, "live", "quarantine")
+
+    @property
+    def live_features(self) -> str:
+        """Per-ticker feature rows and ``state.json``: what the Forecaster follows."""
+        return storage.join(self.root, "live", "features")
 
 
 def data_paths(settings: Settings | None = None) -> DataPaths:

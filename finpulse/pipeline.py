@@ -166,8 +166,8 @@ def score_posts(paths: DataPaths, *, posts: pd.DataFrame | None = None, model: s
     posts = curated_posts(paths) if posts is None else posts
     options = score.ScoreOptions(num_actors=num_actors, num_cpus_per_actor=1, threads=1,
                                  precision="bf16" if cpu_has_bf16() else "int8")
-    summary = score.score_posts(posts, model, paths.scores, options)
-    return ScoredPosts(paths.scores, model, int(summary.get("rows", len(posts))), summary)
+    summary = score.score_posts(posts, model, paths.batch_scores, options)
+    return ScoredPosts(paths.batch_scores, model, int(summary.get("rows", len(posts))), summary)
 
 
 def written_rows(uri: str) -> int:
@@ -324,7 +324,7 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
             return run_etl(paths, scores_uri=scores_uri, on_stage=on_stage)
 
     def score() -> ScoredPosts:
-        with see.scoring_progress(len(posts), lambda: written_rows(paths.scores)):
+        with see.scoring_progress(len(posts), lambda: written_rows(paths.batch_scores)):
             return score_posts(paths, posts=posts)
 
     o = options
@@ -335,7 +335,7 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
     sentiment = stage("train_sentiment", lambda: train_sentiment(paths, max_examples=o.sentiment_examples,
                                                                  epochs=o.sentiment_epochs, posts=posts))
     scores = stage("score", score)
-    curated = stage("etl_with_scores", lambda: etl(scores.scores_uri))
+    curated = stage("etl_with_scores", lambda: etl(paths.scores))  # the batch scorer's and the stream's
     features = curated.features()
     config, test_start = demo_forecast_config(features, o.forecast_epochs)
     days = pd.to_datetime(features["date"]).dt.date

@@ -55,7 +55,7 @@ def score_cmd(
     posts: Annotated[str | None, typer.Option(help="Parquet URI with post_id, ticker, text; default: the ETL's "
                                                    "curated posts.")] = None,
     curated: Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")] = None,
-    out: Annotated[str | None, typer.Option(help="Output URI; default <data_root>/scores.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output URI; default <data_root>/scores/batch.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per actor call.")] = 256,
     num_actors: Annotated[int, typer.Option()] = 1,
     cpus_per_actor: Annotated[float, typer.Option()] = 1.0,
@@ -74,7 +74,7 @@ def score_cmd(
     connect()
     options = ScoreOptions(batch_size=batch_size, num_actors=num_actors, num_cpus_per_actor=cpus_per_actor,
                            threads=threads, precision=precision, gpus=gpus)
-    print_json(score_posts(src, model, out or paths.scores, options))
+    print_json(score_posts(src, model, out or paths.batch_scores, options))
 
 
 @app.command("eval-sentiment")

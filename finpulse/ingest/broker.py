@@ -14,6 +14,7 @@ Message ids make a re-published post a duplicate the broker drops inside its dup
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
 FEED_STREAM = "FINPULSE_FEED"
 DEAD_STREAM = "FINPULSE_DEAD"
 FEED_SUBJECTS = "finpulse.feed.>"
@@ -60,11 +62,21 @@ class Feed:
         self.nc, self.js, self.duplicate_window_s = nc, nc.jetstream(), duplicate_window_s
 
     @classmethod
-    async def connect(cls, url: str, *, duplicate_window_s: float = 600.0, name: str = "finpulse") -> Feed:
-        """Connect and make sure both streams exist (file storage: they survive a broker restart)."""
+    async def connect(cls, url: str, *, duplicate_window_s: float = 600.0, name: str = "finpulse",
+                      connect_timeout_s: float = 5.0) -> Feed:
+        """Connect and make sure both streams exist (file storage: they survive a broker restart).
+
+        The first connection fails after ``connect_timeout_s``; once connected, the client reconnects forever."""
+        import asyncio
+
         import nats
 
-        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        async def quiet(exc: Exception) -> None:  # reconnect attempts: the client keeps trying, no tracebacks
+            log.debug("nats: %s", exc)
+
+        nc = await asyncio.wait_for(nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                                 connect_timeout=connect_timeout_s, error_cb=quiet),
+                                    timeout=connect_timeout_s)
         feed = cls(nc, duplicate_window_s)
         await feed.ensure_streams()
         return feed
@@ -166,3 +178,32 @@ def start_server(store_dir: str | Path, port: int, monitor_port: int, *, log_fil
             time.sleep(0.1)
     proc.terminate()
     raise TimeoutError(f"nats-server not healthy after {timeout_s} s (log: {log_file})")
+
+
+class SyncFeed:
+    """A :class:`Feed` for synchronous callers (the polling sources): its own event loop on a thread."""
+
+    def __init__(self, url: str, **kwargs: Any):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="finpulse-feed", daemon=True)
+        self._thread.start()
+        self.feed: Feed = self._run(Feed.connect(url, **kwargs))
+
+    def _run(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def publish_frame(self, kind: Kind, frame: pd.DataFrame) -> PublishCounts:
+        return self._run(self.feed.publish_frame(kind, frame))
+
+    def publish(self, kind: Kind, row: dict[str, Any]) -> bool:
+        return self._run(self.feed.publish(kind, row))
+
+    def close(self) -> None:
+        self._run(self.feed.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

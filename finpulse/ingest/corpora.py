@@ -1,8 +1,8 @@
 """Corpora to replay through the live path: raw price bars and raw posts in the batch readers' layouts.
 
 ``stocknet`` reads the StockNet corpus as published (``stocknet_full/``: raw tweets with their ids for
-87 stocks, 2014-01 to 2016-03, and Yahoo prices); the embedded default (shipped prices with synthetic
-posts) is built by :mod:`finpulse.pipeline`, which also stages its history for the batch ETL.
+87 stocks, 2014-01 to 2016-03, and Yahoo prices); ``embedded`` is the default: the shipped prices'
+last days with synthetic posts (labelled synthetic), the days the demo's batch history stops before.
 """
 
 from __future__ import annotations
@@ -51,3 +51,30 @@ def stocknet(root: str | Path, tickers: list[str], start: str = "2015-10-01", en
     return split_at(pd.concat(bars, ignore_index=True),
                     pd.concat(posts, ignore_index=True) if posts else pd.DataFrame(columns=sources.RAW_POST_COLUMNS),
                     start, end)
+
+
+def embedded_cutoff(days: int) -> str:
+    """The last day of the embedded history when the final ``days`` trading days are replayed."""
+    from finpulse.resources import load_prices
+
+    dates = sorted(set(load_prices()["date"]))
+    return str(dates[-days - 1])
+
+
+def embedded(days: int = 10, *, posts_per_day: float = 6.0, signal_strength: float = 0.0, seed: int = 43) -> Corpus:
+    """The shipped prices' last ``days`` trading days with synthetic posts, as raw rows (history before).
+
+    The seed differs from the batch staging's, so the replayed posts' ids never repeat a staged post's.
+    """
+    from finpulse.data.reference import prices_to_raw
+    from finpulse.data.synthetic import generate_posts, to_posts_csv
+    from finpulse.resources import load_prices
+
+    prices = load_prices()
+    start = embedded_cutoff(days)
+    replayed = prices[prices["date"] > pd.Timestamp(start).date()]
+    posts = generate_posts(prices, posts_per_day=posts_per_day, signal_strength=signal_strength, seed=seed,
+                           start=str(replayed["date"].min()))
+    raw_posts = sources.read_posts_csv(to_posts_csv(posts, corrupt_rate=0.0, seed=seed), "synthetic-replay")
+    first = (pd.Timestamp(start) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    return split_at(prices_to_raw(prices), raw_posts, first)

@@ -20,6 +20,7 @@ from finpulse.data import sources
 from finpulse.ingest import live, store
 from finpulse.ingest.broker import Feed, decode
 from finpulse.names import SENTIMENT_MODEL, model_spec
+from finpulse.paths import DataPaths
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]  # POSTS rows -> POST_SCORES rows (same order)
 
@@ -57,7 +58,7 @@ class BatchOutcome:
 class Processor:
     """Applies micro-batches to a :class:`~finpulse.ingest.live.LiveBook` and stores every effect."""
 
-    def __init__(self, paths: store.LivePaths, book: live.LiveBook, scorer: Scorer, sentiment_source: str):
+    def __init__(self, paths: DataPaths, book: live.LiveBook, scorer: Scorer, sentiment_source: str):
         self.paths, self.book, self.scorer, self.source = paths, book, scorer, sentiment_source
         self.state = store.read_state(paths)
 

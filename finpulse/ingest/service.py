@@ -17,6 +17,7 @@ from finpulse.ingest import store
 from finpulse.ingest.broker import Feed
 from finpulse.ingest.processor import BatchOutcome, Processor, ProcessorConfig, Scorer, run_once
 from finpulse.monitoring.metrics import LiveMetrics
+from finpulse.paths import DataPaths
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "finpulse-stream-processor"
@@ -47,7 +48,7 @@ class ProcessorActor:
     """``run()`` loops until ``stop()``; ``stats()`` reports totals since this incarnation started."""
 
     def __init__(self, config: ProcessorConfig, data_root: str):
-        self.config, self.paths = config, store.LivePaths(data_root)
+        self.config, self.paths = config, DataPaths(data_root)
         self.totals = asdict(BatchOutcome())
         self.started_at, self.batches, self.running = time.time(), 0, False
         self.failures, self.last_error = 0, None

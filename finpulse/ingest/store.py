@@ -4,7 +4,8 @@ Under the data root (a local folder or an ``s3://`` prefix):
 
 - ``raw/posts/live/<batch>.csv``: accepted posts in the canonical posts CSV the ETL reads;
 - ``raw/prices/live/<batch>_<TICKER>.csv``: closing bars as Yahoo CSVs (the ETL's price reader);
-- ``live/scores/<batch>.parquet``: the model's POST_SCORES for those posts (the ETL reads them with its ``--scores``);
+- ``scores/live/<batch>.parquet``: the model's POST_SCORES for those posts (the ETL reads ``scores/``,
+  the batch scorer's and these);
 - ``live/quarantine/<batch>.parquet``: every refused row with its reason;
 - ``live/features/<TICKER>.parquet`` and ``live/features/state.json``: what serving reads, rewritten
   whole (a reader never sees half a file on S3; locally a rename makes it atomic).
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -28,39 +28,9 @@ from finpulse.data.catalog import load_dataset
 from finpulse.data.curate import dedupe_keys
 from finpulse.data.schemas import POST_SCORES, QUARANTINE
 from finpulse.ingest.live import HISTORY_ROWS, WARMUP_BARS, LiveBook
+from finpulse.paths import DataPaths
 
 POST_COLUMNS = sources.RAW_POST_COLUMNS
-
-
-@dataclass(frozen=True)
-class LivePaths:
-    """The live path's folders under one data root."""
-
-    root: str
-
-    @property
-    def raw_posts(self) -> str:
-        return storage.join(self.root, "raw", "posts", "live")
-
-    @property
-    def raw_prices(self) -> str:
-        return storage.join(self.root, "raw", "prices", "live")
-
-    @property
-    def scores(self) -> str:
-        return storage.join(self.root, "live", "scores")
-
-    @property
-    def quarantine(self) -> str:
-        return storage.join(self.root, "live", "quarantine")
-
-    @property
-    def features(self) -> str:
-        return storage.join(self.root, "live", "features")
-
-    @property
-    def curated(self) -> str:
-        return storage.join(self.root, "curated")
 
 
 def batch_name(seq: int) -> str:
@@ -68,55 +38,55 @@ def batch_name(seq: int) -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{seq:012d}"
 
 
-def write_posts(paths: LivePaths, name: str, posts: pd.DataFrame, scores: pd.DataFrame) -> None:
+def write_posts(paths: DataPaths, name: str, posts: pd.DataFrame, scores: pd.DataFrame) -> None:
     """Accepted posts (POSTS rows) and their scores; scores first, so posts never exist unscored."""
     if posts.empty:
         return
-    storage.write_table(storage.join(paths.scores, f"{name}.parquet"),
+    storage.write_table(storage.join(paths.live_scores, f"{name}.parquet"),
                         pa.Table.from_pandas(scores[POST_SCORES.names], schema=POST_SCORES, preserve_index=False))
     raw = posts.assign(created_at=posts["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))[POST_COLUMNS]
-    storage.write_bytes(storage.join(paths.raw_posts, f"{name}.csv"), raw.to_csv(index=False).encode())
+    storage.write_bytes(storage.join(paths.live_posts, f"{name}.csv"), raw.to_csv(index=False).encode())
 
 
-def write_bars(paths: LivePaths, name: str, bars: pd.DataFrame) -> None:
+def write_bars(paths: DataPaths, name: str, bars: pd.DataFrame) -> None:
     for ticker, g in bars.groupby("ticker", sort=True):
         df = pd.DataFrame({"Date": pd.to_datetime(g["date"]).dt.strftime("%Y-%m-%d"), "Open": g["open"],
                            "High": g["high"], "Low": g["low"], "Close": g["close"], "Adj Close": g["adj_close"],
                            "Volume": g["volume"]})
-        storage.write_bytes(storage.join(paths.raw_prices, f"{name}_{ticker}.csv"),
+        storage.write_bytes(storage.join(paths.live_prices, f"{name}_{ticker}.csv"),
                             df.to_csv(index=False, lineterminator="\n").encode())
 
 
-def write_quarantine(paths: LivePaths, name: str, rejected: pd.DataFrame, dataset: str) -> None:
+def write_quarantine(paths: DataPaths, name: str, rejected: pd.DataFrame, dataset: str) -> None:
     if rejected.empty:
         return
     frame = pd.DataFrame({"dataset": dataset, "run_id": f"live-{name}", "raw": rejected["raw"].astype(str),
                           "reason": rejected["reason"].astype(str), "source": rejected["source"].astype(str)})
-    storage.write_table(storage.join(paths.quarantine, f"{dataset}-{name}.parquet"),
+    storage.write_table(storage.join(paths.live_quarantine, f"{dataset}-{name}.parquet"),
                         pa.Table.from_pandas(frame[QUARANTINE.names], schema=QUARANTINE, preserve_index=False))
 
 
-def write_features(paths: LivePaths, features: dict[str, pd.DataFrame], state: dict) -> dict:
+def write_features(paths: DataPaths, features: dict[str, pd.DataFrame], state: dict) -> dict:
     """Rewrite the changed tickers' live features, then the state file that points readers at them."""
     now = time.time()
     for ticker, frame in features.items():
         if frame.empty:
             continue
-        storage.write_table(storage.join(paths.features, f"{ticker}.parquet"),
+        storage.write_table(storage.join(paths.live_features, f"{ticker}.parquet"),
                             pa.Table.from_pandas(frame, preserve_index=False))
         last = frame.iloc[-1]
         state[ticker] = {"updated_at": now, "as_of": str(last["date"]), "provisional": bool(last["provisional"])}
-    storage.write_json(storage.join(paths.features, "state.json"), state)
+    storage.write_json(storage.join(paths.live_features, "state.json"), state)
     return state
 
 
-def read_state(paths: LivePaths) -> dict:
-    uri = storage.join(paths.features, "state.json")
+def read_state(paths: DataPaths) -> dict:
+    uri = storage.join(paths.live_features, "state.json")
     return storage.read_json(uri) if storage.exists(uri) else {}
 
 
-def read_live_features(paths: LivePaths, ticker: str) -> pd.DataFrame:
-    return storage.read_frame(storage.join(paths.features, f"{ticker}.parquet"))
+def read_live_features(paths: DataPaths, ticker: str) -> pd.DataFrame:
+    return storage.read_frame(storage.join(paths.live_features, f"{ticker}.parquet"))
 
 
 def _read_all(uri: str, suffix: str, reader) -> pd.DataFrame:
@@ -124,25 +94,25 @@ def _read_all(uri: str, suffix: str, reader) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _history(paths: LivePaths) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _history(paths: DataPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bars and scored posts of the latest batch ETL version (empty before the first ETL)."""
     if not storage.exists(storage.join(paths.curated, "LATEST")):
         return pd.DataFrame(), pd.DataFrame()
     return load_dataset(paths.curated, "prices"), load_dataset(paths.curated, "scored_posts")
 
 
-def load_book(paths: LivePaths, window_s: int, close_hour: int) -> LiveBook:
+def load_book(paths: DataPaths, window_s: int, close_hour: int) -> LiveBook:
     """Rebuild what the processor knows from storage: the batch ETL's history plus every live batch stored."""
     bars, posts = _history(paths)
-    live_bars = _read_all(paths.raw_prices, ".csv", lambda f: sources.read_price_file(f, storage.read_bytes(f)))
+    live_bars = _read_all(paths.live_prices, ".csv", lambda f: sources.read_price_file(f, storage.read_bytes(f)))
     if len(live_bars):
         valid, _ = sources.normalize_prices(live_bars)
         bars = pd.concat([bars, valid], ignore_index=True) if len(bars) else valid
         bars = bars.drop_duplicates(["ticker", "date"], keep="last")
-    live_posts = _read_all(paths.raw_posts, ".csv", lambda f: sources.read_posts_csv(storage.read_bytes(f), f))
+    live_posts = _read_all(paths.live_posts, ".csv", lambda f: sources.read_posts_csv(storage.read_bytes(f), f))
     if len(live_posts):
         valid, _ = sources.normalize_posts(live_posts)
-        scores = _read_all(paths.scores, ".parquet", storage.read_frame)
+        scores = _read_all(paths.live_scores, ".parquet", storage.read_frame)
         valid = valid.merge(scores, on=["post_id", "ticker"], how="inner")
         posts = pd.concat([posts, valid], ignore_index=True) if len(posts) else valid
     book = LiveBook(bars=bars.sort_values(["ticker", "date"]).reset_index(drop=True) if len(bars) else bars,

@@ -34,6 +34,10 @@ class AppArgs(BaseModel):
     forecast_model: str | None = model_spec(FORECAST_MODEL)
     forecast_canary: str | None = None
     features_uri: str | None = Field(None, description="Default: <data root>/curated (the ETL output).")
+    live_features_uri: str | None = Field(None, description="The stream processor's features, followed without a "
+                                                            "restart. Default: <data root>/live/features.")
+    nats_url: str | None = Field(None, description="The live feed's broker for POST /v1/posts. Default: the "
+                                                   "settings' nats_url.")
     sentiment_loader_kwargs: dict = Field(default_factory=dict)
     sentiment_device: str = Field("cpu", description="'cuda' where SentimentModel replicas get a GPU.")
     weights: dict[str, float] = Field(default_factory=lambda: {"sentiment": 0.0, "forecast": 0.0})
@@ -52,22 +56,23 @@ def _abs_uri(uri: str | None) -> str | None:
 
 def default_user_configs(args: AppArgs) -> dict[str, dict[str, Any]]:
     """The user_config of every deployment implied by ``args``."""
-    if args.features_uri is None:
-        from finpulse import storage
-        from finpulse.config import get_settings
+    from finpulse.config import get_settings
+    from finpulse.paths import data_paths
 
-        features = _abs_uri(storage.join(get_settings().data_root, "curated"))
-    else:
-        features = _abs_uri(args.features_uri)
+    paths = data_paths()
+    features = _abs_uri(args.features_uri or paths.curated)
+    live = _abs_uri(args.live_features_uri or paths.live_features)
     s_kw = dict(args.sentiment_loader_kwargs)
     return {
         SENTIMENT: SentimentModelConfig(model=_abs(args.sentiment_model), loader_kwargs=s_kw,
                                         device=args.sentiment_device).model_dump(),
         SENTIMENT_CANARY: SentimentModelConfig(model=_abs(args.sentiment_canary), loader_kwargs=s_kw,
                                                device=args.sentiment_device).model_dump(),
-        FORECASTER: ForecasterConfig(model=_abs(args.forecast_model), features_uri=features).model_dump(),
-        FORECASTER_CANARY: ForecasterConfig(model=_abs(args.forecast_canary), features_uri=features).model_dump(),
-        GATEWAY: GatewayConfig(weights=args.weights).model_dump(),
+        FORECASTER: ForecasterConfig(model=_abs(args.forecast_model), features_uri=features,
+                                     live_features_uri=live).model_dump(),
+        FORECASTER_CANARY: ForecasterConfig(model=_abs(args.forecast_canary), features_uri=features,
+                                            live_features_uri=live).model_dump(),
+        GATEWAY: GatewayConfig(weights=args.weights, nats_url=args.nats_url or get_settings().nats_url).model_dump(),
     }
 
 

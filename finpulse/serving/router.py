@@ -88,7 +88,12 @@ class Router:
         if self._feed is None or self._feed[0] != self.config.nats_url:
             from finpulse.ingest.broker import Feed
 
-            self._feed = (self.config.nats_url, await Feed.connect(self.config.nats_url, name="finpulse-gateway"))
+            try:
+                feed = await Feed.connect(self.config.nats_url, name="finpulse-gateway", connect_timeout_s=2.0)
+            except Exception as exc:  # no broker there now: the client should retry later, not see a 500
+                raise ModelNotReady(f"live feed broker unreachable at {self.config.nats_url}: "
+                                    f"{type(exc).__name__}") from exc
+            self._feed = (self.config.nats_url, feed)
         return await publish_posts(self._feed[1], posts)
 
     async def models(self) -> dict:

@@ -18,6 +18,7 @@ from finpulse.data.synthetic import generate_posts
 from finpulse.data.vader import label_from_compound, vader_compound
 from finpulse.ingest import broker, store
 from finpulse.ingest.processor import Processor, ProcessorConfig, run_once
+from finpulse.paths import DataPaths
 from finpulse.resources import load_prices
 from tests.conftest import free_port
 
@@ -70,7 +71,7 @@ def corpus() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def stored_posts(root: str) -> pd.DataFrame:
-    files = storage.list_files(store.LivePaths(root).raw_posts, ".csv")
+    files = storage.list_files(DataPaths(root).live_posts, ".csv")
     return pd.concat([sources.read_posts_csv(storage.read_bytes(f), f) for f in files], ignore_index=True)
 
 
@@ -88,10 +89,10 @@ async def drain(feed, sub, processor, config, idle_rounds: int = 3) -> dict:
 
 
 def new_processor(root: str, bars: pd.DataFrame) -> Processor:
-    book = store.load_book(store.LivePaths(root), 60, 16)
+    book = store.load_book(DataPaths(root), 60, 16)
     if book.bars.empty:
         book.bars = bars
-    return Processor(store.LivePaths(root), book, vader_scorer, "vader")
+    return Processor(DataPaths(root), book, vader_scorer, "vader")
 
 
 def test_crash_mid_batch_and_broker_restart_lose_nothing_duplicate_nothing(nats: Server, corpus, tmp_path: Path):
@@ -129,7 +130,7 @@ def test_crash_mid_batch_and_broker_restart_lose_nothing_duplicate_nothing(nats:
     kept = stored_posts(root)
     assert sorted(kept["post_id"]) == sorted(posts["post_id"])  # lost 0
     assert not kept["post_id"].duplicated().any()  # duplicated 0
-    quarantine = storage.read_frame(store.LivePaths(root).quarantine)
+    quarantine = storage.read_frame(DataPaths(root).live_quarantine)
     assert sorted(quarantine["reason"]) == ["empty text", "unparseable created_at"]
 
 
@@ -151,10 +152,10 @@ def test_live_history_gives_the_batch_etl_features(nats: Server, corpus, tmp_pat
         await feed.close()
 
     asyncio.run(scenario())
-    paths = store.LivePaths(root)
+    paths = DataPaths(root)
     history_prices = pd.concat([sources.read_price_file(f, storage.read_bytes(f))
-                                for f in storage.list_files(paths.raw_prices, ".csv")], ignore_index=True)
-    scores = storage.read_frame(paths.scores)
+                                for f in storage.list_files(paths.live_prices, ".csv")], ignore_index=True)
+    scores = storage.read_frame(paths.live_scores)
     batch = build_pandas(history_prices, stored_posts(root), scores=scores)
     for ticker in TICKERS:
         live_rows = store.read_live_features(paths, ticker)
@@ -276,7 +277,7 @@ def test_processor_actor_killed_mid_stream_loses_nothing_duplicates_nothing(ray_
         ray.kill(actor, no_restart=False)  # mid-stream
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            stored = stored_posts(root) if storage.list_files(store.LivePaths(root).raw_posts) else pd.DataFrame()
+            stored = stored_posts(root) if storage.list_files(DataPaths(root).live_posts) else pd.DataFrame()
             if len(stored) >= len(posts):
                 break
             time.sleep(0.5)
@@ -287,5 +288,45 @@ def test_processor_actor_killed_mid_stream_loses_nothing_duplicates_nothing(ray_
     assert 40 <= before_kill < len(posts)
     assert sorted(stored["post_id"]) == sorted(posts["post_id"])  # lost 0
     assert not stored["post_id"].duplicated().any()  # duplicated 0
-    scores = storage.read_frame(store.LivePaths(root).scores)
+    scores = storage.read_frame(DataPaths(root).live_scores)
     assert len(scores) == len(posts) and scores["scorer"].str.startswith("tiny-sentiment").all()
+
+
+def test_ingest_prices_publishes_closes_and_quotes_never_the_partial_day(nats: Server, shared_data, monkeypatch):
+    """`finpulse ingest prices --once` against a local server answering in Alpha Vantage's formats."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from finpulse.cli import app
+    from finpulse.config import get_settings
+    from tests.ingest_fakes import ScriptedServer
+    from tests.unit.test_ingest_alphavantage import KEY, FakeAlphaVantage
+
+    fake = FakeAlphaVantage()
+    fake.bodies["AAPL"] = (shared_data / "alpha_vantage_fixture" / "TIME_SERIES_DAILY_AAPL.json").read_bytes()
+    server = ScriptedServer(fake)
+    monkeypatch.setenv("ALPHAVANTAGE_API_KEY", KEY)
+    monkeypatch.setenv("FINPULSE_NATS_URL", nats.url)
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(app, ["ingest", "prices", "--tickers", "AAPL,IBM,NOPE", "--once",
+                                       "--base-url", f"{server.url}/query"])
+    finally:
+        server.close()
+        get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["bars"] == 99 + 3 and report["quotes"] == 2  # AAPL's 2019-01-22 bar is intraday: not sent
+    assert list(report["errors"]) == ["NOPE"] and report["stats"]["errors"] >= 1  # a bad symbol: reported, not fatal
+
+    async def bars_on_the_feed():
+        feed = await broker.Feed.connect(nats.url)
+        msgs = await (await feed.subscribe("check")).fetch(500, timeout=2)
+        await feed.close()
+        return [broker.decode(m) for m in msgs]
+
+    seen = asyncio.run(bars_on_the_feed())
+    days = {r["date"] for k, r in seen if k == "bar" and r["ticker"] == "AAPL"}
+    assert len(days) == 99 and "2019-01-22" not in days and max(days) == "2019-01-18"
+    assert sorted(r["ticker"] for k, r in seen if k == "quote") == ["AAPL", "IBM"]

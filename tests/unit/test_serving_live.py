@@ -10,6 +10,7 @@ import pandas as pd
 
 from finpulse.data.reference import build_pandas, prices_to_raw
 from finpulse.ingest import live, store
+from finpulse.paths import DataPaths
 from finpulse.resources import load_prices
 from finpulse.serving.router import configure_forecast
 from finpulse.serving.schemas import ForecasterConfig
@@ -26,11 +27,11 @@ def test_forecasts_follow_the_stream(tmp_path: Path) -> None:
     history = build_pandas(prices_to_raw(prices[prices["date"] < last_day]), None)
     batch = tmp_path / "features.parquet"
     history["daily_features"].to_parquet(batch)
-    paths = store.LivePaths(str(tmp_path / "data"))
+    paths = DataPaths(str(tmp_path / "data"))
     service = ForecastService()
     configure_forecast(service, ForecasterConfig(
         model=str(make_tiny_forecaster(tmp_path / "fc", history["daily_features"])), features_uri=str(batch),
-        live_features_uri=paths.features))
+        live_features_uri=paths.live_features))
     before = service.predict([{"ticker": TICKER}])[0]
     assert before["as_of"] < last_day and not before["provisional"] and before["stale"]  # years-old data
 
