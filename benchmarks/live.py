@@ -42,11 +42,12 @@ from _common import free_port, print_table, write_result
 
 from finpulse import storage
 from finpulse.data import sources
-from finpulse.ingest import broker, store
+from finpulse.ingest import broker
 from finpulse.ingest.corpora import Corpus, stocknet
 from finpulse.ingest.processor import ProcessorConfig
 from finpulse.ingest.replay import replay, replay_days
 from finpulse.ingest.service import start_processor, wait_running
+from finpulse.paths import DataPaths
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "stocknet_full"
@@ -184,7 +185,7 @@ def kill_run(corpus: Corpus, batch_size: int) -> dict[str, int]:
 
 
 def _stored(root: str) -> pd.DataFrame:
-    files = storage.list_files(store.LivePaths(root).raw_posts, ".csv")
+    files = storage.list_files(DataPaths(root).live_posts, ".csv")
     if not files:
         return pd.DataFrame(columns=["ticker", "post_id"])
     return pd.concat([sources.read_posts_csv(storage.read_bytes(f), f) for f in files], ignore_index=True)

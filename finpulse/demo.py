@@ -111,7 +111,43 @@ class ConsolePresenter(pipeline.PipelineObserver):
         print(f"forecaster: {'PROMOTED to champion' if r.promoted else 'NOT promoted'}: " + "; ".join(r.reasons))
 
 
-def run_serving_stage(dashboard_url: str) -> None:
+def _forecasts(base: str, tickers: list[str]) -> dict[str, dict]:
+    import requests
+
+    return {t: requests.post(f"{base}/v1/forecast", json={"ticker": t}, timeout=60).json() for t in tickers}
+
+
+def run_live_stage(base: str, replay_days: int, posts_per_day: float) -> None:
+    """Broker + stream processor + a replay of the days the batch history left out; show the forecasts move."""
+    import time
+
+    from finpulse.ingest import corpora, local
+    from finpulse.resources import load_prices
+
+    banner(f"5. Live: NATS JetStream, the stream processor (Ray actor), a replay of the last {replay_days} days")
+    s = get_settings()
+    url, started = local.ensure_broker(s)
+    print(f"broker: {url} ({'started here, storage ' + s.home + '/nats' if started else 'already running'})")
+    actor = local.start_stream(s, pipeline.SENTIMENT_CHAMPION)
+    tickers = sorted(load_prices()["ticker"].unique())
+    before = _forecasts(base, tickers)
+    run = local.replay_and_wait(s, actor, corpora.embedded(replay_days, posts_per_day=posts_per_day), days_per_s=2.0)
+    print(f"replayed {run.days} trading days in {run.seconds:.1f} s: {run.published_posts} posts and "
+          f"{run.published_bars} bars published; processor: {run.accepted} accepted, {run.duplicates} duplicate, "
+          f"{run.rejected} rejected (kept with reasons under live/quarantine); publish-to-features lag "
+          f"p50 {run.lag_p50_ms:.0f} ms, p99 {run.lag_p99_ms:.0f} ms")
+    time.sleep(1.5)  # the Forecaster checks the live features every 0.5 s
+    after = _forecasts(base, tickers)
+    print("served forecasts, before -> after the replay (no restart, no config edit):")
+    for t in tickers:
+        b, a = before[t], after[t]
+        print(f"  {t}: as_of {b.get('as_of')} -> {a.get('as_of')}{' (provisional)' if a.get('provisional') else ''}"
+              f", predicted close {b.get('predicted_close')} -> {a.get('predicted_close')}")
+    print("live history for the next ETL: raw/posts/live, raw/prices/live, scores/live (finpulse etl --scores "
+          "<data_root>/scores picks them up)")
+
+
+def run_serving_stage(dashboard_url: str, replay_days: int = 0, posts_per_day: float = 6.0) -> None:
     """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C (or SIGTERM)."""
     import json
     from pathlib import Path
@@ -130,6 +166,8 @@ def run_serving_stage(dashboard_url: str) -> None:
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")
+    if replay_days:
+        run_live_stage(base, replay_days, posts_per_day)
     print()
     serve_until_interrupted(dashboard_url, base)  # SIGTERM (`kill`) stops it the way Ctrl-C does
 
@@ -180,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stop()  # Serve, then the local Ray, each within a bounded time
+        from finpulse.ingest.local import stop_local_broker
+
+        stop_local_broker()
     return 0
 
 
@@ -191,7 +232,8 @@ def run_stages(args: argparse.Namespace, ctx: object) -> None:
         return
     banner("4. Serving: Ray Serve graph (Gateway -> SentimentModel, Forecaster)")
     dashboard = getattr(ctx, "dashboard_url", None)
-    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265")
+    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265", options.replay_days,
+                      options.posts_per_day)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from finpulse import tracking
+from finpulse import storage, tracking
 from finpulse.data.catalog import load_dataset
 from finpulse.paths import DataPaths
 
@@ -43,6 +43,7 @@ class PipelineOptions:
     sentiment_epochs: int = 2
     forecast_epochs: int = 15
     walk_forward_refits: int = 2
+    replay_days: int = 10  # the shipped prices' last trading days, left out of the batch history for the live replay
 
     def quick(self) -> PipelineOptions:
         """The same stages on less: fewer posts, examples, epochs and refits (CI's end-to-end run)."""
@@ -62,11 +63,17 @@ class PreparedData:
     posts: int
 
 
-def prepare_data(paths: DataPaths, *, posts_per_day: float, signal_strength: float) -> PreparedData:
-    """Shipped real prices and synthetic posts (labelled synthetic) -> ``<data_root>/raw/``."""
+def prepare_data(paths: DataPaths, *, posts_per_day: float, signal_strength: float,
+                 replay_days: int = 0) -> PreparedData:
+    """Shipped real prices and synthetic posts (labelled synthetic) -> ``<data_root>/raw/``, all but the last
+    ``replay_days`` trading days (the live replay's); a previous run's live state is cleared."""
     from finpulse.data.embedded import stage_embedded
+    from finpulse.ingest.corpora import embedded_cutoff
 
-    staged = stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength)
+    for folder in (paths.live_scores, paths.live_features, paths.live_quarantine):
+        storage.delete_dir(folder)
+    staged = stage_embedded(paths, posts_per_day=posts_per_day, signal_strength=signal_strength,
+                            end=embedded_cutoff(replay_days) if replay_days else None)
     return PreparedData(paths.root, paths.raw_prices, paths.raw_posts, staged["prices"], staged["posts"])
 
 
@@ -96,7 +103,6 @@ def run_etl(paths: DataPaths, *, scores_uri: str | None = None, config: EtlConfi
             on_stage: Callable[[str], None] | None = None) -> CuratedData:
     """Raw prices and posts (when staged) -> a new curated version; model scores replace VADER when
     ``scores_uri`` is given. ``on_stage`` hears each ETL stage end (a progress bar's hook)."""
-    from finpulse import storage
     from finpulse.data import etl
 
     posts = paths.raw_posts if storage.exists(paths.raw_posts) else None
@@ -168,20 +174,6 @@ def score_posts(paths: DataPaths, *, posts: pd.DataFrame | None = None, model: s
                                  precision="bf16" if cpu_has_bf16() else "int8")
     summary = score.score_posts(posts, model, paths.batch_scores, options)
     return ScoredPosts(paths.batch_scores, model, int(summary.get("rows", len(posts))), summary)
-
-
-def written_rows(uri: str) -> int:
-    """Rows in the Parquet files under ``uri`` so far (footers only): a scoring bar's count."""
-    import pyarrow.parquet as pq
-
-    from finpulse import storage
-
-    total = 0
-    for f in storage.list_files(uri, ".parquet"):
-        fs, path = storage.filesystem(f)
-        with fs.open_input_file(path) as fh:
-            total += pq.ParquetFile(fh).metadata.num_rows
-    return total
 
 
 def demo_forecast_config(features: pd.DataFrame, max_epochs: int) -> tuple[ForecastConfig, dt.date]:
@@ -324,12 +316,13 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
             return run_etl(paths, scores_uri=scores_uri, on_stage=on_stage)
 
     def score() -> ScoredPosts:
-        with see.scoring_progress(len(posts), lambda: written_rows(paths.batch_scores)):
+        with see.scoring_progress(len(posts), lambda: storage.parquet_rows(paths.batch_scores)):
             return score_posts(paths, posts=posts)
 
     o = options
     prepared = stage("prepare_data", lambda: prepare_data(paths, posts_per_day=o.posts_per_day,
-                                                          signal_strength=o.signal_strength))
+                                                          signal_strength=o.signal_strength,
+                                                          replay_days=o.replay_days))
     curated_vader = stage("etl", lambda: etl(None))
     posts = curated_posts(paths)
     sentiment = stage("train_sentiment", lambda: train_sentiment(paths, max_examples=o.sentiment_examples,

@@ -189,3 +189,15 @@ def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | N
 
 def read_frame(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pd.DataFrame:
     return read_table(uri, columns=columns, schema=schema).to_pandas()
+
+
+def parquet_rows(uri: str) -> int:
+    """Rows in the Parquet files under ``uri`` so far, from their footers only (a progress bar's count)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in list_files(uri, ".parquet"):
+        fs, path = filesystem(f)
+        with fs.open_input_file(path) as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total

@@ -207,3 +207,12 @@ class SyncFeed:
         self._run(self.feed.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the local server's monitoring port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

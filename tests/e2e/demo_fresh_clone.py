@@ -7,7 +7,7 @@ Run by `.ci/run` after `make test` (stdlib only, so any python3 runs it):
 
 Steps: `git clone` HEAD into a temp folder; `make install` there with only CI, PATH (and HOME) set;
 start `make demo`'s command with `--quick` in its own process group; wait until it serves; call every
-route once; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
+route once; check the live stage's replay moved the served forecasts' as_of; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
 no Ray process of the clone left behind. Exits non-zero with the demo's output on any failure. It
 never inherits the test suite's variables (FINPULSE_*, RAY_*): that is what hid the relative-path bug.
 """
@@ -54,7 +54,18 @@ def call(base: str, method: str, path: str, body: dict | None) -> tuple[int, str
 
 def leftover_ray(clone: Path) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out if str(clone) in line and ("ray" in line or "raylet" in line or "gcs" in line)]
+    return [line for line in out if str(clone) in line
+            and ("ray" in line or "raylet" in line or "gcs" in line or "nats-server" in line)]
+
+
+def forecasts_moved(text: str) -> list[str]:
+    """The live stage's before -> after lines whose as_of moved forward (the replayed days reached serving)."""
+    moved = []
+    for line in text.split("served forecasts, before -> after", 1)[-1].splitlines()[1:]:
+        parts = line.strip().split()
+        if len(parts) >= 5 and parts[1] == "as_of" and parts[3] == "->" and parts[4].rstrip(",") > parts[2]:
+            moved.append(line.strip())
+    return moved
 
 
 def wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
@@ -93,14 +104,16 @@ def run(clone: Path, timeout: float) -> None:
         print(f"Ctrl-C: exit {rc} after {time.time() - t_int:.1f}s", flush=True)
         time.sleep(3)
         left = leftover_ray(clone)
-        if rc != 0 or "stopped" not in log.read_text() or left or failures:
-            raise RuntimeError(f"rc={rc} failures={failures} leftover={left}")
+        moved = forecasts_moved(log.read_text(errors="replace"))
+        print(f"live replay moved {len(moved)} tickers' served forecasts: {moved[:2]}", flush=True)
+        if rc != 0 or "stopped" not in log.read_text() or left or failures or not moved:
+            raise RuntimeError(f"rc={rc} failures={failures} leftover={left} forecasts_moved={moved}")
     except BaseException:
         print(log.read_text(errors="replace")[-8000:], file=sys.stderr)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         raise
-    print("fresh-clone demo: OK (served every route, stopped on Ctrl-C)")
+    print("fresh-clone demo: OK (served every route, the live replay moved the served forecasts, stopped on Ctrl-C)")
 
 
 def main() -> int:

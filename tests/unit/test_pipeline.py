@@ -60,10 +60,10 @@ def test_forecaster_config_holds_out_the_last_fifth_of_days() -> None:
 
 
 def test_written_rows_counts_parquet_rows_across_files(tmp_path: Path) -> None:
-    assert pipeline.written_rows(str(tmp_path)) == 0
+    assert storage.parquet_rows(str(tmp_path)) == 0
     for i, n in enumerate((3, 5)):
         pq.write_table(pa.table({"x": list(range(n))}), tmp_path / f"part-{i}.parquet")
-    assert pipeline.written_rows(str(tmp_path)) == 8
+    assert storage.parquet_rows(str(tmp_path)) == 8
 
 
 def _result() -> pipeline.PipelineResult:
