@@ -86,15 +86,19 @@ class PostPoller:
         return out
 
 
+_GAUGE: list[Any] = []  # one gauge per process, however many sources it polls
+
+
 class SourceMetrics:
     """Each source's counters as Prometheus gauges on this process's /metrics (``--metrics-port``)."""
 
     def __init__(self, source: str, port: int | None):
         from prometheus_client import Gauge, start_http_server
 
-        self.source = source
-        self.gauge = Gauge("finpulse_source", "Live source counters (requests, retries, rate_limited, errors, "
-                                              "throttled_s, last_success_ts, published)", ["source", "counter"])
+        if not _GAUGE:
+            _GAUGE.append(Gauge("finpulse_source", "Live source counters (requests, retries, rate_limited, errors, "
+                                                   "throttled_s, last_success_ts, published)", ["source", "counter"]))
+        self.source, self.gauge = source, _GAUGE[0]
         if port:
             start_http_server(port, addr="127.0.0.1")
 

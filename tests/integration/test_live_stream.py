@@ -319,6 +319,12 @@ def test_ingest_prices_publishes_closes_and_quotes_never_the_partial_day(nats: S
     report = json.loads(out.output)
     assert report["bars"] == 99 + 3 and report["quotes"] == 2  # AAPL's 2019-01-22 bar is intraday: not sent
     assert list(report["errors"]) == ["NOPE"] and report["stats"]["errors"] >= 1  # a bad symbol: reported, not fatal
+    from prometheus_client import REGISTRY
+
+    exported = {c: REGISTRY.get_sample_value("finpulse_source", {"source": "alphavantage", "counter": c})
+                for c in ("errors", "requests", "published")}
+    assert exported == {"errors": report["stats"]["errors"], "requests": report["stats"]["requests"],
+                        "published": 99 + 3 + 2}  # what Prometheus scrapes from --metrics-port
 
     async def bars_on_the_feed():
         feed = await broker.Feed.connect(nats.url)
