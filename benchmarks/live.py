@@ -52,18 +52,30 @@ from finpulse.paths import DataPaths
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "stocknet_full"
 TICKERS = ["AAPL", "AMZN", "FB", "GOOG", "MSFT", "BABA", "INTC", "GE"]
-MODEL = "default"  # the shipped encoder: throughput does not depend on what the head learned
+MODEL_VERSION = "minilm-l6-seeded-head"  # the shipped encoder + a seeded 3-class head: throughput does not
+                                         # depend on what the head learned, and both sides load this folder
+
+
+def model_folder(root: Path) -> str:
+    """The shipped MiniLM encoder with a fresh, seeded canonical 3-class head, saved as a model folder."""
+    import torch
+
+    from finpulse.sentiment.pretrained import build_model, save_model_dir
+
+    torch.manual_seed(0)
+    net, tok = build_model("default")
+    return str(save_model_dir(net, tok, root / MODEL_VERSION, {"version": MODEL_VERSION}))
 
 
 class Setup:
     """A fresh broker, data root and processor actor: each measurement starts from nothing."""
 
-    def __init__(self, corpus: Corpus, tmp: Path, batch_size: int):
+    def __init__(self, corpus: Corpus, tmp: Path, batch_size: int, model: str):
         self.corpus, self.root = corpus, str(tmp / "data")
         port = free_port()
         self.server = broker.start_server(tmp / "nats", port, free_port(), log_file=tmp / "nats.log")
         self.url = f"nats://127.0.0.1:{port}"
-        config = ProcessorConfig(nats_url=self.url, sentiment_model=MODEL, batch_size=batch_size, ack_wait_s=5.0)
+        config = ProcessorConfig(nats_url=self.url, sentiment_model=model, batch_size=batch_size, ack_wait_s=5.0)
         self.actor = start_processor(config, self.root, num_cpus=1.0)
         wait_running(self.actor, timeout_s=300)
         asyncio.run(self.publish(corpus.history, "bar"))
@@ -97,9 +109,9 @@ class Setup:
         self.server.wait(10)
 
 
-def live_run(corpus: Corpus, batch_size: int) -> dict[str, float]:
+def live_run(corpus: Corpus, batch_size: int, model: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
-        setup = Setup(corpus, Path(tmp), batch_size)
+        setup = Setup(corpus, Path(tmp), batch_size, model)
         try:
             days = replay_days(corpus.bars, corpus.posts)
             t0 = time.perf_counter()
@@ -119,13 +131,13 @@ def live_run(corpus: Corpus, batch_size: int) -> dict[str, float]:
             "duplicates": stats["duplicates"], "rejected": stats["rejected"]}
 
 
-def batch_run(corpus: Corpus) -> dict[str, float]:
+def batch_run(corpus: Corpus, model: str) -> dict[str, float]:
     from finpulse.sentiment.score import ScoreOptions, score_posts
 
     posts, _ = sources.normalize_posts(corpus.posts)
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         t0 = time.perf_counter()
-        summary = score_posts(posts, MODEL, str(Path(tmp) / "scores"),
+        summary = score_posts(posts, model, str(Path(tmp) / "scores"),
                               ScoreOptions(num_actors=1, num_cpus_per_actor=1.0, threads=1, precision="fp32"))
         seconds = time.perf_counter() - t0
     assert summary["rows"] == len(posts), summary
@@ -133,11 +145,11 @@ def batch_run(corpus: Corpus) -> dict[str, float]:
             "execution_posts_per_s": len(posts) / summary["seconds"]}
 
 
-def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int) -> dict[str, float]:
+def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int, model: str) -> dict[str, float]:
     """Publish at ``rate`` posts/s in time order; lags as the processor measured them."""
     posts = corpus.posts.sort_values("created_at", kind="mergesort").head(int(rate * seconds))
     with tempfile.TemporaryDirectory(prefix="bench-lag-") as tmp:
-        setup = Setup(corpus, Path(tmp), batch_size)
+        setup = Setup(corpus, Path(tmp), batch_size, model)
         try:
             async def go() -> int:
                 feed = await broker.Feed.connect(setup.url)
@@ -159,12 +171,12 @@ def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int) -> 
             "lag_p99_ms": float(np.percentile(lags, 99)), "lag_max_ms": float(lags.max())}
 
 
-def kill_run(corpus: Corpus, batch_size: int) -> dict[str, int]:
+def kill_run(corpus: Corpus, batch_size: int, model: str) -> dict[str, int]:
     """Kill the processor once mid-replay; count what the stored history lost or holds twice."""
     import ray
 
     with tempfile.TemporaryDirectory(prefix="bench-kill-") as tmp:
-        setup = Setup(corpus, Path(tmp), batch_size)
+        setup = Setup(corpus, Path(tmp), batch_size, model)
         try:
             expected = sources.normalize_posts(corpus.posts)[0].drop_duplicates(["ticker", "post_id"])
             asyncio.run(setup.publish(corpus.posts, "post"))
@@ -209,18 +221,19 @@ def main() -> None:
 
     connect(address="local", num_cpus=2)
     corpus = stocknet(DATA, TICKERS, start=args.start, end=args.end)
+    model = model_folder(Path(tempfile.mkdtemp(prefix="bench-live-model-")))
     live, batch = [], []
     for rep in range(args.reps):
-        live.append(live_run(corpus, args.batch_size))
-        batch.append(batch_run(corpus))
+        live.append(live_run(corpus, args.batch_size, model))
+        batch.append(batch_run(corpus, model))
         print(f"rep {rep + 1}: live {live[-1]['posts_per_s']:.1f} posts/s, batch {batch[-1]['posts_per_s']:.1f}")
     ratios = [a["posts_per_s"] / b["posts_per_s"] for a, b in zip(live, batch, strict=True)]
-    lag = steady_lag(corpus, args.steady_rate, args.steady_s, args.batch_size)
-    kill = kill_run(corpus, args.batch_size)
+    lag = steady_lag(corpus, args.steady_rate, args.steady_s, args.batch_size, model)
+    kill = kill_run(corpus, args.batch_size, model)
     result = {
         "corpus": {"source": "stocknet_full", "tickers": TICKERS, "start": args.start, "end": args.end,
                    "posts": live[0]["posts"], "history_bars": len(corpus.history)},
-        "model": MODEL, "replay_posts_per_s": _spread([r["posts_per_s"] for r in live]),
+        "model": MODEL_VERSION, "replay_posts_per_s": _spread([r["posts_per_s"] for r in live]),
         "batch_scorer_posts_per_s": _spread([r["posts_per_s"] for r in batch]),
         "ratio_vs_batch": _spread(ratios), "ratio_goal": 0.5,
         "steady_rate_posts_per_s": args.steady_rate, **lag, "lag_p99_goal_ms": 2000,
