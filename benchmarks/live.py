@@ -46,7 +46,7 @@ from finpulse.ingest import broker
 from finpulse.ingest.corpora import Corpus, stocknet
 from finpulse.ingest.processor import ProcessorConfig
 from finpulse.ingest.replay import replay, replay_days
-from finpulse.ingest.service import start_processor, wait_running
+from finpulse.ingest.service import start_processor, stop_processor, wait_running
 from finpulse.paths import DataPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,10 +101,8 @@ class Setup:
         raise TimeoutError(f"processor did not finish: {self.stats()}")
 
     def close(self) -> None:
-        import ray
 
-        ray.get(self.actor.stop.remote())
-        ray.kill(self.actor, no_restart=True)
+        stop_processor(self.actor)
         self.server.terminate()
         self.server.wait(10)
 

@@ -61,7 +61,7 @@ def stream_run(
 
     from finpulse.config import get_settings
     from finpulse.ingest.processor import ProcessorConfig
-    from finpulse.ingest.service import start_processor, wait_running
+    from finpulse.ingest.service import start_processor, stop_processor, wait_running
     from finpulse.runtime import connect, sigint_restored
 
     s = get_settings()
@@ -80,8 +80,7 @@ def stream_run(
     except KeyboardInterrupt:
         typer.echo("stopping the stream processor")
     finally:
-        ray.get(actor.stop.remote(), timeout=30)
-        ray.kill(actor, no_restart=True)
+        stop_processor(actor)
 
 
 @app.command("replay")

@@ -97,13 +97,20 @@ class ProcessorActor:
         self._stop.set()
 
 
-def start_processor(config: ProcessorConfig, data_root: str, *, num_cpus: float = 0.5) -> Any:
-    """Start (or find) the named processor actor and its loop; returns the actor handle. Ray must be up."""
+def start_processor(config: ProcessorConfig, data_root: str, *, num_cpus: float = 0.5,
+                    name: str = ACTOR_NAME) -> Any:
+    """Start the named processor actor and its loop; returns the actor handle. Ray must be up.
+
+    One processor per name (a second would compete for the same consumer): a live one is an error."""
     import ray
 
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+        raise RuntimeError(f"a stream processor named {name!r} is already running")
+    except ValueError:
+        pass  # none by that name: start it
     actor_cls = ray.remote(ProcessorActor).options(
-        name=ACTOR_NAME, namespace=NAMESPACE, get_if_exists=True, max_restarts=-1, max_task_retries=-1,
-        num_cpus=num_cpus, max_concurrency=8)
+        name=name, namespace=NAMESPACE, max_restarts=-1, max_task_retries=-1, num_cpus=num_cpus, max_concurrency=8)
     actor = actor_cls.remote(config, data_root)
     actor.run.remote()
     return actor
@@ -120,3 +127,20 @@ def wait_running(actor: Any, timeout_s: float = 120.0) -> dict:
             return stats
         time.sleep(0.2)
     raise TimeoutError(f"stream processor not running after {timeout_s} s")
+
+
+def stop_processor(actor: Any, name: str = ACTOR_NAME, timeout_s: float = 30.0) -> None:
+    """Stop the loop, then the actor, and wait until Ray has let its name go (a new one may then start)."""
+    import ray
+
+    try:
+        ray.get(actor.stop.remote(), timeout=timeout_s)
+    finally:
+        ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.1)

@@ -252,7 +252,7 @@ def test_processor_actor_killed_mid_stream_loses_nothing_duplicates_nothing(ray_
 
     import ray
 
-    from finpulse.ingest.service import start_processor, wait_running
+    from finpulse.ingest.service import start_processor, stop_processor, wait_running
     from tests.support.serving import make_tiny_sentiment_model
 
     prices, posts = corpus
@@ -283,8 +283,7 @@ def test_processor_actor_killed_mid_stream_loses_nothing_duplicates_nothing(ray_
             time.sleep(0.5)
         assert ray.get(actor.stats.remote())["started_at"] > 0  # the restarted incarnation answers
     finally:
-        ray.get(actor.stop.remote())
-        ray.kill(actor, no_restart=True)
+        stop_processor(actor)
     assert 40 <= before_kill < len(posts)
     assert sorted(stored["post_id"]) == sorted(posts["post_id"])  # lost 0
     assert not stored["post_id"].duplicated().any()  # duplicated 0
