@@ -106,6 +106,8 @@ def replay_cmd(
     async def go() -> dict:
         feed = await Feed.connect(get_settings().nats_url)
         try:
+            if stocknet:  # the bars before the replay, so a processor with no batch history can align posts
+                await feed.publish_frame("bar", corpus.history)
             result = await replay(feed, plan, days_per_s, on_day=lambda d, k: typer.echo(
                 f"{d['day']}: {len(d['posts'])} posts, {len(d['bars'])} bars"))
         finally:
