@@ -144,19 +144,29 @@ def batch_run(corpus: Corpus, model: str) -> dict[str, float]:
 
 
 def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int, model: str) -> dict[str, float]:
-    """Publish at ``rate`` posts/s in time order; lags as the processor measured them."""
-    posts = corpus.posts.sort_values("created_at", kind="mergesort").head(int(rate * seconds))
+    """Publish posts at ``rate`` a second in time order, each day's bars after its posts; lags as the
+    processor measured them (publish to the post's features stored)."""
+    days, budget = [], int(rate * seconds)
+    for day in replay_days(corpus.bars, corpus.posts):
+        days.append(day)
+        budget -= len(day["posts"])
+        if budget <= 0:
+            break
     with tempfile.TemporaryDirectory(prefix="bench-lag-") as tmp:
         setup = Setup(corpus, Path(tmp), batch_size, model)
         try:
             async def go() -> int:
                 feed = await broker.Feed.connect(setup.url)
-                t0, step, published = time.perf_counter(), max(1, int(rate / 20)), 0
-                for i in range(0, len(posts), step):  # 20 publishes a second
-                    published += (await feed.publish_frame("post", posts.iloc[i : i + step])).published
-                    wait = (i + step) / rate - (time.perf_counter() - t0)
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                t0, sent, published, step = time.perf_counter(), 0, 0, max(1, int(rate / 20))
+                for day in days:
+                    for i in range(0, len(day["posts"]), step):  # 20 publishes a second
+                        chunk = day["posts"].iloc[i : i + step]
+                        published += (await feed.publish_frame("post", chunk)).published
+                        sent += len(chunk)
+                        wait = sent / rate - (time.perf_counter() - t0)
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                    await feed.publish_frame("bar", day["bars"])
                 await feed.close()
                 return published
 
@@ -165,7 +175,7 @@ def steady_lag(corpus: Corpus, rate: float, seconds: float, batch_size: int, mod
         finally:
             setup.close()
     lags = np.asarray(stats["recent_lags_ms"], dtype=float)
-    return {"posts": len(posts), "lag_p50_ms": float(np.percentile(lags, 50)),
+    return {"posts": n, "days": len(days), "accepted": stats["accepted"], "lag_p50_ms": float(np.percentile(lags, 50)),
             "lag_p99_ms": float(np.percentile(lags, 99)), "lag_max_ms": float(lags.max())}
 
 
@@ -177,7 +187,13 @@ def kill_run(corpus: Corpus, batch_size: int, model: str) -> dict[str, int]:
         setup = Setup(corpus, Path(tmp), batch_size, model)
         try:
             expected = sources.normalize_posts(corpus.posts)[0].drop_duplicates(["ticker", "post_id"])
-            asyncio.run(setup.publish(corpus.posts, "post"))
+
+            async def go() -> None:  # every day's posts then its bars, as fast as the broker takes them
+                feed = await broker.Feed.connect(setup.url)
+                await replay(feed, replay_days(corpus.bars, corpus.posts), days_per_s=0)
+                await feed.close()
+
+            asyncio.run(go())
             setup.wait_for(lambda s: s["accepted"] >= len(expected) // 3, 1800)
             ray.kill(setup.actor, no_restart=False)
             deadline = time.monotonic() + 1800
