@@ -199,20 +199,29 @@ def kill_run(corpus: Corpus, batch_size: int, model: str) -> dict[str, int]:
             asyncio.run(go())
             setup.wait_for(lambda s: s["accepted"] >= len(expected) // 3, 1800)
             ray.kill(setup.actor, no_restart=False)
-            deadline, last, still = time.monotonic() + 1800, -1, 0
-            while time.monotonic() < deadline and still < 20:  # done: all there, or 10 s without a new post
-                stored = _stored(setup.root)
-                still = still + 1 if len(stored) == last else 0
-                last = len(stored)
-                if len(stored) >= len(expected) and still:
-                    break
-                time.sleep(0.5)
+
+            async def unacknowledged() -> int:
+                feed = await broker.Feed.connect(setup.url)
+                try:
+                    return await feed.pending("finpulse-processor")
+                finally:
+                    await feed.close()
+
+            deadline = time.monotonic() + 1800
+            while time.monotonic() < deadline and asyncio.run(unacknowledged()) > 0:
+                time.sleep(1.0)  # done when the restarted processor has acknowledged every message
+            stored = _stored(setup.root)
+            after_restart = {k: v for k, v in setup.stats().items() if k != "recent_lags_ms"}
+            q = DataPaths(setup.root).live_quarantine
+            reasons = (storage.read_frame(q)["reason"].value_counts().to_dict()
+                       if storage.list_files(q, ".parquet") else {})
         finally:
             setup.close()
     keys = set(zip(expected["ticker"], expected["post_id"], strict=True))
     got = list(zip(stored["ticker"], stored["post_id"], strict=True))
     return {"batch_etl_keeps": len(keys), "stored": len(got), "lost": len(keys - set(got)),
-            "duplicated": len(got) - len(set(got)), "not_kept_by_the_batch_etl": len(set(got) - keys)}
+            "duplicated": len(got) - len(set(got)), "not_kept_by_the_batch_etl": len(set(got) - keys),
+            "after_restart": after_restart, "quarantined": reasons}
 
 
 def _stored(root: str) -> pd.DataFrame:
@@ -234,6 +243,7 @@ def main() -> None:
     ap.add_argument("--steady-rate", type=float, default=100.0)
     ap.add_argument("--steady-s", type=float, default=30.0)
     ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--only-kill", action="store_true", help="rerun the kill measurement into the existing JSON")
     args = ap.parse_args()
 
     from finpulse.runtime import connect
@@ -241,6 +251,16 @@ def main() -> None:
     connect(address="local", num_cpus=2)
     corpus = stocknet(DATA, TICKERS, start=args.start, end=args.end)
     model = model_folder(Path(tempfile.mkdtemp(prefix="bench-live-model-")))
+    if args.only_kill:
+        import json
+
+        from _common import RESULTS
+
+        result = json.loads((RESULTS / "live.json").read_text())
+        kill = kill_run(corpus, args.batch_size, model)
+        write_result("live", {**result, **{k: kill[k] for k in ("lost", "duplicated")}, "kill_run": kill})
+        print_table([("lost after a kill", kill["lost"]), ("duplicated after a kill", kill["duplicated"])], "bench-live")
+        return
     live, batch = [], []
     for rep in range(args.reps):
         live.append(live_run(corpus, args.batch_size, model))

@@ -54,6 +54,7 @@ class PostBatch:
     accepted: pd.DataFrame  # POSTS rows, to be scored
     rejected: pd.DataFrame  # raw row as JSON + reason (the ETL's quarantine layout)
     duplicates: int
+    ahead: pd.DataFrame = field(default_factory=pd.DataFrame)  # past the known bars: not processable yet
 
 
 def live_calendar(bars: pd.DataFrame, days_ahead: int = OPEN_DAYS_AHEAD) -> np.ndarray:
@@ -78,18 +79,23 @@ def accept_posts(book: LiveBook, raw: pd.DataFrame) -> PostBatch:
     valid, rejected = normalize_posts(raw)
     day = align_to_trading_day(valid["created_at"], live_calendar(book.bars), close_hour=book.close_hour)
     outside = day.isna().to_numpy()
+    # past the last bar's open window: its bars have not arrived yet (a redelivery can reorder the feed)
+    ahead = outside & (valid["created_at"] > pd.Timestamp(book.bars["date"].max()).tz_localize("UTC")).to_numpy() \
+        if len(book.bars) else outside  # no bars at all yet: everything waits for them
     if outside.any():
-        rejected = pd.concat([rejected, _quarantine(valid[outside], "outside the price calendar")], ignore_index=True)
-        valid = valid[~outside].reset_index(drop=True)
+        gone = outside & ~ahead
+        rejected = pd.concat([rejected, _quarantine(valid[gone], "outside the price calendar")], ignore_index=True)
+    later = valid[ahead].reset_index(drop=True)
+    valid = valid[~outside].reset_index(drop=True)
     if valid.empty:
-        return PostBatch(valid, rejected, 0)
+        return PostBatch(valid, rejected, 0, later)
     keys = dedupe_keys(valid)
     seen = np.array([(t, int(p)) in book.seen_ids for t, p in zip(keys["ticker"], keys["_pid"], strict=True)],
                     dtype=bool)
     history = book.recent_keys if book.recent_keys is not None else keys.iloc[:0]
     both = pd.concat([history, keys], ignore_index=True)
     repeat = duplicate_mask(both, book.window_s)[len(history):] | seen
-    return PostBatch(valid[~repeat].reset_index(drop=True), rejected, int(repeat.sum()))
+    return PostBatch(valid[~repeat].reset_index(drop=True), rejected, int(repeat.sum()), later)
 
 
 def commit_posts(book: LiveBook, scored: pd.DataFrame) -> list[str]:

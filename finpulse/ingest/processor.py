@@ -23,6 +23,8 @@ from finpulse.names import SENTIMENT_MODEL, model_spec
 from finpulse.paths import DataPaths
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]  # POSTS rows -> POST_SCORES rows (same order)
+DEFER_S = 2.0  # a post past the known bars is offered again this much later ...
+MAX_DEFERRALS = 30  # ... this many times, then kept on the dead-letter stream with the reason
 
 
 @dataclass
@@ -53,6 +55,7 @@ class BatchOutcome:
     dead: int = 0
     tickers: list[str] = field(default_factory=list)
     lags_ms: list[float] = field(default_factory=list)
+    deferred: set[tuple[str, str]] = field(default_factory=set)  # (ticker, post_id) ahead of the bars: retry later
 
 
 class Processor:
@@ -63,16 +66,16 @@ class Processor:
         self.state = store.read_state(paths)
 
     def handle(self, items: list[tuple[str, dict]], name: str) -> BatchOutcome:
-        """``items`` are ``(kind, row)`` in broker order; posts are handled before the batch's bars."""
+        """``items`` are ``(kind, row)`` in broker order; the batch's bars are taken before its posts."""
         out = BatchOutcome()
         by_kind: dict[str, list[dict]] = {"post": [], "bar": [], "quote": []}
         for kind, row in items:
             by_kind[kind].append(row)
         changed: set[str] = set()
+        if by_kind["bar"]:  # bars first: a post's alignment is the same either way, and none waits needlessly
+            changed |= self._bars(pd.DataFrame(by_kind["bar"]), name, out)
         if by_kind["post"]:
             changed |= self._posts(pd.DataFrame(by_kind["post"]), name, out)
-        if by_kind["bar"]:
-            changed |= self._bars(pd.DataFrame(by_kind["bar"]), name, out)
         for row in by_kind["quote"]:
             changed |= set(live.set_quote(self.book, str(row["ticker"]), float(row["price"])))
             out.quotes += 1
@@ -94,6 +97,7 @@ class Processor:
         out.posts += len(rows)
         out.accepted += len(scored)
         out.duplicates += batch.duplicates
+        out.deferred |= set(zip(batch.ahead["ticker"], batch.ahead["post_id"], strict=True)) if len(batch.ahead) else set()
         out.rejected += len(batch.rejected)
         return set(live.commit_posts(self.book, scored))
 
@@ -128,9 +132,17 @@ async def run_once(feed: Feed, sub: Any, processor: Processor, config: Processor
             dead += 1
     name = store.batch_name(msgs[-1].metadata.sequence.stream)
     outcome = await asyncio.to_thread(processor.handle, items, name) if items else BatchOutcome()
-    outcome.dead = dead
+    outcome.dead += dead
     now = time.time()
-    for msg, (kind, _) in zip(good, items, strict=True):
+    for msg, (kind, row) in zip(good, items, strict=True):
+        if kind == "post" and (str(row.get("ticker", "")).strip().upper(), str(row.get("post_id", "")).strip()) \
+                in outcome.deferred:
+            if msg.metadata.num_delivered < MAX_DEFERRALS:
+                await msg.nak(delay=DEFER_S)  # its day's bars are still on their way: come back later
+            else:
+                await feed.dead_letter(msg, f"ahead of the price calendar after {MAX_DEFERRALS} deliveries")
+                outcome.dead += 1
+            continue
         if kind == "post":
             outcome.lags_ms.append(1000.0 * (now - msg.metadata.timestamp.timestamp()))
         await msg.ack()

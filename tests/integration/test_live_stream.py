@@ -335,3 +335,29 @@ def test_ingest_prices_publishes_closes_and_quotes_never_the_partial_day(nats: S
     days = {r["date"] for k, r in seen if k == "bar" and r["ticker"] == "AAPL"}
     assert len(days) == 99 and "2019-01-22" not in days and max(days) == "2019-01-18"
     assert sorted(r["ticker"] for k, r in seen if k == "quote") == ["AAPL", "IBM"]
+
+
+def test_posts_that_arrive_before_their_bars_wait_for_them(nats: Server, corpus, tmp_path: Path) -> None:
+    """A redelivery reorders the feed: posts weeks past the known bars are offered again, not refused."""
+    prices, posts = corpus
+    closes = prices_to_raw(prices)
+    root = str(tmp_path / "data")
+    early = posts[posts["created_at"] >= "2019-04-01"]
+    config = ProcessorConfig(nats_url=nats.url, batch_size=200, fetch_timeout_s=0.3)
+
+    async def scenario() -> dict:
+        feed = await broker.Feed.connect(nats.url)
+        await feed.publish_frame("bar", closes[closes["date"] < "2019-03-01"])
+        await feed.publish_frame("post", early)  # a month past the last bar
+        sub = await feed.subscribe(config.durable)
+        processor = new_processor(root, pd.DataFrame(columns=bars_columns()))
+        first = await drain(feed, sub, processor, config)
+        await feed.publish_frame("bar", closes[closes["date"] >= "2019-03-01"])
+        second = await drain(feed, sub, processor, config, idle_rounds=15)  # deferred posts come back in 2 s
+        await feed.close()
+        return {"first": first, "second": second}
+
+    got = asyncio.run(scenario())
+    assert got["first"]["accepted"] == 0 and got["first"]["rejected"] == 0
+    assert got["second"]["accepted"] == len(early) and got["second"]["rejected"] == 0
+    assert sorted(stored_posts(root)["post_id"]) == sorted(early["post_id"])

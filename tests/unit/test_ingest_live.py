@@ -72,8 +72,12 @@ def test_repeats_and_bad_rows_are_counted_not_lost(prices: pd.DataFrame, posts_r
     bad.loc[bad.index[0], "text"] = "  "
     bad.loc[bad.index[1], "created_at"] = "yesterday-ish"
     bad.loc[bad.index[2], "created_at"] = "2031-01-02T15:00:00Z"
+    bad = pd.concat([bad, bad.iloc[[0]].assign(text="old news", created_at="1999-01-04T15:00:00Z")])
     got = live.accept_posts(book, bad)
     assert sorted(got.rejected["reason"]) == ["empty text", "outside the price calendar", "unparseable created_at"]
+    # a post past the known bars is not refused: its day's bars may still be on their way (a redelivery
+    # reorders the feed), so the processor offers it again later
+    assert got.ahead["created_at"].tolist() == [pd.Timestamp("2031-01-02T15:00:00Z")]
 
 
 def test_the_open_day_is_provisional_until_its_bar_arrives(prices: pd.DataFrame) -> None:
