@@ -88,7 +88,7 @@ class ProcessorActor:
         self.totals["lags_ms"] = (self.totals["lags_ms"] + o.lags_ms)[-5000:]
 
     def stats(self) -> dict:
-        return {**{k: v for k, v in self.totals.items() if k not in ("lags_ms", "tickers")},
+        return {**{k: v for k, v in self.totals.items() if k not in ("lags_ms", "tickers", "deferred")},
                 "batches": self.batches, "running": self.running, "started_at": self.started_at,
                 "failures": self.failures, "last_error": self.last_error,
                 "recent_lags_ms": list(self.totals["lags_ms"])}
