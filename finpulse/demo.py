@@ -1,7 +1,7 @@
 """`make demo`: the main job on the embedded defaults, end to end on a local Ray.
 
-Stages: ETL of the shipped prices and synthetic posts -> sentiment fine-tune on VADER labels,
-batch scoring, features rebuilt with model scores -> forecaster training, walk-forward evaluation,
+Stages: ETL of the shipped prices and synthetic posts -> sentiment fine-tune on the shipped labelled
+tweets (TFNS) through the sentiment gate, batch scoring, features rebuilt with model scores -> forecaster training, walk-forward evaluation,
 registration and promotion -> the Serve application answering until Ctrl-C.
 
 The stages are :mod:`finpulse.pipeline`'s (``finpulse pipeline run`` runs the same chain); this
@@ -43,7 +43,7 @@ class ConsolePresenter(pipeline.PipelineObserver):
             print(f"synthetic posts carry a planted next-day signal of strength {self.options.signal_strength}: any "
                   "forecasting gain over persistence below is that planted signal, not a market result")
         elif stage == "train_sentiment":
-            banner("2. Sentiment: fine-tune MiniLM on VADER weak labels (Ray Train), score posts (Ray Data)")
+            banner("2. Sentiment: fine-tune MiniLM on labelled tweets (TFNS, Ray Train), gate, score posts (Ray Data)")
         elif stage == "train_forecaster":
             banner("3. Forecaster: train (Ray Train), walk-forward evaluation vs baselines, register, promote")
             print(f"forecaster: training with Ray Train ({detail['workers']} workers) on {detail['tickers']} "
@@ -89,11 +89,12 @@ class ConsolePresenter(pipeline.PipelineObserver):
 
     def _show_train_sentiment(self, r: pipeline.SentimentModel) -> None:
         nan = float("nan")
-        print(f"fine-tuned on {r.examples} VADER-labelled synthetic posts: validation accuracy "
-              f"{r.metrics.get('val_accuracy', nan):.3f}, macro-F1 {r.metrics.get('val_macro_f1', nan):.3f}"
-              " (agreement with VADER's weak labels, not a benchmark: see `make bench-sentiment`)")
-        if r.champion:
-            print(f"registered {r.model} as challenger and champion")
+        print(f"fine-tuned on {r.examples} labelled tweets (Twitter Financial News Sentiment, shipped): held-out "
+              f"TFNS accuracy {r.metrics.get('test_accuracy', nan):.3f}, macro-F1 {r.metrics.get('test_macro_f1', nan):.3f}")
+        verdict = "champion" if r.champion else "challenger only (the gate said no)"
+        print(f"sentiment gate: {r.model} -> {verdict}")
+        for reason in r.reasons:
+            print(f"  - {reason}")
 
     def _show_score(self, r: pipeline.ScoredPosts) -> None:
         print(f"scored {r.rows} posts -> {r.scores_uri}")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from finpulse.data.etl import EtlConfig
     from finpulse.forecast.config import ForecastConfig
     from finpulse.forecast.promote import PromotionPolicy
+    from finpulse.sentiment.promote import SentimentGatePolicy
 
 SENTIMENT_CHAMPION = tracking.model_spec(tracking.SENTIMENT_MODEL, tracking.CHAMPION)
 FORECAST_CHALLENGER = tracking.model_spec(tracking.FORECAST_MODEL, tracking.CHALLENGER)
@@ -39,8 +40,9 @@ class PipelineOptions:
 
     posts_per_day: float = 6.0
     signal_strength: float = 0.5  # planted next-day signal in the synthetic posts (0 = none)
-    sentiment_examples: int = 3000  # VADER-labelled posts to fine-tune on
+    sentiment_examples: int = 3000  # labelled tweets (shipped TFNS train) to fine-tune on
     sentiment_epochs: int = 2
+    sentiment_eval_examples: int | None = None  # per held-out set for the sentiment gate; None = all
     forecast_epochs: int = 15
     walk_forward_refits: int = 2
     replay_days: int = 10  # the shipped prices' last trading days, left out of the batch history for the live replay
@@ -48,8 +50,14 @@ class PipelineOptions:
     def quick(self) -> PipelineOptions:
         """The same stages on less: fewer posts, examples, epochs and refits (CI's end-to-end run)."""
         return replace(self, posts_per_day=min(self.posts_per_day, 2.0),
-                       sentiment_examples=min(self.sentiment_examples, 300), sentiment_epochs=1,
+                       sentiment_examples=min(self.sentiment_examples, 900),
+                       sentiment_eval_examples=400,
                        forecast_epochs=min(self.forecast_epochs, 3), walk_forward_refits=1)
+
+    def sentiment_gate(self) -> SentimentGatePolicy:
+        from finpulse.sentiment.promote import SentimentGatePolicy
+
+        return SentimentGatePolicy(eval_examples=self.sentiment_eval_examples)
 
 
 @dataclass(frozen=True)
@@ -121,36 +129,35 @@ def curated_posts(paths: DataPaths) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class SentimentModel:
-    """The fine-tuned sentiment model: its registry reference, what it learnt from, its metrics."""
+    """The fine-tuned sentiment challenger: its registry reference, what it learnt from, the gate's verdict."""
 
     model: str | None  # registry label (``finpulse-sentiment/3``), None when nothing was registered
     version: str | None
     examples: int
     metrics: dict[str, Any]
-    champion: bool  # the champion alias points at it now
+    champion: bool  # the gate crowned it: the champion alias points at it now
+    reasons: list[str] = field(default_factory=list)
 
 
-def crown_sentiment_challenger() -> tracking.ModelRef | None:
-    """The demo's rule for sentiment: no gate, the weak-label fine-tune (the challenger) serves."""
-    ref = tracking.get_version(tracking.SENTIMENT_MODEL, tracking.CHALLENGER)
-    if ref is not None:
-        tracking.set_alias(tracking.SENTIMENT_MODEL, tracking.CHAMPION, ref.version)
-    return ref
+def train_sentiment(*, max_examples: int, epochs: int, gate: SentimentGatePolicy | None = None,
+                    data_dir: str | None = None) -> SentimentModel:
+    """Fine-tune the shipped encoder on the shipped labelled tweets (TFNS train, Ray Train), register it as
+    challenger, and crown it only through the sentiment gate on held-out labelled data (never on VADER
+    agreement): :func:`finpulse.sentiment.promote.gate`."""
+    from finpulse.sentiment import promote
+    from finpulse.sentiment.config import SentimentTrainConfig
+    from finpulse.sentiment.datasets import DatasetSpec, balanced_subset
+    from finpulse.sentiment.train import prepare_splits
+    from finpulse.sentiment.train import train_sentiment as fit
 
-
-def train_sentiment(paths: DataPaths, *, max_examples: int, epochs: int, posts: pd.DataFrame | None = None,
-                    crown: bool = True) -> SentimentModel:
-    """Fine-tune the shipped encoder on VADER-labelled curated posts (Ray Train), register it as
-    challenger and, with ``crown``, as champion too (:func:`crown_sentiment_challenger`)."""
-    from finpulse.sentiment.train import train_on_vader_posts
-
-    posts = curated_posts(paths) if posts is None else posts
-    summary = train_on_vader_posts(posts["text"], max_examples=max_examples, epochs=epochs)
-    ref = crown_sentiment_challenger() if crown else tracking.get_version(tracking.SENTIMENT_MODEL,
-                                                                           tracking.CHALLENGER)
+    config = SentimentTrainConfig(dataset=DatasetSpec(kind="tfns"), epochs=epochs, max_length=64, batch_size=16,
+                                  learning_rate=1e-4, run_name="tfns")
+    summary = fit(config, splits=balanced_subset(prepare_splits(config), max_examples, config.seed))
+    decision = promote.gate(gate, data_dir=data_dir)
     metrics = {k: v for k, v in summary.items() if k.startswith(("val_", "test_")) and isinstance(v, int | float)}
-    return SentimentModel(ref.label if ref else None, str(ref.version) if ref else None, max_examples, metrics,
-                          crown and ref is not None)
+    metrics.update({f"test_{k}": v for k, v in summary.get("test", {}).items() if k in ("accuracy", "macro_f1")})
+    return SentimentModel(summary.get("model"), summary.get("model_version"), max_examples, metrics,
+                          bool(decision.promote), list(decision.reasons))
 
 
 @dataclass(frozen=True)
@@ -325,8 +332,8 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
                                                           replay_days=o.replay_days))
     curated_vader = stage("etl", lambda: etl(None))
     posts = curated_posts(paths)
-    sentiment = stage("train_sentiment", lambda: train_sentiment(paths, max_examples=o.sentiment_examples,
-                                                                 epochs=o.sentiment_epochs, posts=posts))
+    sentiment = stage("train_sentiment", lambda: train_sentiment(max_examples=o.sentiment_examples,
+                                                                 epochs=o.sentiment_epochs, gate=o.sentiment_gate()))
     scores = stage("score", score)
     curated = stage("etl_with_scores", lambda: etl(paths.scores))  # the batch scorer's and the stream's
     features = curated.features()

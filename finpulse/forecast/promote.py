@@ -107,7 +107,7 @@ def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None 
     decision.challenger, decision.champion = challenger.label, champion.label if champion else None
     if decision.promote and not dry_run:
         tracking.set_alias(name, tracking.CHAMPION, challenger.version)
-    _record(decision, policy, experiment=experiment, dry_run=dry_run)
+    record_decision(decision, policy.model_dump(), experiment=experiment, dry_run=dry_run)
     if challenger.run_id:
         tracking.annotate_run(challenger.run_id, tags={"promotion_decision": _verdict(decision)})
     return decision
@@ -127,12 +127,13 @@ def _verdict(decision: Decision) -> str:
     return "promote" if decision.promote else "reject"
 
 
-def _record(decision: Decision, policy: PromotionPolicy, *, experiment: str, dry_run: bool) -> None:
-    """The decision as its own run: tags (verdict, who, reasons), the policy as params, ``decision.json``."""
+def record_decision(decision: Decision, policy: dict, *, experiment: str, dry_run: bool) -> None:
+    """The decision as its own run: tags (verdict, who, reasons), the policy as params, ``decision.json``
+    (both gates, forecaster and sentiment, record this way)."""
     tags = {"finpulse.kind": "promotion", "decision": _verdict(decision), "challenger": decision.challenger,
             "champion": decision.champion or "none"}
     with tracking.start_run(experiment, run_name=f"promote-{decision.challenger}", tags=tags) as run:
-        run.log_params({**policy.model_dump(), "dry_run": dry_run})
+        run.log_params({**policy, "dry_run": dry_run})
         run.log_metrics(decision.metrics)
         run.log_dict(asdict(decision), "decision.json")
         run.set_tags({"reasons": json.dumps(decision.reasons)[:5000]})

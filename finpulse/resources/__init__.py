@@ -1,4 +1,5 @@
-"""Small shipped data: real daily OHLCV (Yahoo, split-adjusted) 2010-2020 for five large tickers.
+"""Small shipped data: real daily OHLCV (Yahoo, split-adjusted) 2010-2020 for five large tickers, and
+a labelled financial sentiment corpus (Twitter Financial News Sentiment, MIT: see its SOURCE.md).
 
 Prices are facts; the file is rebuilt from the Yahoo CSVs by ``python -m finpulse.resources.build``.
 """
@@ -27,3 +28,8 @@ def load_prices(tickers: list[str] | None = None) -> pd.DataFrame:
     if tickers:
         df = df[df["ticker"].isin(tickers)]
     return df.sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+def labelled_root() -> str:
+    """A data folder holding ``twitter_financial_news_sentiment/`` (what the sentiment readers take)."""
+    return str(resources.files(__name__))

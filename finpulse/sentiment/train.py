@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.datasets import Splits
 from finpulse.sentiment.loop import MODEL_SUBDIR, Examples, Worker, fit
 
-__all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "train_on_vader_posts", "train_sentiment"]
+__all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "train_sentiment"]
 
 # Called on every rank after each epoch's report with the epoch's metrics plus ``rank``, ``world_size``
 # and ``resume_points`` (the forecaster's worker hook has the same shape; tests inject faults with it).
@@ -258,23 +258,3 @@ def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None, 
         summary.update({"run_id": logger.run_id, "model_uri": ref.uri, "model_version": ref.version,
                         "model": ref.label, "alias": config.alias if register else None})
     return summary
-
-
-def train_on_vader_posts(texts: Sequence[str], *, max_examples: int = 600, seed: int = 42,
-                         **overrides: Any) -> dict[str, Any]:
-    """The original design's approach as a training set: VADER weak labels over a post corpus.
-
-    Used by ``make demo``: a brief fine-tune of the shipped MiniLM on synthetic posts (one epoch,
-    short sequences: about a minute on 2 cores), registered as finpulse-sentiment@challenger.
-    """
-    import pandas as pd
-
-    from finpulse.sentiment.datasets import DatasetSpec, stratified_split, vader_labelled
-
-    unique = pd.Series(list(texts), dtype=str).drop_duplicates()
-    sample = unique.sample(n=min(max_examples, len(unique)), random_state=seed)
-    splits = stratified_split(vader_labelled(sample), seed=seed)
-    defaults: dict[str, Any] = {"epochs": 1, "max_length": 48, "learning_rate": 1e-4, "batch_size": 32,
-                                "run_name": "vader-weak-labels", "seed": seed,
-                                "dataset": DatasetSpec(kind="vader_posts", max_posts=max_examples)}
-    return train_sentiment(SentimentTrainConfig(**{**defaults, **overrides}), splits=splits)

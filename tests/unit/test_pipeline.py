@@ -1,5 +1,4 @@
-"""pipeline.py's cheap stages and results, without Ray: what each produces, the demo's champion rule
-for sentiment, the forecaster's held-out window, and what the console presenter prints."""
+"""pipeline.py's cheap stages and results, without Ray: what each produces, the forecaster's held-out window, and what the console presenter prints."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ def test_quick_shrinks_every_costly_knob_and_keeps_the_signal() -> None:
     full = pipeline.PipelineOptions(posts_per_day=6.0, signal_strength=0.7, sentiment_examples=3000)
     quick = full.quick()
     assert (quick.posts_per_day, quick.sentiment_examples, quick.sentiment_epochs, quick.forecast_epochs,
-            quick.walk_forward_refits) == (2.0, 300, 1, 3, 1)
+            quick.walk_forward_refits, quick.sentiment_eval_examples) == (2.0, 900, 2, 3, 1, 400)
     assert quick.signal_strength == 0.7
     assert pipeline.PipelineOptions(posts_per_day=1.0).quick().posts_per_day == 1.0  # never grows
 
@@ -36,20 +35,6 @@ def test_prepare_data_stages_what_it_reports(tmp_path: Path) -> None:
     post_rows = sum(len(sources.read_posts_csv(storage.read_bytes(f), f)) for f in post_files)
     assert prepared.price_bars == price_rows > 1000
     assert prepared.posts == post_rows > 100 and len(post_files) == 4
-
-
-def test_crowning_makes_the_sentiment_challenger_champion(finpulse_home: Path, tmp_path: Path) -> None:
-    assert pipeline.crown_sentiment_challenger() is None  # nothing trained: nothing crowned
-    assert tracking.get_version(tracking.SENTIMENT_MODEL, tracking.CHAMPION) is None
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "weights.txt").write_text("tiny")
-    for _ in range(2):  # the second registration is the challenger; the champion must follow it
-        with tracking.start_run(tracking.SENTIMENT_EXPERIMENT, "pipeline-test"):
-            ref = tracking.log_model_dir(folder, registered_model_name=tracking.SENTIMENT_MODEL)
-    crowned = pipeline.crown_sentiment_challenger()
-    assert crowned is not None and crowned.version == ref.version == "2"
-    assert tracking.get_version(tracking.SENTIMENT_MODEL, tracking.CHAMPION).version == "2"
 
 
 def test_forecaster_config_holds_out_the_last_fifth_of_days() -> None:
@@ -76,8 +61,9 @@ def _result() -> pipeline.PipelineResult:
     return pipeline.PipelineResult(
         prepared=pipeline.PreparedData("/d", "/d/raw/prices", "/d/raw/posts", 10, 12),
         curated_vader=curated,
-        sentiment=pipeline.SentimentModel("finpulse-sentiment/v3", "3", 300, {"val_accuracy": 0.8125,
-                                                                             "val_macro_f1": 0.7}, True),
+        sentiment=pipeline.SentimentModel("finpulse-sentiment/v3", "3", 900, {"test_accuracy": 0.8125,
+                                                                             "test_macro_f1": 0.7}, True,
+                                          ["not worse than VADER (no champion yet) on tfns_valid"]),
         scores=pipeline.ScoredPosts("/d/scores", pipeline.SENTIMENT_CHAMPION, 9),
         curated=pipeline.CuratedData("/d/curated", "def456", {**manifest, "sentiment_source": "m/3"}, per_ticker),
         forecaster=pipeline.TrainedForecaster("finpulse-forecaster/v1", "/m", "run1", {"val_loss": 0.5},
@@ -118,9 +104,10 @@ def test_presenter_prints_what_the_demo_always_printed(capsys: pytest.CaptureFix
         "posts: 12 in = 9 out + 2 deduped + 1 quarantined | prices: 10 bars | sentiment source: vader | "
         "synthetic posts: True",
         "output: /d/curated/v=abc123 (manifest.json, LATEST)",
-        "fine-tuned on 300 VADER-labelled synthetic posts: validation accuracy 0.812, macro-F1 0.700 (agreement "
-        "with VADER's weak labels, not a benchmark: see `make bench-sentiment`)",
-        "registered finpulse-sentiment/v3 as challenger and champion",
+        "fine-tuned on 900 labelled tweets (Twitter Financial News Sentiment, shipped): held-out TFNS accuracy "
+        "0.812, macro-F1 0.700",
+        "sentiment gate: finpulse-sentiment/v3 -> champion",
+        "  - not worse than VADER (no champion yet) on tfns_valid",
         "scored 9 posts -> /d/scores",
         "forecaster: training with Ray Train (2 workers) on 3 tickers, 2018-01-02..2020-12-31",
         "forecaster: registered finpulse-forecaster/v1 as challenger",
