@@ -1,10 +1,12 @@
 """`make demo`: the main job on the embedded defaults, end to end on a local Ray.
 
 Stages: ETL of the shipped prices and synthetic posts -> sentiment fine-tune on the shipped labelled
-tweets (TFNS) through the sentiment gate, batch scoring, features rebuilt with model scores -> forecaster training, walk-forward evaluation,
-registration and promotion -> the Serve application answering until Ctrl-C.
+tweets (TFNS) through the sentiment gate, batch scoring, features rebuilt with model scores ->
+forecaster training, walk-forward evaluation, registration and promotion -> the Serve application -> a live replay with a planted drift -> the drift
+job and one turn of the retraining loop on the running app (canary, soak, promote or roll back) ->
+serving until Ctrl-C.
 
-The stages are :mod:`finpulse.pipeline`'s (``finpulse pipeline run`` runs the same chain); this
+The stages are :mod:`finpulse.pipeline`'s (``finpulse pipeline bootstrap`` runs the same chain); this
 module only presents them (banners, progress bars, tables) and then serves.
 """
 
@@ -118,13 +120,16 @@ def _forecasts(base: str, tickers: list[str]) -> dict[str, dict]:
     return {t: requests.post(f"{base}/v1/forecast", json={"ticker": t}, timeout=60).json() for t in tickers}
 
 
-def run_live_stage(base: str, replay_days: int, posts_per_day: float) -> None:
-    """Broker + stream processor + a replay of the days the batch history left out; show the forecasts move."""
+def run_live_stage(base: str, options: pipeline.PipelineOptions) -> None:
+    """Broker + stream processor + a replay of the days the batch history left out (with a planted shift in
+    its posts' wording and mood, for the drift job); show the forecasts move."""
     import time
 
+    from finpulse.data.synthetic import PostStyle
     from finpulse.ingest import corpora, local
     from finpulse.resources import load_prices
 
+    replay_days = options.replay_days
     banner(f"5. Live: NATS JetStream, the stream processor (Ray actor), a replay of the last {replay_days} days")
     s = get_settings()
     url, started = local.ensure_broker(s)
@@ -132,7 +137,11 @@ def run_live_stage(base: str, replay_days: int, posts_per_day: float) -> None:
     actor = local.start_stream(s, pipeline.SENTIMENT_CHAMPION)
     tickers = sorted(load_prices()["ticker"].unique())
     before = _forecasts(base, tickers)
-    run = local.replay_and_wait(s, actor, corpora.embedded(replay_days, posts_per_day=posts_per_day), days_per_s=2.0)
+    style = PostStyle(vocabulary_shift=options.replay_vocabulary_shift, mood_shift=options.replay_mood_shift)
+    print(f"planted drift in the replayed posts: {style.vocabulary_shift:.0%} in another vocabulary, moods shifted "
+          f"by +{style.mood_shift}")
+    corpus = corpora.embedded(replay_days, posts_per_day=options.posts_per_day, style=style)
+    run = local.replay_and_wait(s, actor, corpus, days_per_s=2.0)
     print(f"replayed {run.days} trading days in {run.seconds:.1f} s: {run.published_posts} posts and "
           f"{run.published_bars} bars published; processor: {run.accepted} accepted, {run.duplicates} duplicate, "
           f"{run.rejected} rejected (kept with reasons under live/quarantine); publish-to-features lag "
@@ -148,7 +157,72 @@ def run_live_stage(base: str, replay_days: int, posts_per_day: float) -> None:
           "<data_root>/scores picks them up)")
 
 
-def run_serving_stage(dashboard_url: str, replay_days: int = 0, posts_per_day: float = 6.0) -> None:
+@contextlib.contextmanager
+def client_traffic(base: str, tickers: list[str], rate_per_s: float = 8.0) -> Iterator[dict[str, int]]:
+    """Simulated clients while the loop soaks a canary: varied /v1/forecast and /v1/signal calls in a thread."""
+    import random
+    import threading
+
+    import requests
+
+    counts: dict[str, int] = {}
+    stop = threading.Event()
+
+    def run() -> None:
+        rng = random.Random(7)
+        while not stop.is_set():
+            ticker = rng.choice(tickers)
+            route, body = (("/v1/forecast", {"ticker": ticker}) if rng.random() < 0.8 else
+                           ("/v1/signal", {"ticker": ticker, "texts": [f"${ticker} {rng.choice(['beats', 'misses'])}"
+                                                                        " estimates"]}))
+            try:
+                status = requests.post(f"{base}{route}", json=body, timeout=30).status_code
+            except requests.RequestException:
+                status = 0
+            counts[str(status)] = counts.get(str(status), 0) + 1
+            stop.wait(1.0 / rate_per_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join(35)
+
+
+def run_loop_stage(base: str, dashboard_url: str, options: pipeline.PipelineOptions) -> None:
+    """Drift job on the replayed days (a shift was planted in them), then one turn of the loop on this app."""
+    from finpulse.loop.lock import RunLock, loop_lock_path
+    from finpulse.loop.turn import LoopOptions, describe_step, run_turn
+    from finpulse.monitoring.job import run_drift
+    from finpulse.resources import load_prices
+    from finpulse.serving.canary import ServeConfigClient
+
+    banner("6. The loop: drift job -> retrain -> evaluate -> gate -> canary -> soak -> promote or roll back")
+    s, paths = get_settings(), data_paths(get_settings())
+    report = run_drift(paths, window_days=options.replay_days)
+    print(f"drift job: the last {options.replay_days} trading days (live) against the champions' references: "
+          f"{'ALARM' if report.alarm else 'no alarm'}")
+    for reason in report.reasons[:6]:
+        print(f"  - {reason}")
+    if not report.alarm:
+        print("no drift alarm: the loop waits for its schedule (`finpulse pipeline run --every 1d --on-drift`)")
+        return
+    loop = LoopOptions.from_pipeline(options, soak_s=options.soak_s, soak_poll_s=5.0)
+    print(f"retraining turn (trigger: drift); canary weight {loop.canary_weight:.0%}, soak {loop.soak_s:.0f} s "
+          "under simulated client traffic")
+    tickers = sorted(load_prices()["ticker"].unique())
+    with RunLock(loop_lock_path(s.home)), client_traffic(base, tickers) as traffic:
+        outcome = run_turn(paths, loop, trigger="drift", reason="; ".join(report.reasons[:3]),
+                           serving=ServeConfigClient(dashboard_url),
+                           on_step=lambda r: print("\n".join(describe_step(r)), flush=True))
+    print(f"turn {outcome.turn_id}: {outcome.outcome.upper()} (client calls by status: {dict(traffic)})")
+    for reason in outcome.reasons:
+        print(f"  - {reason}")
+
+
+def run_serving_stage(dashboard_url: str, options: pipeline.PipelineOptions | None = None) -> None:
     """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C (or SIGTERM)."""
     import json
     from pathlib import Path
@@ -167,8 +241,9 @@ def run_serving_stage(dashboard_url: str, replay_days: int = 0, posts_per_day: f
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")
-    if replay_days:
-        run_live_stage(base, replay_days, posts_per_day)
+    if options is not None and options.replay_days:
+        run_live_stage(base, options)
+        run_loop_stage(base, dashboard_url, options)
     print()
     serve_until_interrupted(dashboard_url, base)  # SIGTERM (`kill`) stops it the way Ctrl-C does
 
@@ -180,7 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--signal-strength", type=float, default=d.signal_strength,
                     help="planted next-day signal in the synthetic posts (0 = none)")
     ap.add_argument("--sentiment-examples", type=int, default=d.sentiment_examples,
-                    help="VADER-labelled posts to fine-tune on")
+                    help="labelled tweets (shipped TFNS) to fine-tune on")
     ap.add_argument("--sentiment-epochs", type=int, default=d.sentiment_epochs)
     ap.add_argument("--forecast-epochs", type=int, default=d.forecast_epochs)
     ap.add_argument("--quick", action="store_true",
@@ -233,8 +308,7 @@ def run_stages(args: argparse.Namespace, ctx: object) -> None:
         return
     banner("4. Serving: Ray Serve graph (Gateway -> SentimentModel, Forecaster)")
     dashboard = getattr(ctx, "dashboard_url", None)
-    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265", options.replay_days,
-                      options.posts_per_day)
+    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265", options)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The stages of FinPulse's main job as functions with structured results.
 
-The demo presents them, ``finpulse pipeline run`` runs them, and the retraining loop will call them
-one at a time: each stage takes what it needs (paths, a frame, a few knobs), works on the Ray this
-process is connected to (entry points call ``runtime.connect``), prints nothing, and returns what
+The demo presents them, ``finpulse pipeline bootstrap`` runs them, and the retraining loop
+(:mod:`finpulse.loop.turn`, ``finpulse pipeline run``) calls them one at a time: each stage takes what
+it needs (paths, a frame, a few knobs), works on the Ray this process is connected to (entry points
+call ``runtime.connect``), prints nothing, and returns what
 it produced (paths, versions, model references, metrics). Watching is the caller's business: the
 chain reports to a :class:`PipelineObserver`, whose default sees nothing.
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from finpulse import storage, tracking
-from finpulse.data.catalog import load_dataset
+from finpulse.data.catalog import features_per_ticker, load_dataset
 from finpulse.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ FORECAST_CHALLENGER = tracking.model_spec(tracking.FORECAST_MODEL, tracking.CHAL
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """The knobs of the whole chain (the demo's and ``finpulse pipeline run``'s options)."""
+    """The knobs of the whole chain (the demo's and ``finpulse pipeline bootstrap``'s options)."""
 
     posts_per_day: float = 6.0
     signal_strength: float = 0.5  # planted next-day signal in the synthetic posts (0 = none)
@@ -46,12 +47,15 @@ class PipelineOptions:
     forecast_epochs: int = 15
     walk_forward_refits: int = 2
     replay_days: int = 10  # the shipped prices' last trading days, left out of the batch history for the live replay
+    replay_vocabulary_shift: float = 0.8  # share of replayed posts in a changed vocabulary (the demo's planted drift)
+    replay_mood_shift: float = 0.8  # added to replayed posts' moods: a more positive class mix
+    soak_s: float = 60.0  # the demo loop's canary soak
 
     def quick(self) -> PipelineOptions:
         """The same stages on less: fewer posts, examples, epochs and refits (CI's end-to-end run)."""
         return replace(self, posts_per_day=min(self.posts_per_day, 2.0),
                        sentiment_examples=min(self.sentiment_examples, 900),
-                       sentiment_eval_examples=400,
+                       sentiment_eval_examples=400, soak_s=min(self.soak_s, 30.0),
                        forecast_epochs=min(self.forecast_epochs, 3), walk_forward_refits=1)
 
     def sentiment_gate(self) -> SentimentGatePolicy:
@@ -99,14 +103,6 @@ class CuratedData:
         return load_dataset(self.out_uri, "daily_features", version_id=self.version)
 
 
-def features_per_ticker(out_uri: str, version: str | None = None) -> pd.DataFrame:
-    """Rows per ticker: price days, posts kept, days with posts, mean sentiment."""
-    feats = load_dataset(out_uri, "daily_features", version_id=version)
-    return feats.groupby("ticker").agg(days=("date", "size"), first=("date", "min"), last=("date", "max"),
-                                       days_with_posts=("has_posts", "sum"), posts=("sent_count", "sum"),
-                                       mean_sentiment=("sent_mean", "mean"))
-
-
 def run_etl(paths: DataPaths, *, scores_uri: str | None = None, config: EtlConfig | None = None,
             on_stage: Callable[[str], None] | None = None) -> CuratedData:
     """Raw prices and posts (when staged) -> a new curated version; model scores replace VADER when
@@ -146,13 +142,15 @@ def train_sentiment(*, max_examples: int, epochs: int, gate: SentimentGatePolicy
     agreement): :func:`finpulse.sentiment.promote.gate`."""
     from finpulse.sentiment import promote
     from finpulse.sentiment.config import SentimentTrainConfig
-    from finpulse.sentiment.datasets import DatasetSpec, balanced_subset
+    from finpulse.sentiment.datasets import DatasetSpec, balanced_subset, shipped_version
     from finpulse.sentiment.train import prepare_splits
     from finpulse.sentiment.train import train_sentiment as fit
 
     config = SentimentTrainConfig(dataset=DatasetSpec(kind="tfns"), epochs=epochs, max_length=64, batch_size=16,
                                   learning_rate=1e-4, run_name="tfns")
     summary = fit(config, splits=balanced_subset(prepare_splits(config), max_examples, config.seed))
+    if summary.get("run_id"):
+        tracking.annotate_run(summary["run_id"], tags={"labelled_data": shipped_version()})
     decision = promote.gate(gate, data_dir=data_dir)
     metrics = {k: v for k, v in summary.items() if k.startswith(("val_", "test_")) and isinstance(v, int | float)}
     metrics.update({f"test_{k}": v for k, v in summary.get("test", {}).items() if k in ("accuracy", "macro_f1")})
@@ -295,7 +293,7 @@ class PipelineResult:
     promotion: Promotion
 
     def summary(self) -> dict[str, Any]:
-        """The result as plain JSON-able values (what ``finpulse pipeline run`` prints)."""
+        """The result as plain JSON-able values (what ``finpulse pipeline bootstrap`` prints)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("curated_vader", "curated", "evaluation")}
         for name in ("curated_vader", "curated"):
             data = getattr(self, name)

@@ -1,6 +1,7 @@
 """`finpulse ...`: a thin typer CLI over the library; each command parses options and calls one function.
 
-One module per area registers its commands on the one app: ``data`` (etl, manifest, pipeline),
+One module per area registers its commands on the one app: ``data`` (etl, manifest), ``pipeline``
+(bootstrap, the retraining loop),
 ``models`` (sentiment and forecaster training, scoring, evaluation, promotion), ``serving`` (serve,
 canary), ``live`` (ingest, replay, stream). ``jobs/*.py`` and the RayJobs run these same commands.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from finpulse.cli import data, live, models, serving  # noqa: F401 (each registers its commands on `app`)
+from finpulse.cli import data, live, models, pipeline, serving  # noqa: F401 (each registers its commands on `app`)
 from finpulse.cli._app import app
 
 __all__ = ["app", "run_job"]

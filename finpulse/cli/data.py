@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -59,28 +58,3 @@ def manifest(out: Annotated[str | None, typer.Option(help="ETL output URI; defau
     from finpulse.paths import data_paths
 
     print_json(load_manifest(out or data_paths().curated))
-
-# ---- the whole chain ------------------------------------------------------------------------------
-
-pipeline_app = typer.Typer(help="The main job's stages as one chain.", no_args_is_help=True)
-app.add_typer(pipeline_app, name="pipeline")
-
-
-@pipeline_app.command("run")
-def pipeline_run(
-    quick: Annotated[bool, typer.Option(help="The same stages on less: fewer posts, examples, epochs.")] = False,
-    options: Annotated[str, typer.Option(help="PipelineOptions fields as JSON (posts_per_day, signal_strength, "
-                                              "sentiment_examples, ...).")] = "{}",
-    quiet: Annotated[bool, typer.Option(help="Print only the JSON summary (no banners, bars, tables).")] = False,
-) -> None:
-    """What `make demo` runs before serving: embedded data, ETL, sentiment fine-tune and scoring, ETL with
-    model scores, forecaster training, walk-forward evaluation, promotion. Ends with a JSON summary."""
-    from finpulse import pipeline
-    from finpulse.demo import ConsolePresenter
-    from finpulse.paths import data_paths
-    from finpulse.runtime import connect
-
-    opts = pipeline.PipelineOptions(**json.loads(options))
-    opts = opts.quick() if quick else opts
-    connect()
-    print_json(pipeline.run_pipeline(data_paths(), opts, None if quiet else ConsolePresenter(opts)).summary())

@@ -165,3 +165,11 @@ def _any_synthetic(files: list[str]) -> bool:
 def _sentiment_source(ticker_counts: pd.DataFrame) -> str:
     scorers = sorted({s for s in ticker_counts.get("scorer", pd.Series(dtype=str)) if s and s != "none"})
     return scorers[0] if len(scorers) == 1 else ("+".join(scorers) or "none")
+
+
+def features_per_ticker(out_uri: str, version: str | None = None) -> pd.DataFrame:
+    """Rows per ticker of a version's daily features: price days, posts kept, days with posts, mean sentiment."""
+    feats = load_dataset(out_uri, "daily_features", version_id=version)
+    return feats.groupby("ticker").agg(days=("date", "size"), first=("date", "min"), last=("date", "max"),
+                                       days_with_posts=("has_posts", "sum"), posts=("sent_count", "sum"),
+                                       mean_sentiment=("sent_mean", "mean"))

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from finpulse.data import sources
+
+if TYPE_CHECKING:
+    from finpulse.data.synthetic import PostStyle
 
 
 @dataclass
@@ -61,10 +65,12 @@ def embedded_cutoff(days: int) -> str:
     return str(dates[-days - 1])
 
 
-def embedded(days: int = 10, *, posts_per_day: float = 6.0, signal_strength: float = 0.0, seed: int = 43) -> Corpus:
+def embedded(days: int = 10, *, posts_per_day: float = 6.0, signal_strength: float = 0.0, seed: int = 43,
+             style: PostStyle | None = None) -> Corpus:
     """The shipped prices' last ``days`` trading days with synthetic posts, as raw rows (history before).
 
     The seed differs from the batch staging's, so the replayed posts' ids never repeat a staged post's.
+    ``style`` can plant a shift (``PostStyle(vocabulary_shift=..., mood_shift=...)``): the demo's drift.
     """
     from finpulse.data.reference import prices_to_raw
     from finpulse.data.synthetic import generate_posts, to_posts_csv
@@ -74,7 +80,7 @@ def embedded(days: int = 10, *, posts_per_day: float = 6.0, signal_strength: flo
     start = embedded_cutoff(days)
     replayed = prices[prices["date"] > pd.Timestamp(start).date()]
     posts = generate_posts(prices, posts_per_day=posts_per_day, signal_strength=signal_strength, seed=seed,
-                           start=str(replayed["date"].min()))
+                           start=str(replayed["date"].min()), style=style)
     raw_posts = sources.read_posts_csv(to_posts_csv(posts, corrupt_rate=0.0, seed=seed), "synthetic-replay")
     first = (pd.Timestamp(start) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
     return split_at(prices_to_raw(prices), raw_posts, first)

@@ -311,3 +311,11 @@ def balanced_subset(splits: Splits, examples: int, seed: int = 42) -> Splits:
     train = shuffled.groupby("label").head(max(1, examples // shuffled["label"].nunique()))
     validation = splits.validation.sample(n=min(len(splits.validation), examples), random_state=seed)
     return Splits(train=train.reset_index(drop=True), validation=validation.reset_index(drop=True), test=splits.test)
+
+
+def shipped_version() -> str:
+    """The shipped training file's content hash: a sentiment model records it (tag ``labelled_data``), and the
+    retraining loop trains a new challenger only when the champion learnt from other data."""
+    import hashlib
+
+    return hashlib.sha256((Path(shipped_root()) / TFNS_DIR / "sent_train.csv").read_bytes()).hexdigest()[:16]
