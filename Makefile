@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench-etl bench-sentiment bench-forecast bench-serve bench-live
+.PHONY: demo test lint install clean bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench-serve: $(STAMP)
 
 bench-live: $(STAMP)
 	$(BIN)/python benchmarks/live.py $(BENCH_LIVE_ARGS)
+
+# drift calibration and the drift job's cost, then loop turns and crash-resume (benchmarks/results/pipeline.json)
+bench-pipeline: $(STAMP)
+	$(BIN)/python benchmarks/drift.py $(BENCH_DRIFT_ARGS)
+	$(BIN)/python benchmarks/pipeline.py $(BENCH_PIPELINE_ARGS)
 
 bench-forecast: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py
