@@ -181,7 +181,8 @@ class Turn:
         return records.step_records(self.folder)
 
     def summary(self) -> dict[str, Any]:
-        """Steps this attempt ran, reused, redid and failed; ``redone_total`` over all attempts."""
+        """Steps this attempt ran (``redone`` of them repeated a started step), reused and saw fail;
+        ``redone_total``: repeated steps over all attempts (the benchmark's ``resume_redo_steps``)."""
         c = self._counts
         redone_total = sum(max(r["starts"] - 1, 0) for r in self.step_records() if r["status"] == COMPLETED)
         return {"turn_id": self.turn_id, "attempt": self.attempt, "ran": len(c.ran), "reused": len(c.reused),
@@ -217,7 +218,9 @@ class Turn:
                   "started_at": time.time(), "ended_at": None, "starts": starts, "attempt": self.attempt,
                   "child_run_id": child.run_id, "error": None}
         records.write_json(path, record)
-        (self._counts.redone if before else self._counts.ran).append(name)
+        self._counts.ran.append(name)
+        if before:
+            self._counts.redone.append(name)
         try:
             outputs = fn()
             if not isinstance(outputs, dict):
