@@ -7,6 +7,7 @@ FORECAST_MODEL = "finpulse-forecaster"
 SENTIMENT_MODEL = "finpulse-sentiment"
 FORECAST_EXPERIMENT = "finpulse-forecast"
 SENTIMENT_EXPERIMENT = "finpulse-sentiment"
+PIPELINE_EXPERIMENT = "finpulse-pipeline"  # one parent run per retraining turn, a child per step
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 

@@ -31,6 +31,7 @@ from finpulse.names import (  # noqa: F401 (re-exported: the names belong with t
     CHAMPION,
     FORECAST_EXPERIMENT,
     FORECAST_MODEL,
+    PIPELINE_EXPERIMENT,
     SENTIMENT_EXPERIMENT,
     SENTIMENT_MODEL,
     model_spec,
@@ -280,3 +281,20 @@ def run_params(run_id: str) -> dict[str, str]:
 def run_metrics(run_id: str) -> dict[str, float]:
     configure()
     return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+# --- runs that outlive a process (the retraining loop: finpulse.loop.steps) --------------------------
+
+def open_run(experiment_name: str, run_name: str, tags: dict[str, str] | None = None) -> RunLogger:
+    """A top-level run that is NOT made active and stays RUNNING until ``end()``: a retraining turn's
+    parent run spans several processes (a crash, then a resume), and its steps call trainers that open
+    their own active runs, which an active parent would turn into an error."""
+    uri = configure()
+    client = MlflowClient(uri)
+    run = client.create_run(experiment(experiment_name), run_name=run_name, tags=dict(tags or {}))
+    return RunLogger(run.info.run_id, uri)
+
+
+def run_status(run_id: str) -> str:
+    """RUNNING, FINISHED, FAILED or KILLED: a resumed turn repairs the child runs a crash left open."""
+    return MlflowClient(configure()).get_run(run_id).info.status

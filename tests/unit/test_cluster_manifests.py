@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import itertools
 import json
 import re
 import shlex
@@ -163,10 +164,11 @@ def test_rayjobs_run_the_cli():
     for j in jobs:
         argv = shlex.split(j["spec"]["entrypoint"])
         assert argv[0] == "finpulse", j["spec"]["entrypoint"]
-        commands[argv[1]] = [a.split("=")[0] for a in argv[2:] if a.startswith("--")]
-    assert {"etl", "train-forecaster"} <= set(commands)
+        words = list(itertools.takewhile(lambda a: not a.startswith("-"), argv[1:]))  # `pipeline run`
+        commands[" ".join(words)] = [a.split("=")[0] for a in argv[1 + len(words):] if a.startswith("--")]
+    assert {"etl", "train-forecaster", "pipeline run"} <= set(commands)
     for command, opts in commands.items():
-        help_text = CliRunner().invoke(cli.app, [command, "--help"], terminal_width=200).output
+        help_text = CliRunner().invoke(cli.app, [*command.split(), "--help"], terminal_width=200).output
         assert "Usage:" in help_text, command
         for opt in opts:
             assert opt in help_text, f"finpulse {command} has no {opt}"
@@ -211,6 +213,104 @@ def test_services_wiring():
                 if m:
                     host, port = m.group(1), int(m.group(2))
                     assert port in [p["port"] for p in services[host]["spec"]["ports"]], e
+
+
+# --- the retraining schedule (CronJob) -----------------------------------------------------------
+
+def _int(minimum: int = 0) -> dict:
+    return {"type": "integer", "minimum": minimum}
+
+
+def cronjob_schema(pod_template: dict) -> dict:
+    """batch/v1 CronJob and its JobSpec, closed over their API fields (Kubernetes 1.33); the pod template
+    is the core/v1 PodTemplateSpec the KubeRay CRD embeds (a RayJob's submitterPodTemplate)."""
+    job_spec = {"type": "object", "required": ["template"], "additionalProperties": False, "properties": {
+        "activeDeadlineSeconds": _int(1), "backoffLimit": _int(), "backoffLimitPerIndex": _int(),
+        "completionMode": {"enum": ["NonIndexed", "Indexed"]}, "completions": _int(), "managedBy": {"type": "string"},
+        "manualSelector": {"type": "boolean"}, "maxFailedIndexes": _int(), "parallelism": _int(),
+        "podFailurePolicy": {"type": "object"}, "podReplacementPolicy": {"enum": ["TerminatingOrFailed", "Failed"]},
+        "selector": {"type": "object"}, "successPolicy": {"type": "object"}, "suspend": {"type": "boolean"},
+        "ttlSecondsAfterFinished": _int(), "template": pod_template}}
+    spec = {"type": "object", "required": ["schedule", "jobTemplate"], "additionalProperties": False, "properties": {
+        "schedule": {"type": "string"}, "timeZone": {"type": "string"}, "startingDeadlineSeconds": _int(),
+        "concurrencyPolicy": {"enum": ["Allow", "Forbid", "Replace"]}, "suspend": {"type": "boolean"},
+        "successfulJobsHistoryLimit": _int(), "failedJobsHistoryLimit": _int(),
+        "jobTemplate": {"type": "object", "additionalProperties": False, "required": ["spec"],
+                        "properties": {"metadata": {"type": "object"}, "spec": job_spec}}}}
+    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+            "properties": {"apiVersion": {"const": "batch/v1"}, "kind": {"const": "CronJob"},
+                           "metadata": {"type": "object"}, "spec": spec}}
+
+
+@pytest.fixture(scope="module")
+def cronjob_validator() -> Draft7Validator:
+    rayjob = _strict(json.loads((CRDS / CRD_FILES["RayJob"]).read_text()))
+    return Draft7Validator(cronjob_schema(rayjob["properties"]["spec"]["properties"]["submitterPodTemplate"]))
+
+
+def cron_field(text: str, low: int, high: int) -> set[int]:
+    """The values one field of a 5-field cron schedule names (``*``, ``a-b``, ``*/n``, lists)."""
+    values: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", part)
+        assert m, f"cron field {text!r}"
+        start = low if m.group(1) == "*" else int(m.group(1))
+        end = high if m.group(1) == "*" else int(m.group(2) or start)
+        assert low <= start <= end <= high, f"cron field {text!r} outside {low}-{high}"
+        values.update(range(start, end + 1, int(m.group(3) or 1)))
+    return values
+
+
+def retrain_docs() -> tuple[dict, dict]:
+    (cron,) = [d for d in all_docs() if d["kind"] == "CronJob"]
+    (job,) = [d for d in ray_docs() if d["kind"] == "RayJob" and d["metadata"]["name"] == "finpulse-retrain"]
+    return cron, job
+
+
+def test_retrain_cronjob_validates_and_never_overlaps(cronjob_validator):
+    cron, _ = retrain_docs()
+    assert [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in cronjob_validator.iter_errors(cron)] == []
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"  # one turn at a time (the loop's lock is the second guard)
+    minute, hour, dom, month, dow = spec["schedule"].split()
+    assert cron_field(minute, 0, 59) == {17} and cron_field(hour, 0, 23) == {0, 6, 12, 18}
+    assert (cron_field(dom, 1, 31), cron_field(month, 1, 12), cron_field(dow, 0, 6)) == (
+        set(range(1, 32)), set(range(1, 13)), set(range(7)))
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0 and job["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d["spec"].__setitem__("concurrencyPolicy", "Never"), "concurrencyPolicy"),
+    (lambda d: d["spec"]["jobTemplate"]["spec"].__setitem__("backofLimit", 1), "backofLimit"),  # typo
+    (lambda d: containers(d)[0].__setitem__("commands", ["ray"]), "commands"),  # typo, inside the pod
+    (lambda d: containers(d)[0]["resources"]["limits"].__setitem__("cpu", ["1"]), "cpu"),
+])
+def test_cronjob_validation_catches_broken_manifests(cronjob_validator, mutate, needle):
+    broken = copy.deepcopy(retrain_docs()[0])
+    mutate(broken)
+    found = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in cronjob_validator.iter_errors(broken)]
+    assert found and any(needle in e for e in found), found
+
+
+def test_retrain_cronjob_submits_the_retrain_rayjob():
+    """The CronJob's `ray job submit` parses with this Ray's own CLI and submits exactly the RayJob's
+    entrypoint and runtime env, to the job API of the cluster the RayJob selects."""
+    from ray.dashboard.modules.job.cli import submit
+
+    cron, job = retrain_docs()
+    (c,) = containers(cron)
+    assert c["command"][:3] == ["ray", "job", "submit"] and "args" not in c
+    params = submit.make_context("submit", list(c["command"][3:])).params
+    assert list(params["entrypoint"]) == shlex.split(job["spec"]["entrypoint"])
+    assert json.loads(params["runtime_env_json"]) == yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert params["entrypoint_num_cpus"] == job["spec"]["entrypointNumCpus"] and not params["no_wait"]
+    assert c["image"] == containers(job)[0]["image"]  # the same (FinPulse) image uploads the same /app
+    host, port = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", params["address"]).groups()
+    (svc,) = [d for d in all_docs() if d["kind"] == "Service" and d["metadata"]["name"] == host]
+    assert int(port) in [p["port"] for p in svc["spec"]["ports"]]
+    assert svc["spec"]["selector"] == {**job["spec"]["clusterSelector"], "ray.io/node-type": "head"}
+    assert cron["metadata"]["namespace"] == job["metadata"]["namespace"] == svc["metadata"]["namespace"]
 
 
 # --- monitoring ----------------------------------------------------------------------------------
