@@ -46,6 +46,7 @@ def pipeline_run(
     quick: Annotated[bool, typer.Option(help="Fewer examples, epochs and refits, a 30 s soak.")] = False,
     options: Annotated[str, typer.Option(help="LoopOptions fields as JSON (canary_weight, soak_s, margin, "
                                               "forecast_epochs, ...).")] = "{}",
+    quiet: Annotated[bool, typer.Option(help="Print only each turn's JSON summary (no step lines).")] = False,
 ) -> None:
     """The retraining loop: sentiment (when its labelled data changed) -> ETL -> score -> train the
     forecaster challenger -> evaluate with the champion -> gate -> canary -> soak -> promote or roll back.
@@ -70,7 +71,7 @@ def pipeline_run(
     restore = schedule.install_stop_signals(stop)
     try:
         outcomes = run_loop(data_paths(), loop_options, triggers, home=get_settings().home, stop=stop,
-                            on_step=_print_step)
+                            on_step=None if quiet else _print_step)
     except LoopBusy as exc:
         typer.echo(f"finpulse pipeline run: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -60,9 +60,8 @@ def run_loop(paths: DataPaths, options: LoopOptions, triggers: Triggers, *, home
              on_step: StepObserver | None = None, on_turn: Callable[[TurnOutcome], None] | None = None,
              stop: threading.Event | None = None) -> list[TurnOutcome]:
     """Turns as ``triggers`` say, each under the loop lock; returns what each turn decided."""
-    from finpulse.loop.lock import RunLock, loop_lock_path
-
     from finpulse.loop import schedule
+    from finpulse.loop.lock import RunLock, loop_lock_path
 
     stop = stop or threading.Event()
     outcomes: list[TurnOutcome] = []

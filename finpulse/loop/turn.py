@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from finpulse.loop.steps import StepHook, StepResult, Turn
 from pydantic import BaseModel, Field
 
 from finpulse import pipeline, storage, tracking
+from finpulse.loop.steps import StepHook, StepResult, Turn
 from finpulse.paths import DataPaths
 
 
@@ -208,9 +208,8 @@ def _alias_only(version: str) -> dict[str, Any]:
 
 
 def _soak(serving: Any, o: LoopOptions, parent_run_id: str | None) -> dict[str, Any]:
-    from finpulse.serving.soak_sources import default_source
-
     from finpulse.serving import soak
+    from finpulse.serving.soak_sources import default_source
 
     verdict = soak.soak(serving, "forecast", default_source(serving), window_s=o.soak_s, poll_s=o.soak_poll_s,
                         promotion={"actor": "finpulse pipeline", "parent_run_id": parent_run_id})
@@ -222,9 +221,8 @@ def run_turn(paths: DataPaths, o: LoopOptions, *, trigger: str = "manual", reaso
              on_step: StepObserver | None = None, hook: StepHook | None = None,
              stop: threading.Event | None = None) -> TurnOutcome:
     """One turn (or the rest of an unfinished one); the caller holds the loop lock."""
-    from finpulse.loop.records import turns_root
-
     from finpulse.config import get_settings
+    from finpulse.loop.records import turns_root
 
     see = on_step or (lambda _r: None)
     turn = Turn.resume_or_start(turns_root(get_settings().home), trigger, reason=reason, stop=stop, hook=hook,

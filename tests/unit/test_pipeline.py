@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finpulse import pipeline, storage, tracking
+from finpulse import pipeline, storage
 from finpulse.data import sources
 from finpulse.demo import ConsolePresenter
 from finpulse.paths import DataPaths
