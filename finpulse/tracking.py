@@ -280,3 +280,20 @@ def run_params(run_id: str) -> dict[str, str]:
 def run_metrics(run_id: str) -> dict[str, float]:
     configure()
     return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+# ---- artifact folders of a run (drift references and reports) ------------------------------------
+
+def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Log every file under ``local_dir`` to ``run_id`` (under ``artifact_path``); the run may be finished."""
+    MlflowClient(configure()).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
+    """Fetch a run's artifact (file or folder) to local disk; FileNotFoundError when the run has none there."""
+    configure()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                        dst_path=str(dst or tempfile.mkdtemp())))
+    except (MlflowException, OSError) as exc:
+        raise FileNotFoundError(f"run {run_id} has no artifact {artifact_path!r}: {exc}") from exc
