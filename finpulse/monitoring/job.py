@@ -194,38 +194,46 @@ def run_drift(paths: DataPaths, *, model_specs: dict[str, str | None] | None = N
 
 
 def write_report(paths: DataPaths, rep: DriftReport, cmp: Compared, log_to_mlflow: bool) -> dict[str, str]:
-    """JSON + HTML under a UTC-stamped folder, then ``latest.json`` (last), then the MLflow run."""
+    """JSON + HTML under a UTC-stamped folder, then ``latest.json`` (last); with ``log_to_mlflow`` inside an
+    MLflow run of ``finpulse-drift`` that gets the metrics and both files (its id is in the report)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    if not log_to_mlflow:
+        return _write_files(paths, rep, cmp, stamp)
+    from finpulse import tracking
+
+    with tracking.start_run(DRIFT_EXPERIMENT, run_name=f"drift-{stamp}") as run:
+        rep.meta["mlflow_run_id"] = run.run_id
+        uris = _write_files(paths, rep, cmp, stamp)
+        log_run(run, rep, uris)
+    return uris
+
+
+def _write_files(paths: DataPaths, rep: DriftReport, cmp: Compared, stamp: str) -> dict[str, str]:
     folder = storage.join(drift_root(paths), stamp)
-    json_uri, html_uri = storage.join(folder, "report.json"), storage.join(folder, "report.html")
-    text, page = report_io.to_json(rep), report_io.to_html(rep, cmp.reference, cmp.current)
-    storage.write_bytes(json_uri, text.encode())
-    storage.write_bytes(html_uri, page.encode())
-    rep.meta.update({"json": json_uri, "html": html_uri})
-    storage.write_json(latest_uri(paths), report_io.latest(rep, "+".join(cmp.models) or "none", json_uri))
-    if log_to_mlflow:
-        rep.meta["mlflow_run_id"] = log_run(rep, text, page, stamp)
-    return {"json": json_uri, "html": html_uri}
+    uris = {"json": storage.join(folder, "report.json"), "html": storage.join(folder, "report.html")}
+    rep.meta.update(uris)
+    uris["text"], uris["page"] = report_io.to_json(rep), report_io.to_html(rep, cmp.reference, cmp.current)
+    storage.write_bytes(uris["json"], uris["text"].encode())
+    storage.write_bytes(uris["html"], uris["page"].encode())
+    storage.write_json(latest_uri(paths), report_io.latest(rep, "+".join(cmp.models) or "none", uris["json"]))
+    return uris
 
 
 def metric_name(signal: str, feature: str, test: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in f"{signal}.{feature}.{test}")
 
 
-def log_run(rep: DriftReport, text: str, page: str, stamp: str) -> str:
-    from finpulse import tracking
-
+def log_run(run: Any, rep: DriftReport, files: dict[str, str]) -> None:
+    """Metrics (alarm, each test's score and p-value), parameters, tags and both report files."""
     metrics: dict[str, Any] = {"drift_alarm": int(rep.alarm), "drift_tests": rep.meta.get("tests", 0),
                                "drift_alarms": sum(e.alarm for e in rep.entries)}
     for e in rep.entries:
         metrics[metric_name(e.signal, e.feature, e.test)] = e.score
         if e.p_value is not None:
             metrics[metric_name(e.signal, e.feature, e.test) + ".p"] = e.p_value
-    with tracking.start_run(DRIFT_EXPERIMENT, run_name=f"drift-{stamp}") as run:
-        run.log_params({"window_days": rep.meta.get("window_days"), "alpha": rep.alpha,
-                        "models": rep.meta.get("models"), "since": rep.meta.get("since")})
-        run.log_metrics(metrics)
-        run.set_tags({"drift_alarm": rep.alarm, "reasons": "; ".join(rep.reasons)[:4000]})
-        run.log_text(text, "drift/report.json")
-        run.log_text(page, "drift/report.html")
-        return run.run_id
+    run.log_params({"window_days": rep.meta.get("window_days"), "alpha": rep.alpha,
+                    "models": rep.meta.get("models"), "since": rep.meta.get("since")})
+    run.log_metrics(metrics)
+    run.set_tags({"drift_alarm": rep.alarm, "reasons": "; ".join(rep.reasons)[:4000]})
+    run.log_text(files["text"], "drift/report.json")
+    run.log_text(files["page"], "drift/report.html")
