@@ -15,3 +15,4 @@ CHAMPION = "champion"
 def model_spec(name: str, alias: str = CHAMPION) -> str:
     """``name@alias``: how serving, scoring and the CLI name a registered model."""
     return f"{name}@{alias}"
+DRIFT_EXPERIMENT = "finpulse-drift"

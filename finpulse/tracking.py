@@ -298,3 +298,20 @@ def open_run(experiment_name: str, run_name: str, tags: dict[str, str] | None = 
 def run_status(run_id: str) -> str:
     """RUNNING, FINISHED, FAILED or KILLED: a resumed turn repairs the child runs a crash left open."""
     return MlflowClient(configure()).get_run(run_id).info.status
+
+
+# ---- artifact folders of a run (drift references and reports) ------------------------------------
+
+def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    """Log every file under ``local_dir`` to ``run_id`` (under ``artifact_path``); the run may be finished."""
+    MlflowClient(configure()).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
+    """Fetch a run's artifact (file or folder) to local disk; FileNotFoundError when the run has none there."""
+    configure()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                        dst_path=str(dst or tempfile.mkdtemp())))
+    except (MlflowException, OSError) as exc:
+        raise FileNotFoundError(f"run {run_id} has no artifact {artifact_path!r}: {exc}") from exc

@@ -59,6 +59,22 @@ _STRONG_POS = [
     "{tag} breakout is awesome, strong buy{suffix}",
 ]
 TEMPLATES = [_STRONG_NEG, _NEG, _NEUTRAL, _POS, _STRONG_POS]
+# A changed vocabulary (``PostStyle.vocabulary_shift``): the same moods worded in another register
+# (retail-trader slang), for drift tests that must see the language move while the moods may not.
+SHIFTED_TEMPLATES = [
+    ["{tag} rekt, bagholders getting wiped out, total rug pull{suffix}",
+     "{tag} nuked to oblivion, capitulation everywhere{suffix}", "Paper hands dumping {tag}, it's over{suffix}",
+     "{tag} going to zero, short it to the floor{suffix}", "{tag} margin calls incoming, bloodbath{suffix}"],
+    ["{tag} fading hard, no bid here{suffix}", "{tag} red again, meh{suffix}", "Trimmed {tag}, chart looks toppy{suffix}",
+     "{tag} bleeding slowly, not a fan{suffix}", "{tag} lower highs, bears in control{suffix}"],
+    ["{tag} chopping sideways near {price}{suffix}", "{tag} float rotation around {vol}{suffix}",
+     "{tag} theta gang sitting at {price}{suffix}", "Who else is flat on {tag}{suffix}", "{tag} gamma wall at {price}{suffix}"],
+    ["{tag} green day, bulls showing up{suffix}", "{tag} dip bought, higher lows{suffix}",
+     "Added {tag} calls, chart looks clean{suffix}", "{tag} grinding up nicely{suffix}", "{tag} squeeze setting up{suffix}"],
+    ["{tag} to the moon, diamond hands{suffix}", "{tag} tendies incoming, calls printing{suffix}",
+     "{tag} absolute rocket, gamma squeeze{suffix}", "{tag} YOLO paid off, lambo soon{suffix}",
+     "{tag} sending it, face-ripping rally{suffix}"],
+]
 _SUFFIXES = ["", "", "", " #stocks", " #investing", " 📈", " 📉", " imo", "!", " $SPY", " (not advice)", " #trading"]
 _BUCKET_EDGES = np.array([-1.2, -0.4, 0.4, 1.2])  # latent+noise -> strong neg / neg / neutral / pos / strong pos
 
@@ -108,6 +124,8 @@ class PostStyle:
     post_noise: float = 0.6
     n_authors: int = 500
     with_latent: bool = False
+    vocabulary_shift: float = 0.0  # share of posts worded from SHIFTED_TEMPLATES (a changed vocabulary)
+    mood_shift: float = 0.0  # added to every post's mood: moves the class mix (0.5: more positive posts)
 
 
 def generate_posts(prices: pd.DataFrame, *, posts_per_day: float = 8.0, signal_strength: float = 0.0,
@@ -160,8 +178,10 @@ def _post_frame(d: pd.DataFrame, ts: np.ndarray, seed: int, style: PostStyle, rn
                 ) -> pd.DataFrame:
     """One row per post: wording that follows its mood, an author, heavy-tailed engagement."""
     n = len(d)
-    mood = d["latent"].to_numpy() + style.post_noise * rng.standard_normal(n)
+    mood = d["latent"].to_numpy() + style.post_noise * rng.standard_normal(n) + style.mood_shift
     bucket = np.searchsorted(_BUCKET_EDGES, mood)
+    # its own generator, so the default style's output (and the main generator's order) is unchanged
+    shifted = np.random.default_rng(seed + 104_729).random(n) < style.vocabulary_shift
     tmpl = rng.integers(0, 5, n)
     suffix = rng.integers(0, len(_SUFFIXES), n)
     tag_style = rng.random(n)
@@ -175,7 +195,7 @@ def _post_frame(d: pd.DataFrame, ts: np.ndarray, seed: int, style: PostStyle, rn
     for i in range(n):
         t = tickers[i]
         tag = f"${t}" if tag_style[i] < 0.7 else (f"${t.lower()}" if tag_style[i] < 0.85 else t)
-        texts.append(TEMPLATES[bucket[i]][tmpl[i]].format(
+        texts.append((SHIFTED_TEMPLATES if shifted[i] else TEMPLATES)[bucket[i]][tmpl[i]].format(
             tag=tag, suffix=_SUFFIXES[suffix[i]], price=f"{closes[i]:.2f}", vol=f"{vols[i] / 1e6:.1f}M"))
     out = pd.DataFrame({
         "post_id": [f"syn-{seed}-{i:09d}" for i in range(n)],

@@ -191,6 +191,25 @@ class SentimentClassifier:
     def predict(self, texts: Sequence[Any]) -> list[dict[str, Any]]:
         return predictions_from_proba(self.predict_proba(texts))
 
+    def embed(self, texts: Sequence[Any]) -> np.ndarray:
+        """The encoder's pooled output, float32 (n, hidden): the attention-masked mean of the last hidden
+        layer (how the shipped MiniLM sentence encoder pools; any fine-tuned head is bypassed). Drift
+        monitoring compares these between a model's reference posts and the live ones."""
+        texts = list(texts)
+        encoder = self.model.base_model
+        out = np.zeros((len(texts), int(self.model.config.hidden_size)), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts)
+        pad_id = self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            for idx in length_sorted_batches([len(x) for x in ids], self.batch_size):
+                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id).items()}
+                hidden = encoder(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu().numpy()
+        return out
+
 
 def predictions_from_proba(probs: np.ndarray) -> list[dict[str, Any]]:
     """``{"label", "probabilities", "score"}`` per row; score = p(positive) - p(negative)."""
