@@ -110,6 +110,10 @@ class ConsolePresenter(pipeline.PipelineObserver):
         print(f"forecaster: walk-forward, {r.refits} refits, {r.folds[0][0]}..{r.folds[-1][1]}")
         print(format_table(r.table, DEMO_COLUMNS))
 
+    def _show_reference(self, r: dict) -> None:
+        print(f"drift references recorded: {r['forecaster']} ({r['feature_rows']} training feature rows and its "
+              f"predictions), {r['sentiment']} ({r['posts']} posts: class mix, scores, encoder embeddings)")
+
     def _show_promote(self, r: pipeline.Promotion) -> None:
         print(f"forecaster: {'PROMOTED to champion' if r.promoted else 'NOT promoted'}: " + "; ".join(r.reasons))
 

@@ -276,7 +276,7 @@ class PipelineObserver:
 
 
 STAGES = ("prepare_data", "etl", "train_sentiment", "score", "etl_with_scores", "train_forecaster", "evaluate",
-          "promote")
+          "reference", "promote")
 
 
 @dataclass(frozen=True)
@@ -308,6 +308,8 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
                  ) -> PipelineResult:
     """The whole chain on the embedded defaults: data, ETL (VADER), sentiment fine-tune and scoring,
     ETL with model scores, forecaster training, walk-forward evaluation, promotion."""
+    from finpulse.monitoring.job import record_references
+
     see = observer or PipelineObserver()
 
     def stage(name: str, run: Callable[[], Any], detail: dict[str, Any] | None = None) -> Any:
@@ -342,5 +344,7 @@ def run_pipeline(paths: DataPaths, options: PipelineOptions, observer: PipelineO
                         "first_day": days.min(), "last_day": days.max()})
     evaluation = stage("evaluate", lambda: evaluate_forecaster(features, test_start=test_start,
                                                                refits=o.walk_forward_refits))
+    stage("reference", lambda: record_references(paths, features, forecaster=FORECAST_CHALLENGER,
+                                                 sentiment=SENTIMENT_CHAMPION, before=test_start))
     promotion = stage("promote", promote_forecaster)
     return PipelineResult(prepared, curated_vader, sentiment, scores, curated, forecaster, evaluation, promotion)

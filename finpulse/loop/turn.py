@@ -129,7 +129,7 @@ def model_steps(turn: Turn, paths: DataPaths, o: LoopOptions, features_version: 
     champion = _version(tracking.FORECAST_MODEL, tracking.CHAMPION)
     _run(turn, see, "evaluate", {"challenger": challenger, "champion": champion, "features": features_version},
          lambda: _evaluate(features, test_start, o.walk_forward_refits, challenger, champion))
-    _run(turn, see, "reference", {"challenger": challenger}, lambda: _reference(paths, features, challenger))
+    _run(turn, see, "reference", {"challenger": challenger}, lambda: _reference(paths, features, challenger, test_start))
     gate = _run(turn, see, "gate", {"challenger": challenger, "champion": champion, "margin": o.margin},
                 lambda: _decision(promote(policy=PromotionPolicy(margin=o.margin), dry_run=True)))
     return {"challenger": challenger, "version": trained.outputs["version"], "gate": gate}
@@ -149,13 +149,11 @@ def _evaluate(features: Any, test_start: Any, refits: int, challenger: str, cham
     return {"test_start": str(test_start), "evaluations": out}
 
 
-def _reference(paths: DataPaths, features: Any, challenger: str) -> dict[str, Any]:
-    from finpulse.monitoring import job
+def _reference(paths: DataPaths, features: Any, challenger: str, before: Any) -> dict[str, Any]:
+    from finpulse.monitoring.job import record_references
 
-    ref = tracking.resolve(challenger)
-    snapshot = job.forecaster_snapshot(features, challenger)
-    job.record_reference(ref.run_id, snapshot)
-    return {"run_id": ref.run_id, "rows": int(len(features))}
+    return record_references(paths, features, forecaster=challenger, sentiment=pipeline.SENTIMENT_CHAMPION,
+                             before=before)
 
 
 def _decision(decision: Any) -> dict[str, Any]:

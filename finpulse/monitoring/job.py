@@ -25,7 +25,7 @@ from finpulse.monitoring import report as report_io
 from finpulse.monitoring.drift import DriftConfig, DriftReport, detect
 from finpulse.monitoring.reference import Snapshot, build_snapshot, load, save
 from finpulse.monitoring.streaming import adwin_entry
-from finpulse.monitoring.window import Window, current_window
+from finpulse.monitoring.window import Window, current_window, window_posts
 from finpulse.names import DRIFT_EXPERIMENT, FORECAST_MODEL, SENTIMENT_MODEL, model_spec
 from finpulse.paths import DataPaths
 
@@ -107,6 +107,23 @@ def record_reference(run_id: str, snapshot: Snapshot) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tracking.log_artifacts(run_id, save(snapshot, tmp), REFERENCE_ARTIFACT)
+
+
+def record_references(paths: DataPaths, features: pd.DataFrame, *, forecaster: str, sentiment: str,
+                      before: dt.date) -> dict[str, Any]:
+    """Both models' references for the data the forecaster learnt from (rows dated before ``before``):
+    its features and predictions on the forecaster's run; those days' posts as the sentiment model scores
+    and embeds them on the sentiment model's run (the drift job compares later windows with these)."""
+    from finpulse import tracking
+
+    train = features[pd.to_datetime(features["date"]).dt.date < before]
+    f_ref, s_ref = tracking.resolve(forecaster), tracking.resolve(sentiment)
+    record_reference(f_ref.run_id, forecaster_snapshot(train, forecaster))
+    posts, _ = window_posts(paths, None)
+    posts = posts[pd.to_datetime(posts["created_at"]).dt.date < before]
+    if len(posts) and s_ref.run_id:
+        record_reference(s_ref.run_id, sentiment_snapshot(posts, posts, sentiment))
+    return {"forecaster": f_ref.label, "sentiment": s_ref.label, "feature_rows": len(train), "posts": len(posts)}
 
 
 def load_reference(model_spec: str) -> Snapshot:
