@@ -180,8 +180,8 @@ def window_stats(before: dict[SeriesKey, float], after: dict[SeriesKey, float], 
             ret[slot][_le(labels)] += delta
     out = {}
     for slot in (STABLE, CANARY):
-        cumulative = sorted(ret[slot].items())
-        counts = tuple(c - p for (_, c), (_, p) in zip(cumulative, [(0, 0.0), *cumulative[:-1]], strict=True))
+        cumulative = [c for _, c in sorted(ret[slot].items())]
+        counts = tuple(c - p for c, p in zip(cumulative, [0.0, *cumulative], strict=False))
         out[slot] = SlotStats(req[slot], err[slot], quantile(0.99, lat[slot]), counts)
     return out
 
