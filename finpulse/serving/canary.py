@@ -128,6 +128,12 @@ class ServeConfigClient:
                                  f"(another cluster's?): {_TOKEN_FIX}") from None
         return r
 
+    def get_json(self, path: str) -> Any:
+        """GET a dashboard API path (e.g. ``/api/prometheus/sd``) as JSON."""
+        r = self._request("GET", path)
+        r.raise_for_status()
+        return r.json()
+
     def details(self) -> dict:
         r = self._request("GET", "/api/serve/applications/")
         r.raise_for_status()

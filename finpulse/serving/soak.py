@@ -72,6 +72,7 @@ class SoakVerdict:
     early: bool = False
     applied: str | None = None  # "promoted" | "rolled_back" | None
     elapsed_s: float = 0.0
+    event: dict | None = None  # what canary.promote/rollback recorded (MLflow run id, previous champion)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -231,9 +232,10 @@ def soak(client: Any, model: str, source: MetricsSource, policy: SoakPolicy | No
         reasons = verdict.reasons if verdict.action != "inconclusive" else (
             *verdict.reasons, f"on_inconclusive={policy.on_inconclusive}")
         if decision == "rollback":
-            canary.rollback(client, model, actor=kwargs.get("actor"), reason="; ".join(reasons),
-                            parent_run_id=kwargs.get("parent_run_id"))
+            out = canary.rollback(client, model, actor=kwargs.get("actor"), reason="; ".join(reasons),
+                                  parent_run_id=kwargs.get("parent_run_id"))
             return SoakVerdict(**{**verdict.__dict__, "reasons": reasons, "applied": "rolled_back",
-                                  "early": elapsed < window_s})
-        canary.promote(client, model, reason="; ".join(reasons), **kwargs)
-        return SoakVerdict(**{**verdict.__dict__, "reasons": reasons, "applied": "promoted"})
+                                  "early": elapsed < window_s, "event": out.get("rollback")})
+        out = canary.promote(client, model, reason="; ".join(reasons), **kwargs)
+        return SoakVerdict(**{**verdict.__dict__, "reasons": reasons, "applied": "promoted",
+                              "event": out.get("promotion")})

@@ -58,9 +58,7 @@ class RayMetricsSource:
     def from_dashboard(cls, client: Any) -> RayMetricsSource:
         """The targets the Ray dashboard offers Prometheus (``/api/prometheus/sd``): no Ray connection
         needed, only the dashboard a ``canary.ServeConfigClient`` already talks to."""
-        r = client._request("GET", "/api/prometheus/sd")
-        r.raise_for_status()
-        return cls([t for group in r.json() for t in group.get("targets", [])])
+        return cls([t for group in client.get_json("/api/prometheus/sd") for t in group.get("targets", [])])
 
     def samples(self) -> list[tuple[str, dict[str, str], float]]:
         """Every endpoint's samples (labelled by endpoint); one that does not answer is skipped (the
