@@ -111,6 +111,7 @@ def canary_soak(
     max_p99_ratio: Annotated[float, typer.Option(help="Canary p99 over stable p99.")] = 1.5,
     max_psi: Annotated[float | None, typer.Option(help="Predicted-return PSI limit (omit: 0.25).")] = 0.25,
     on_inconclusive: Annotated[Literal["rollback", "promote"], typer.Option()] = "rollback",
+    settle: Annotated[float, typer.Option(help="Seconds before the window starts (metrics in flight).")] = 15.0,
     actor: Actor = None,
 ) -> None:
     """Watch the running canary against stable for WINDOW seconds: roll it back as soon as its error
@@ -119,7 +120,8 @@ def canary_soak(
 
     run_soak(_client(address), model, window=window, poll=poll, prometheus=prometheus, ray_metrics=ray_metrics,
              policy={"min_requests": min_requests, "max_error_rate_increase": max_error_rate_increase,
-                     "max_p99_ratio": max_p99_ratio, "max_prediction_psi": max_psi, "on_inconclusive": on_inconclusive},
+                     "max_p99_ratio": max_p99_ratio, "max_prediction_psi": max_psi, "on_inconclusive": on_inconclusive,
+                     "settle_s": settle},
              actor=actor)
 
 

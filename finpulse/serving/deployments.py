@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from typing import Any
 
 from ray import serve
@@ -202,40 +201,39 @@ class Gateway(Router):
 
     def reconfigure(self, config: dict) -> None:
         Router.reconfigure(self, GatewayConfig(**(config or {})))
-        for hop in (self._sentiment_hop, self._forecast_hop):
+        for hop in (self._sentiment_stable, self._sentiment_canary, self._forecast_stable, self._forecast_canary):
             _apply_batching(hop, self.config)
 
     async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
-        return await self._sentiment_hop((slot, texts))
+        return await (self._sentiment_stable if slot == STABLE else self._sentiment_canary)(texts)
 
     async def _call_forecast(self, slot: str, item: dict) -> dict:
-        return await self._forecast_hop((slot, item))
+        return await (self._forecast_stable if slot == STABLE else self._forecast_canary)(item)
 
-    async def _hop(self, model: str, method: str, items: list[tuple[str, Any]]) -> list[dict]:
-        """One handle call per slot for the whole batch of concurrent requests."""
+    async def _hop(self, model: str, method: str, slot: str, items: list[Any]) -> list[dict]:
+        """One handle call for a batch of concurrent requests to one slot. Each slot batches apart, so
+        a slow or failing canary never holds up the stable requests (nor skews their latency)."""
         self.metrics.batch(f"gateway_{model}", len(items))
-        by_slot: dict[str, list[int]] = defaultdict(list)
-        for i, (slot, _) in enumerate(items):
-            by_slot[slot].append(i)
-        calls = {slot: getattr(self.handles[(model, slot)], method).remote([items[i][1] for i in idx])
-                 for slot, idx in by_slot.items()}
-        out: list[dict] = [{}] * len(items)
-        for slot, response in calls.items():
-            try:
-                results = await response
-            except Exception as exc:
-                results = [_unavailable(exc, f"{model} {slot}")] * len(by_slot[slot])
-            for i, r in zip(by_slot[slot], results, strict=True):
-                out[i] = r
-        return out
+        try:
+            return await getattr(self.handles[(model, slot)], method).remote(items)
+        except Exception as exc:
+            return [_unavailable(exc, f"{model} {slot}")] * len(items)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _sentiment_hop(self, items: list[tuple[str, list[str]]]) -> list[dict]:
-        return await self._hop("sentiment", "score", items)
+    async def _sentiment_stable(self, items: list[list[str]]) -> list[dict]:
+        return await self._hop("sentiment", "score", STABLE, items)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _forecast_hop(self, items: list[tuple[str, dict]]) -> list[dict]:
-        return await self._hop("forecast", "predict", items)
+    async def _sentiment_canary(self, items: list[list[str]]) -> list[dict]:
+        return await self._hop("sentiment", "score", CANARY, items)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _forecast_stable(self, items: list[dict]) -> list[dict]:
+        return await self._hop("forecast", "predict", STABLE, items)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _forecast_canary(self, items: list[dict]) -> list[dict]:
+        return await self._hop("forecast", "predict", CANARY, items)
 
     async def _info(self, model: str, slot: str) -> dict:
         return await asyncio.wait_for(self.handles[(model, slot)].info.remote(), timeout=10)

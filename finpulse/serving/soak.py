@@ -59,6 +59,10 @@ class SoakPolicy:
     max_prediction_psi: float | None = 0.25  # PSI of predicted-return buckets; None: not judged
     min_predictions: int = 50
     on_inconclusive: Literal["rollback", "promote"] = "rollback"  # too little traffic at the window's end
+    # Seconds to wait before the window's starting snapshot: Ray exports replica metrics every 10 s and
+    # Prometheus scrapes on its own clock, so counts of earlier traffic (a canary just rolled back) are
+    # still arriving for a while; counted in this window they would be blamed on this canary.
+    settle_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -209,14 +213,15 @@ def _decide(verdict: SoakVerdict, policy: SoakPolicy, at_end: bool) -> str | Non
 def soak(client: Any, model: str, source: MetricsSource, policy: SoakPolicy | None = None, *, window_s: float,
          poll_s: float = 5.0, on_tick: Callable[[SoakVerdict], None] | None = None,
          promotion: dict[str, Any] | None = None) -> SoakVerdict:
-    """Watch the running canary of ``model`` for ``window_s``; roll back at the first poll whose verdict
-    is ``rollback`` (early), else promote at the end (``policy.on_inconclusive`` when traffic was too
+    """Watch the running canary of ``model`` for ``window_s`` (after ``policy.settle_s``); roll back at the
+    first poll whose verdict is ``rollback`` (early), else promote at the end (``policy.on_inconclusive`` when traffic was too
     thin). ``promotion``: keyword arguments for ``canary.promote``/``rollback`` (``registry``, ``actor``,
     ``parent_run_id``). Returns the deciding verdict with ``applied`` set."""
     from finpulse.serving import canary
 
     policy = policy or SoakPolicy()
     kwargs = dict(promotion or {})
+    time.sleep(policy.settle_s)
     start, t0 = series(source.samples()), time.monotonic()
     while True:
         time.sleep(max(0.0, min(poll_s, window_s - (time.monotonic() - t0))))
