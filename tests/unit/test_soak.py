@@ -155,3 +155,19 @@ def test_gateway_request_metric_is_labelled_with_the_slot_that_answered(tmp_path
     assert statuses.count(503) == sum(r[3] == "canary" for r in forecast) > 5
     assert ("/v1/sentiment", "sent-a", 200, "stable") in recorded.rows
     assert ("/v1/models", "none", 200, "none") in recorded.rows
+
+
+def test_cli_soak_and_promote_options_and_a_one_line_failure():
+    from conftest import free_port
+    from typer.testing import CliRunner
+
+    from finpulse import cli
+
+    runner = CliRunner()
+    assert "--no-registry" in runner.invoke(cli.app, ["canary", "promote", "--help"], terminal_width=200).output
+    help_text = runner.invoke(cli.app, ["canary", "soak", "--help"], terminal_width=200).output
+    for opt in ("--window", "--poll", "--prometheus", "--ray-metrics", "--max-p99-ratio", "--settle"):
+        assert opt in help_text, opt
+    r = runner.invoke(cli.app, ["canary", "soak", "--address", f"http://127.0.0.1:{free_port()}", "--ray-metrics",
+                                f"127.0.0.1:{free_port()}", "--settle", "0", "--window", "1", "--poll", "0.5"])
+    assert r.exit_code == 1 and "no Ray metrics endpoint answered" in r.output, r.output
