@@ -35,6 +35,11 @@ class Settings(BaseSettings):
                                                               "`finpulse broker` starts one here locally.")
     tickers: str = Field("AAPL,AMZN,GOOG,MSFT,TSLA", description="Tickers the live sources poll (comma-separated).")
     seed: int = 42
+    # ---- serving: the canary soak and model freshness (issue 11) ----
+    prometheus_url: str | None = Field(None, description="Prometheus that scrapes Ray (the canary soak reads it); "
+                                                         "None: the soak scrapes Ray's metrics endpoints itself.")
+    max_model_age_days: float = Field(7.0, gt=0, description="A champion older than this is stale. Must match "
+                                      "finpulse:max_model_age_seconds in cluster/monitoring/rules/finpulse-alerts.yml.")
 
     @model_validator(mode="after")
     def _absolute_defaults_under_home(self) -> Settings:

@@ -315,3 +315,36 @@ def download_artifacts(run_id: str, artifact_path: str, dst: str | Path | None =
                                                         dst_path=str(dst or tempfile.mkdtemp())))
     except (MlflowException, OSError) as exc:
         raise FileNotFoundError(f"run {run_id} has no artifact {artifact_path!r}: {exc}") from exc
+
+
+# ---- serving: who moved which version where, and how old a version is (issue 11, serving side) ----
+
+SERVING_EXPERIMENT = "finpulse-serving"
+
+
+def record_event(experiment_name: str, run_name: str, *, params: dict[str, Any], tags: dict[str, Any],
+                 parent_run_id: str | None = None) -> str:
+    """A finished run that records one event (a promotion, a rollback); returns its id.
+
+    Written through the client, never ``mlflow.start_run``: the caller (the retraining loop) may have a
+    run active in this process, and an event must neither end it nor nest under it by accident."""
+    client = MlflowClient(configure())
+    found = client.get_experiment_by_name(experiment_name)
+    exp_id = found.experiment_id if found else client.create_experiment(
+        experiment_name, artifact_location=get_settings().mlflow_artifact_location)
+    run = client.create_run(exp_id, run_name=run_name, tags=_tags_with_parent(
+        {k: str(v)[:5000] for k, v in tags.items()}, parent_run_id))
+    logger = RunLogger(run.info.run_id, client.tracking_uri)
+    logger.log_params(params)
+    logger.end("FINISHED")
+    return run.info.run_id
+
+
+def version_created_at(name: str, version: str | int) -> float | None:
+    """When a registered model version was created (epoch seconds), or None when it is unknown."""
+    configure()
+    try:
+        mv = MlflowClient().get_model_version(name, str(version))
+    except MlflowException:
+        return None
+    return mv.creation_timestamp / 1000.0 if mv.creation_timestamp else None

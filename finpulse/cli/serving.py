@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -35,18 +35,24 @@ Dashboard = Annotated[str | None, typer.Option("--address", help="Ray dashboard 
                                                                  "$RAY_DASHBOARD_ADDRESS or :8265.")]
 
 
-def _canary(address: str | None, op: str, *args: object) -> None:
-    """Run canary operation ``op`` and print its summary; failures print one line and exit 1."""
-    import requests
-
+def _client(address: str | None) -> Any:
     from finpulse.serving import canary
     from finpulse.serving.run import read_state
 
     state = read_state() or {}
-    client = canary.ServeConfigClient(address or os.environ.get("RAY_DASHBOARD_ADDRESS") or state.get("dashboard")
-                                      or canary.DEFAULT_DASHBOARD, token_path=state.get("token_path"))
+    return canary.ServeConfigClient(address or os.environ.get("RAY_DASHBOARD_ADDRESS") or state.get("dashboard")
+                                    or canary.DEFAULT_DASHBOARD, token_path=state.get("token_path"))
+
+
+def _canary(address: str | None, op: str, *args: object, **kwargs: object) -> None:
+    """Run canary operation ``op`` and print its summary; failures print one line and exit 1."""
+    import requests
+
+    from finpulse.serving import canary
+
+    client = _client(address)
     try:
-        out = client.models() if op == "status" else getattr(canary, op)(client, *args)
+        out = client.models() if op == "status" else getattr(canary, op)(client, *args, **kwargs)
     except (canary.DashboardError, LookupError, RuntimeError, TimeoutError, ValueError) as exc:
         typer.echo(f"finpulse canary {op.removesuffix('_canary')}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -54,7 +60,11 @@ def _canary(address: str | None, op: str, *args: object) -> None:
         typer.echo(f"finpulse canary {op.removesuffix('_canary')}: the app did not answer "
                    f"({type(exc).__name__}): is `finpulse serve` running?", err=True)
         raise typer.Exit(1) from None
-    print_json(canary.summary(out))
+    summary = canary.summary(out)
+    for extra in ("promotion", "rollback"):
+        if extra in out:
+            summary[extra] = out[extra]
+    print_json(summary)
 
 
 @canary_app.command("set")
@@ -65,16 +75,54 @@ def canary_set(version: Annotated[str, typer.Option("--version", help="Model spe
     _canary(address, "set_canary", model, version, weight)
 
 
+Actor = Annotated[str | None, typer.Option("--actor", help="Who acts, as recorded in MLflow (default: user@host).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why, as recorded in MLflow.")]
+
+
 @canary_app.command("promote")
-def canary_promote(model: ModelKind = "forecast", address: Dashboard = None) -> None:
-    """Make the canary's version stable and empty the canary slot."""
-    _canary(address, "promote", model)
+def canary_promote(model: ModelKind = "forecast", address: Dashboard = None,
+                   no_registry: Annotated[bool, typer.Option("--no-registry", help="Promote a canary loaded from "
+                                                             "a folder: moves serving only; the registry's champion "
+                                                             "stays, so a restart serves it again.")] = False,
+                   actor: Actor = None, reason: Reason = "") -> None:
+    """Make the canary's version stable AND the registry's champion (recorded in MLflow), and empty the
+    canary slot. A restart (which serves @champion) then serves the same version."""
+    _canary(address, "promote", model, registry=not no_registry, actor=actor, reason=reason)
 
 
 @canary_app.command("rollback")
-def canary_rollback(model: ModelKind = "forecast", address: Dashboard = None) -> None:
-    """Send all traffic back to stable and unload the canary."""
-    _canary(address, "rollback", model)
+def canary_rollback(model: ModelKind = "forecast", address: Dashboard = None, actor: Actor = None,
+                    reason: Reason = "") -> None:
+    """Send all traffic back to stable and unload the canary (recorded in MLflow; champion unchanged)."""
+    _canary(address, "rollback", model, actor=actor, reason=reason)
+
+
+@canary_app.command("soak")
+def canary_soak(
+    model: ModelKind = "forecast", address: Dashboard = None,
+    window: Annotated[float, typer.Option("--window", min=1.0, help="Soak window in seconds.")] = 60.0,
+    poll: Annotated[float, typer.Option("--poll", min=0.5, help="Seconds between checks.")] = 5.0,
+    prometheus: Annotated[str | None, typer.Option(help="Prometheus URL (default: $FINPULSE_PROMETHEUS_URL); "
+                                                        "without one, Ray's metrics endpoints are scraped.")] = None,
+    ray_metrics: Annotated[list[str] | None, typer.Option("--ray-metrics", help="host:port of a Ray metrics "
+                                                          "endpoint (repeat); default: those the dashboard lists.")] = None,
+    min_requests: Annotated[int, typer.Option(help="Requests per slot before judging.")] = 50,
+    max_error_rate_increase: Annotated[float, typer.Option(help="Canary minus stable 5xx share.")] = 0.02,
+    max_p99_ratio: Annotated[float, typer.Option(help="Canary p99 over stable p99.")] = 1.5,
+    max_psi: Annotated[float | None, typer.Option(help="Predicted-return PSI limit (omit: 0.25).")] = 0.25,
+    on_inconclusive: Annotated[Literal["rollback", "promote"], typer.Option()] = "rollback",
+    settle: Annotated[float, typer.Option(help="Seconds before the window starts (metrics in flight).")] = 15.0,
+    actor: Actor = None,
+) -> None:
+    """Watch the running canary against stable for WINDOW seconds: roll it back as soon as its error
+    rate, p99 latency or prediction distribution is worse beyond the limits, else promote it."""
+    from finpulse.cli.serving_soak import run_soak
+
+    run_soak(_client(address), model, window=window, poll=poll, prometheus=prometheus, ray_metrics=ray_metrics,
+             policy={"min_requests": min_requests, "max_error_rate_increase": max_error_rate_increase,
+                     "max_p99_ratio": max_p99_ratio, "max_prediction_psi": max_psi, "on_inconclusive": on_inconclusive,
+                     "settle_s": settle},
+             actor=actor)
 
 
 @canary_app.command("status")

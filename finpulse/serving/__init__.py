@@ -7,5 +7,8 @@
 - ``services``: what a model replica does (score texts, forecast items), no Ray;
 - ``router``: canary routing and the /v1/signal composition, shared by the Gateway and ``LocalBackend``;
 - ``api``: the FastAPI app over a backend; ``deployments``: the Serve shell; ``app``: ``build_app``;
-- ``canary``: set/promote/rollback as user_config updates of a running application; ``launch``/``run``: deploy.
+- ``canary``: set/promote/rollback as user_config updates of a running application; ``launch``/``run``: deploy;
+- ``champion``: the registry side of promotion (``champion`` alias moved with serving, events recorded in MLflow);
+- ``soak``/``soak_sources``: the canary soak (per-slot comparison, automatic rollback or promotion);
+- ``gauges``: model age and the drift job's scores, exported by the model replicas.
 """

@@ -128,6 +128,12 @@ class ServeConfigClient:
                                  f"(another cluster's?): {_TOKEN_FIX}") from None
         return r
 
+    def get_json(self, path: str) -> Any:
+        """GET a dashboard API path (e.g. ``/api/prometheus/sd``) as JSON."""
+        r = self._request("GET", path)
+        r.raise_for_status()
+        return r.json()
+
     def details(self) -> dict:
         r = self._request("GET", "/api/serve/applications/")
         r.raise_for_status()
@@ -204,7 +210,13 @@ def _wait_loaded(client: ServeConfigClient, model: str, slot: str, spec: str, ap
 
 
 def set_canary(client: ServeConfigClient, model: str, version: str, weight: float, app_name: str = APP_NAME) -> dict:
-    """Load ``version`` into the canary slot, wait until it serves, then send it ``weight`` of traffic."""
+    """Load ``version`` into the canary slot, wait until it serves, then send it ``weight`` of traffic.
+
+    A ``name@alias`` spec is pinned to the version behind the alias now (``name/N``): that version is
+    what a later promotion makes champion."""
+    from finpulse.serving.champion import pin_spec
+
+    version = pin_spec(version)
     cfg = client.current_config()
     if user_config(cfg, DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model") != version:
         client.deploy(with_weight(with_canary_model(cfg, model, version, app_name), model, 0.0, app_name))
@@ -213,23 +225,65 @@ def set_canary(client: ServeConfigClient, model: str, version: str, weight: floa
     return client.wait_for(lambda m: m["models"][model]["weights"]["canary"] == weight, app_name)
 
 
-def promote(client: ServeConfigClient, model: str, app_name: str = APP_NAME) -> dict:
-    """The canary's version becomes stable (loaded in place), then the canary slot is emptied."""
+def canary_spec(client: ServeConfigClient, model: str, app_name: str = APP_NAME) -> str | None:
+    """The spec the canary slot is configured with (None: no canary)."""
+    return user_config(client.current_config(), DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model")
+
+
+def promote(client: ServeConfigClient, model: str, app_name: str = APP_NAME, *, registry: bool = True,
+            actor: str | None = None, reason: str = "", parent_run_id: str | None = None) -> dict:
+    """The canary's version becomes stable AND the registry's champion, recorded in MLflow.
+
+    Serving moves first (the stable slot loads ``name/N`` in place, then the canary slot empties); only
+    once it serves is ``name@champion`` moved, so a version that fails to load never becomes champion.
+    A canary from a plain folder is refused (ValueError) unless ``registry=False``, which moves serving
+    only and records that the alias stayed. Returns /v1/models plus ``promotion`` (what was recorded)."""
+    from finpulse.serving import champion
+
     cfg = client.current_config()
-    version = user_config(cfg, DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model")
-    if not version:
+    spec = user_config(cfg, DEPLOYMENT_NAMES[(model, "canary")], app_name).get("model")
+    if not spec:
         raise LookupError(f"no {model} canary to promote")
-    client.deploy(with_stable_model(cfg, model, version, app_name))
-    _wait_loaded(client, model, "stable", version, app_name)
-    return rollback(client, model, app_name)
+    ref = champion.registry_version(spec) if registry else None
+    if registry and ref is None:
+        raise ValueError(champion.not_in_registry(model, spec))
+    stable_spec = f"{ref[0]}/{ref[1]}" if ref else spec
+    client.deploy(with_stable_model(cfg, model, stable_spec, app_name))
+    _wait_loaded(client, model, "stable", stable_spec, app_name)
+    out = _clear_canary(client, model, app_name)
+    if ref is None:
+        run_id = champion.record("promote", model, spec=spec, actor=actor, reason=reason, parent_run_id=parent_run_id,
+                                 details={"registry_moved": False})
+        return {**out, "promotion": {"registry_moved": False, "spec": spec, "run_id": run_id}}
+    try:
+        promotion = champion.move_champion(model, ref[0], ref[1], actor=actor, reason=reason,
+                                           parent_run_id=parent_run_id)
+    except Exception as exc:
+        raise RuntimeError(f"serving now runs {stable_spec} but the champion alias could not be moved "
+                           f"({type(exc).__name__}: {exc}); a restart would serve the old champion") from exc
+    return {**out, "promotion": promotion}
 
 
-def rollback(client: ServeConfigClient, model: str, app_name: str = APP_NAME) -> dict:
-    """All traffic back to stable; the canary slot unloads its model."""
+def _clear_canary(client: ServeConfigClient, model: str, app_name: str) -> dict:
     cfg = with_weight(client.current_config(), model, 0.0, app_name)
     client.deploy(with_canary_model(cfg, model, None, app_name))
     return client.wait_for(lambda m: m["models"][model]["weights"]["canary"] == 0.0
                            and not _slot(m, model, "canary").get("ready"), app_name)
+
+
+def rollback(client: ServeConfigClient, model: str, app_name: str = APP_NAME, *, actor: str | None = None,
+             reason: str = "", parent_run_id: str | None = None) -> dict:
+    """All traffic back to stable; the canary slot unloads its model. The registry is left as it is
+    (the champion never moved); the rollback is recorded in MLflow with its reason when it can be."""
+    from finpulse.serving import champion
+
+    spec = canary_spec(client, model, app_name)
+    out = _clear_canary(client, model, app_name)
+    if spec:
+        run_id = champion.record("rollback", model, spec=spec, actor=actor, reason=reason,
+                                 parent_run_id=parent_run_id)
+        out = {**out, "rollback": {"spec": spec, "reason": reason, "run_id": run_id}}
+    return out
 
 
 def summary(models: dict) -> dict:

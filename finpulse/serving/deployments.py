@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from typing import Any
 
 from ray import serve
@@ -20,8 +19,11 @@ from ray import serve
 from finpulse.monitoring.metrics import ServingMetrics
 from finpulse.serving.api import create_api
 from finpulse.serving.errors import ModelNotReady
+from finpulse.serving.gauges import REFRESH_S, FreshnessGauges
 from finpulse.serving.router import (
     Router,
+    SlotRecorder,
+    SlotScope,
     configure_forecast,
     configure_sentiment,
     forecast_info,
@@ -35,6 +37,17 @@ log = logging.getLogger(__name__)
 
 # Defaults sized for a 2-core laptop; serve_configs/*.yaml override them per environment.
 SMALL = {"num_cpus": 0.25}
+
+
+def _replica_slot(default: str = STABLE) -> str:
+    """Which slot this replica serves, from its deployment's name (Forecaster vs ForecasterCanary)."""
+    from finpulse.serving.app import DEPLOYMENT_NAMES
+
+    try:
+        name = serve.get_replica_context().deployment
+    except Exception:  # outside a replica (direct construction in tests)
+        return default
+    return next((slot for (_, slot), dep in DEPLOYMENT_NAMES.items() if dep == name), default)
 
 
 def _split(results: list, calls: list[list]) -> list[list]:
@@ -58,11 +71,24 @@ class SentimentModel:
     def __init__(self) -> None:
         self.service = SentimentService()
         self.metrics = ServingMetrics()
+        self.gauges = FreshnessGauges(self.metrics, "sentiment", _replica_slot(), drift=False)
+        self._gauge_task: asyncio.Task | None = None
 
     async def reconfigure(self, config: dict) -> None:
         cfg = SentimentModelConfig(**(config or {}))
         await asyncio.to_thread(configure_sentiment, self.service, cfg)
         _apply_batching(self._batched, cfg)
+        if self._gauge_task is None:
+            self._gauge_task = asyncio.get_running_loop().create_task(self._follow_gauges())
+
+    async def _follow_gauges(self) -> None:
+        """The model-age gauge, kept current between requests."""
+        while True:
+            try:
+                await asyncio.to_thread(self.gauges.refresh, self.service.slot)
+            except Exception as exc:
+                log.warning("model age gauge failed: %s", exc)
+            await asyncio.sleep(REFRESH_S)
 
     async def score(self, requests: list[list[str]]) -> list[dict]:
         """Per request ``{"results": [...], "version"}`` or an error dict."""
@@ -88,6 +114,9 @@ class Forecaster:
     def __init__(self) -> None:
         self.service = ForecastService()
         self.metrics = ServingMetrics()
+        self.slot = _replica_slot()
+        # the drift gauges come from the stable replicas only: one series per (signal, feature) per replica
+        self.gauges = FreshnessGauges(self.metrics, "forecast", self.slot, drift=self.slot == STABLE)
         self.refresh_s = 0.5
         self._live: asyncio.Task | None = None
 
@@ -100,7 +129,8 @@ class Forecaster:
             self._live = asyncio.get_running_loop().create_task(self._follow_live())
 
     async def _follow_live(self) -> None:
-        """Take the stream's newest rows as they land and export each ticker's feature age.
+        """Take the stream's newest rows as they land and export each ticker's feature age; refresh the
+        model-age and drift gauges (at most every ``gauges.REFRESH_S``, in a thread: registry/storage I/O).
 
         Runs on the replica's event loop between requests, so a request never sees a half-applied update."""
         while True:
@@ -110,6 +140,11 @@ class Forecaster:
                 self._export_age()
             except Exception as exc:  # a torn read or a storage hiccup: keep serving, retry next tick
                 log.warning("live features refresh failed: %s", exc)
+            try:
+                if self.gauges.due():
+                    await asyncio.to_thread(self.gauges.refresh, self.service.slot)
+            except Exception as exc:  # a missing registry or a torn drift file must not stop serving
+                log.warning("freshness gauges refresh failed: %s", exc)
 
     def _export_age(self) -> None:
         import datetime as dt
@@ -135,7 +170,8 @@ class Forecaster:
         self.metrics.batch("forecast_model_items", len(flat))
         results = self.service.predict(flat)  # small LSTM: cheaper inline than a thread hop
         self.metrics.predicted_returns(self.service.slot.version or "none",
-                                       (r["predicted_return"] for r in results if "predicted_return" in r))
+                                       (r["predicted_return"] for r in results if "predicted_return" in r),
+                                       slot=self.slot)
         return _split(results, calls)
 
     async def info(self) -> dict:
@@ -159,44 +195,45 @@ class Gateway(Router):
         self.metrics = ServingMetrics()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, self.metrics)
+        app = create_api(self, SlotRecorder(self.metrics))  # request metrics carry the slot that answered
+        app.add_middleware(SlotScope)
+        return app
 
     def reconfigure(self, config: dict) -> None:
         Router.reconfigure(self, GatewayConfig(**(config or {})))
-        for hop in (self._sentiment_hop, self._forecast_hop):
+        for hop in (self._sentiment_stable, self._sentiment_canary, self._forecast_stable, self._forecast_canary):
             _apply_batching(hop, self.config)
 
     async def _call_sentiment(self, slot: str, texts: list[str]) -> dict:
-        return await self._sentiment_hop((slot, texts))
+        return await (self._sentiment_stable if slot == STABLE else self._sentiment_canary)(texts)
 
     async def _call_forecast(self, slot: str, item: dict) -> dict:
-        return await self._forecast_hop((slot, item))
+        return await (self._forecast_stable if slot == STABLE else self._forecast_canary)(item)
 
-    async def _hop(self, model: str, method: str, items: list[tuple[str, Any]]) -> list[dict]:
-        """One handle call per slot for the whole batch of concurrent requests."""
+    async def _hop(self, model: str, method: str, slot: str, items: list[Any]) -> list[dict]:
+        """One handle call for a batch of concurrent requests to one slot. Each slot batches apart, so
+        a slow or failing canary never holds up the stable requests (nor skews their latency)."""
         self.metrics.batch(f"gateway_{model}", len(items))
-        by_slot: dict[str, list[int]] = defaultdict(list)
-        for i, (slot, _) in enumerate(items):
-            by_slot[slot].append(i)
-        calls = {slot: getattr(self.handles[(model, slot)], method).remote([items[i][1] for i in idx])
-                 for slot, idx in by_slot.items()}
-        out: list[dict] = [{}] * len(items)
-        for slot, response in calls.items():
-            try:
-                results = await response
-            except Exception as exc:
-                results = [_unavailable(exc, f"{model} {slot}")] * len(by_slot[slot])
-            for i, r in zip(by_slot[slot], results, strict=True):
-                out[i] = r
-        return out
+        try:
+            return await getattr(self.handles[(model, slot)], method).remote(items)
+        except Exception as exc:
+            return [_unavailable(exc, f"{model} {slot}")] * len(items)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _sentiment_hop(self, items: list[tuple[str, list[str]]]) -> list[dict]:
-        return await self._hop("sentiment", "score", items)
+    async def _sentiment_stable(self, items: list[list[str]]) -> list[dict]:
+        return await self._hop("sentiment", "score", STABLE, items)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
-    async def _forecast_hop(self, items: list[tuple[str, dict]]) -> list[dict]:
-        return await self._hop("forecast", "predict", items)
+    async def _sentiment_canary(self, items: list[list[str]]) -> list[dict]:
+        return await self._hop("sentiment", "score", CANARY, items)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _forecast_stable(self, items: list[dict]) -> list[dict]:
+        return await self._hop("forecast", "predict", STABLE, items)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
+    async def _forecast_canary(self, items: list[dict]) -> list[dict]:
+        return await self._hop("forecast", "predict", CANARY, items)
 
     async def _info(self, model: str, slot: str) -> dict:
         return await asyncio.wait_for(self.handles[(model, slot)].info.remote(), timeout=10)

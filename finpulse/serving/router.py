@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,44 @@ from finpulse.serving.slots import CANARY, STABLE, pick_slot
 
 MODELS = ("sentiment", "forecast")
 SLOTS = (STABLE, CANARY)
+# Which model's slot a route's request metric is labelled with (/v1/signal: the forecaster's).
+ROUTE_MODEL = {"/v1/sentiment": "sentiment", "/v1/forecast": "forecast", "/v1/signal": "forecast"}
+NO_SLOT = "none"
+
+# The slots picked while handling the current request, per model. A mutable dict set by SlotScope at the
+# start of each request, so the request metric recorded after the response sees what the handler picked.
+_PICKS: ContextVar[dict[str, str] | None] = ContextVar("finpulse_slot_picks", default=None)
+
+
+class SlotScope:
+    """ASGI middleware (outermost): a fresh record of slot picks for each request."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        token = _PICKS.set({})
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _PICKS.reset(token)
+
+
+def request_slot(route: str) -> str:
+    """The slot that served the current request's model (``none`` when no model was picked)."""
+    picks = _PICKS.get()
+    model = ROUTE_MODEL.get(route)
+    return (picks or {}).get(model, NO_SLOT) if model else NO_SLOT
+
+
+class SlotRecorder:
+    """Adapts ServingMetrics to the API's ``request(route, version, status, seconds)``, adding the slot."""
+
+    def __init__(self, metrics: Any):
+        self.metrics = metrics
+
+    def request(self, route: str, version: str, status: int, seconds: float) -> None:
+        self.metrics.request(route, version, status, seconds, slot=request_slot(route))
 
 
 @dataclass(frozen=True)
@@ -60,7 +99,11 @@ class Router:
         raise NotImplementedError
 
     def pick(self, model: str, key: str | None) -> str:
-        return pick_slot(self.config.weight(model), key, self._rng)
+        slot = pick_slot(self.config.weight(model), key, self._rng)
+        picks = _PICKS.get()
+        if picks is not None:
+            picks[model] = slot
+        return slot
 
     async def sentiment(self, texts: list[str], key: str | None) -> tuple[list[dict], str]:
         out = unwrap(await self._call_sentiment(self.pick("sentiment", key), texts))

@@ -33,6 +33,14 @@ def _wait_healthy(url: str, timeout: float = 240) -> None:
 def served(ray_head, tmp_path_factory):
     from ray import serve
 
+    from finpulse.config import get_settings
+
+    # canary promote/rollback record to MLflow: a private home, never the checkout's
+    home = tmp_path_factory.mktemp("serve_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FINPULSE_HOME", str(home))
+    mp.setenv("FINPULSE_MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+    get_settings.cache_clear()
     models = build_test_models(tmp_path_factory.mktemp("serve_models"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -44,6 +52,8 @@ def served(ray_head, tmp_path_factory):
         yield {"url": url, "models": models, "client": client, "metrics": ray_head["metrics"]}
     finally:
         serve.shutdown()
+        mp.undo()
+        get_settings.cache_clear()
 
 
 def _identity(url: str) -> dict:
@@ -140,7 +150,9 @@ def test_promote_makes_canary_stable(served):
     url, client, models = served["url"], served["client"], served["models"]
     before = _identity(url)
     canary.set_canary(client, "sentiment", models["sent_b"], 0.1)
-    canary.promote(client, "sentiment")
+    with pytest.raises(ValueError, match="not a registry version"):  # a folder cannot become champion
+        canary.promote(client, "sentiment")
+    canary.promote(client, "sentiment", registry=False)
     m = client.models()["models"]["sentiment"]
     assert m["stable"]["version"] == "sent-b" and m["weights"]["canary"] == 0.0 and not m["canary"]["ready"]
     r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
@@ -166,6 +178,7 @@ def test_custom_metrics_reach_prometheus(served, prometheus):
         raise AssertionError(f"Prometheus has no request samples; Ray exports {names}; {series[:3]}") from None
     assert sum(float(r["value"][1]) for r in ok) >= 5
     assert {r["metric"]["model_version"] for r in ok} <= {"fc-a", "fc-b"}
+    assert {r["metric"]["slot"] for r in ok} <= {"stable", "canary"}  # the slot that answered
     assert prometheus_query(prometheus, 'ray_finpulse_requests_total{route="/v1/forecast",status="404"}')
     assert prometheus_query(prometheus, "ray_finpulse_sentiment_predictions_total")
     assert prometheus_query(prometheus, "ray_finpulse_predicted_gross_return_count")
