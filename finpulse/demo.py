@@ -162,7 +162,7 @@ def run_live_stage(base: str, options: pipeline.PipelineOptions) -> None:
 
 
 @contextlib.contextmanager
-def client_traffic(base: str, tickers: list[str], rate_per_s: float = 8.0) -> Iterator[dict[str, int]]:
+def client_traffic(base: str, tickers: list[str], rate_per_s: float = 10.0) -> Iterator[dict[str, int]]:
     """Simulated clients while the loop soaks a canary: varied /v1/forecast and /v1/signal calls in a thread."""
     import random
     import threading

@@ -63,6 +63,16 @@ class DataPaths:
         """Per-ticker feature rows and ``state.json``: what the Forecaster follows."""
         return storage.join(self.root, "live", "features")
 
+    @property
+    def drift_reports(self) -> str:
+        """The drift job's reports (``<stamp>/report.json|html``)."""
+        return storage.join(self.root, "monitoring", "drift")
+
+    @property
+    def drift_latest(self) -> str:
+        """The drift job's latest verdict and scores: what the serving gauges export."""
+        return storage.join(self.drift_reports, "latest.json")
+
 
 def data_paths(settings: Settings | None = None) -> DataPaths:
     """The paths under the settings' data root (already absolute: see ``Settings``)."""

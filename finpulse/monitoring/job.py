@@ -35,12 +35,12 @@ REFERENCE_ARTIFACT = "drift_reference"
 
 
 def drift_root(paths: DataPaths) -> str:
-    return storage.join(paths.root, "monitoring", "drift")
+    return paths.drift_reports
 
 
 def latest_uri(paths: DataPaths) -> str:
     """``<data_root>/monitoring/drift/latest.json``: what the gauges exporter reads."""
-    return storage.join(drift_root(paths), "latest.json")
+    return paths.drift_latest
 
 
 # ---- snapshots of what a model sees ---------------------------------------------------------------

@@ -8,15 +8,16 @@ Prometheus; its format is fixed::
       "alarm": true,                               # the report-level (Holm-corrected) alarm
       "reference_model": "finpulse-forecaster/v3", # what the window was compared against
       "report": "<uri of the report's JSON>",
-      "gauges": [                                  # one per test: finpulse_drift_score{signal,feature}
+      "gauges": [                                  # one per (signal, feature): finpulse_drift_score{signal,feature}
         {"signal": "features", "feature": "ret_1d", "test": "psi", "score": 0.012},
         ...
       ]
     }
 
 ``signal`` is one of features, sentiment, embeddings, predictions; a feature with two tests (PSI and
-KS) has two gauges, told apart by ``test``. Exporters read ``signal``, ``feature``, ``score`` and
-``alarm`` (``finpulse_drift_alarm`` = 1 when true).
+KS) gets one gauge, the statistic of its more significant test (named in ``test``), so the gauge's
+labels stay ``{signal, feature}``. Exporters read ``signal``, ``feature``, ``score`` and ``alarm``
+(``finpulse_drift_alarm`` = 1 when true).
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ def to_json(report: DriftReport) -> str:
 
 def latest(report: DriftReport, reference_model: str, report_uri: str | None = None) -> dict[str, Any]:
     """The ``latest.json`` document (format in the module docstring)."""
+    strongest: dict[tuple[str, str], Any] = {}  # one gauge per (signal, feature): its most significant test
+    for e in report.entries:
+        key, p = (e.signal, e.feature), e.p_value if e.p_value is not None else 1.0
+        best = strongest.get(key)
+        if np.isfinite(e.score) and (best is None or p < (best.p_value if best.p_value is not None else 1.0)):
+            strongest[key] = e
     gauges = [{"signal": e.signal, "feature": e.feature, "test": e.test, "score": float(e.score)}
-              for e in report.entries if np.isfinite(e.score)]
+              for e in strongest.values()]
     return {"created_at": report.created_at, "alarm": bool(report.alarm), "reference_model": reference_model,
             "report": report_uri, "gauges": gauges}
 

@@ -18,17 +18,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DRIFT_LATEST = ("monitoring", "drift", "latest.json")
 REFRESH_S = 5.0
 _REGISTRY_LABEL = re.compile(r"^(?P<name>[^/@:]+)/v(?P<version>\d+)$")
 
 
 def drift_latest_uri(data_root: str | None = None) -> str:
-    """Where the drift job writes its latest report (``<data_root>/monitoring/drift/latest.json``)."""
-    from finpulse import storage
-    from finpulse.config import get_settings
+    """Where the drift job writes its latest report (:attr:`DataPaths.drift_latest`)."""
+    from finpulse.paths import DataPaths, data_paths
 
-    return storage.join(data_root or get_settings().data_root, *DRIFT_LATEST)
+    return (DataPaths(data_root) if data_root else data_paths()).drift_latest
 
 
 @dataclass(frozen=True)
