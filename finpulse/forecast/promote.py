@@ -95,10 +95,7 @@ def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None 
             experiment: str = tracking.FORECAST_EXPERIMENT, dry_run: bool = False) -> Decision:
     """Apply the gate to ``name@challenger`` vs ``name@champion``; move the alias when it passes."""
     policy = policy or PromotionPolicy()
-    challenger = tracking.get_version(name, tracking.CHALLENGER)
-    if challenger is None:
-        raise LookupError(f"{name} has no {tracking.CHALLENGER} alias: train a model first")
-    champion = tracking.get_version(name, tracking.CHAMPION)
+    challenger, champion = contenders(name)
     if champion is not None and champion.version == challenger.version:
         decision = Decision(False, ["the challenger already is the champion"])
     else:
@@ -111,6 +108,14 @@ def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None 
     if challenger.run_id:
         tracking.annotate_run(challenger.run_id, tags={"promotion_decision": _verdict(decision)})
     return decision
+
+
+def contenders(name: str) -> tuple[tracking.ModelRef, tracking.ModelRef | None]:
+    """``name@challenger`` (LookupError when none) and ``name@champion`` (None before the first promotion)."""
+    challenger = tracking.get_version(name, tracking.CHALLENGER)
+    if challenger is None:
+        raise LookupError(f"{name} has no {tracking.CHALLENGER} alias: train a model first")
+    return challenger, tracking.get_version(name, tracking.CHAMPION)
 
 
 def _evidence(ref: tracking.ModelRef) -> dict[str, float]:

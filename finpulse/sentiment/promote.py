@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from finpulse import tracking
-from finpulse.forecast.promote import Decision, record_decision
+from finpulse.forecast.promote import Decision, contenders, record_decision
 from finpulse.sentiment import datasets as ds
 
 METRICS = ("accuracy", "macro_f1")
@@ -113,10 +113,7 @@ def gate(policy: SentimentGatePolicy | None = None, *, data_dir: str | None = No
     from finpulse.sentiment.evaluate import vader_predict
 
     policy = policy or SentimentGatePolicy()
-    challenger = tracking.get_version(name, tracking.CHALLENGER)
-    if challenger is None:
-        raise LookupError(f"{name} has no {tracking.CHALLENGER} alias: train a sentiment model first")
-    champion = tracking.get_version(name, tracking.CHAMPION)
+    challenger, champion = contenders(name)
     if champion is not None and champion.version == challenger.version:
         decision = Decision(False, ["the challenger already is the champion"])
     else:

@@ -72,9 +72,6 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
                     timeout: float = 600.0, args: dict[str, Any] | None = None) -> str:
     """From a driver already connected to Ray: deploy the config declaratively (so canary ops work)
     and wait for /healthz; returns the base URL. ``make demo`` calls this, then :func:`example_calls`."""
-    import time
-
-    import requests
     from ray import serve
 
     from finpulse.serving.canary import ServeConfigClient
@@ -84,7 +81,15 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
     host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")
-    base = f"http://{host}:{http.get('port', 8000)}"
+    return wait_healthy(f"http://{host}:{http.get('port', 8000)}", timeout)
+
+
+def wait_healthy(base: str, timeout: float = 600.0) -> str:
+    """Poll ``base``/healthz until it answers 200 (every replica loaded its model); returns ``base``."""
+    import time
+
+    import requests
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:

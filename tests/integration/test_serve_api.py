@@ -10,7 +10,7 @@ import requests
 from conftest import free_port, prometheus_query
 
 from finpulse.serving import canary
-from tests.support.serving import build_test_models, serve_config
+from tests.support.serving import build_test_models, private_home, serve_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +33,9 @@ def _wait_healthy(url: str, timeout: float = 240) -> None:
 def served(ray_head, tmp_path_factory):
     from ray import serve
 
-    from finpulse.config import get_settings
 
-    # canary promote/rollback record to MLflow: a private home, never the checkout's
-    home = tmp_path_factory.mktemp("serve_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FINPULSE_HOME", str(home))
-    mp.setenv("FINPULSE_MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
-    get_settings.cache_clear()
+    home = private_home(tmp_path_factory.mktemp("serve_home"))  # promote/rollback record to MLflow
+    home.__enter__()
     models = build_test_models(tmp_path_factory.mktemp("serve_models"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -52,8 +47,7 @@ def served(ray_head, tmp_path_factory):
         yield {"url": url, "models": models, "client": client, "metrics": ray_head["metrics"]}
     finally:
         serve.shutdown()
-        mp.undo()
-        get_settings.cache_clear()
+        home.__exit__(None, None, None)
 
 
 def _identity(url: str) -> dict:

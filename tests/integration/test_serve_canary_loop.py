@@ -6,8 +6,6 @@ serves all of it; the tests run in file order."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 from conftest import REPO, free_port, prometheus_query
@@ -16,10 +14,11 @@ from finpulse import storage, tracking
 from finpulse.serving import canary
 from finpulse.serving.app import FORECASTER_CANARY
 from finpulse.serving.gauges import drift_latest_uri
+from finpulse.serving.launch import wait_healthy
 from finpulse.serving.soak import SoakPolicy, soak
 from finpulse.serving.soak_sources import PrometheusSource, RayMetricsSource
 from tests.support.canary import SLOW_LOADER, Traffic, make_skewed_forecaster, make_slow_forecaster
-from tests.support.serving import build_test_models
+from tests.support.serving import build_test_models, private_home
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +52,7 @@ def _deploy(client: canary.ServeConfigClient, cfg: dict) -> str:
     port = cfg["http_options"]["port"]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     client.deploy(cfg)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return url
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url}/healthz not 200: {requests.get(f'{url}/v1/models', timeout=5).text[:2000]}")
+    return wait_healthy(f"http://127.0.0.1:{port}", 240)
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +61,8 @@ def app(ray_head, tmp_path_factory):
 
     from finpulse.config import get_settings, settings_env
 
-    home = tmp_path_factory.mktemp("canary_home")
-    mp = pytest.MonkeyPatch()
-    for k, v in {"FINPULSE_HOME": str(home), "FINPULSE_DATA_ROOT": str(home / "data"),
-                 "FINPULSE_MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
-                 "FINPULSE_MLFLOW_ARTIFACT_LOCATION": str(home / "mlartifacts")}.items():
-        mp.setenv(k, v)
-    get_settings.cache_clear()
+    home = private_home(tmp_path_factory.mktemp("canary_home"))
+    home.__enter__()
     root = tmp_path_factory.mktemp("canary_models")
     models = build_test_models(root)
     versions = {"v1": _register(models["fc_a"], tracking.CHAMPION),
@@ -93,8 +78,7 @@ def app(ray_head, tmp_path_factory):
         yield {"url": url, "client": client, "models": models, "versions": versions, "cfg": cfg}
     finally:
         serve.shutdown()
-        mp.undo()
-        get_settings.cache_clear()
+        home.__exit__(None, None, None)
 
 
 def _champion() -> str:

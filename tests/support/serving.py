@@ -11,7 +11,9 @@ import it as ``tests.support.serving``: the driver's working directory, the repo
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -116,3 +118,24 @@ def ceiling_app(args: dict | None = None):
             return {"ok": True}
 
     return Ceiling.bind()
+
+
+@contextlib.contextmanager
+def private_home(home: Path) -> Iterator[Path]:
+    """FinPulse settings pointed at ``home`` (data root, sqlite MLflow, artifacts) for a module's app:
+    canary promotion and rollback record to MLflow, never into the checkout's home."""
+    import pytest
+
+    from finpulse.config import get_settings
+
+    mp = pytest.MonkeyPatch()
+    for k, v in {"FINPULSE_HOME": str(home), "FINPULSE_DATA_ROOT": str(home / "data"),
+                 "FINPULSE_MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
+                 "FINPULSE_MLFLOW_ARTIFACT_LOCATION": str(home / "mlartifacts")}.items():
+        mp.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        yield home
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
