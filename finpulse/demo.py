@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     log = stderr_to_log(s)
     print(f"FinPulse home: {s.home}   library logs: {log}", flush=True)
     try:
-        run_stages(args, connect(s, include_dashboard=True))
+        run_stages(args, connect(s, include_dashboard=True, num_cpus=demo_cpus()))
     except KeyboardInterrupt:
         print("\nCtrl-C: stopping ...", flush=True)
         return 0
@@ -302,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
 
         stop_local_broker()
     return 0
+
+
+def demo_cpus() -> int:
+    """Logical CPUs of the demo's local Ray: twice the cores (at least 4). The demo serves, streams and
+    retrains on one machine at once: Serve replicas (1.2 CPUs) and the stream processor (0.5) stay up
+    while the loop's turn runs ETL tasks, scoring actors and two training workers of 1 CPU each. With
+    only the cores declared, those would wait forever for CPUs the app holds; declared, the OS timeshares."""
+    return max(4, 2 * (os.cpu_count() or 1))
 
 
 def run_stages(args: argparse.Namespace, ctx: object) -> None:
