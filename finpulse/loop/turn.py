@@ -38,6 +38,8 @@ class LoopOptions(BaseModel):
     canary_weight: float = Field(0.25, gt=0, le=1)
     soak_s: float = Field(120.0, gt=0, description="how long canary and stable are compared")
     soak_poll_s: float = Field(5.0, gt=0)
+    soak_policy: dict[str, Any] = Field(default_factory=dict, description="SoakPolicy fields (min_requests, "
+                                                                         "max_p99_ratio, ...); defaults: SoakPolicy's")
     max_attempts: int = Field(3, ge=1, description="tries of an unfinished turn before it is abandoned")
 
     @classmethod
@@ -209,7 +211,8 @@ def _soak(serving: Any, o: LoopOptions, parent_run_id: str | None) -> dict[str, 
     from finpulse.serving import soak
     from finpulse.serving.soak_sources import default_source
 
-    verdict = soak.soak(serving, "forecast", default_source(serving), window_s=o.soak_s, poll_s=o.soak_poll_s,
+    verdict = soak.soak(serving, "forecast", default_source(serving), soak.SoakPolicy(**o.soak_policy),
+                        window_s=o.soak_s, poll_s=o.soak_poll_s,
                         promotion={"actor": "finpulse pipeline", "parent_run_id": parent_run_id})
     out = verdict.to_dict()
     return {**out, "decision": out.get("applied"), "reasons": list(out.get("reasons", []))}

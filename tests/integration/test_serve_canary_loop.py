@@ -122,20 +122,36 @@ def test_slow_canary_is_rolled_back_reading_ray_metrics_directly(app):
     assert not client.models()["models"]["forecast"]["canary"]["ready"] and _champion() == "1"
 
 
-def test_healthy_canary_is_promoted_and_a_restart_serves_it(app, prometheus):
+def test_healthy_canary_is_promoted_by_the_loop_and_a_restart_serves_it(app, prometheus, monkeypatch):
+    """The retraining loop's shipping half (``loop.turn.ship``) on the running app: a gate that passed ->
+    canary -> soak through Prometheus -> promoted, recorded on the turn's MLflow runs."""
     from ray import serve
 
+    from finpulse.config import get_settings
+    from finpulse.loop.records import turns_root
+    from finpulse.loop.steps import Turn
+    from finpulse.loop.turn import LoopOptions, ship
+
+    monkeypatch.setenv("FINPULSE_PROMETHEUS_URL", prometheus)  # the soak reads Prometheus when one is set
+    get_settings.cache_clear()
     client, v = app["client"], app["versions"]
-    canary.set_canary(client, "forecast", f"{NAME}@{tracking.CHALLENGER}", 0.5)  # pinned to its version now
-    assert client.models()["models"]["forecast"]["canary"]["spec"] == f"{NAME}/{v['healthy']}"
+    challenger = f"{NAME}/{v['healthy']}"
+    turn = Turn.start(turns_root(get_settings().home), "drift", reason="test")
+    gate = turn.step("gate", {"challenger": challenger}, lambda: {"decision": "promote", "reasons": ["test gate"]})
+    options = LoopOptions(canary_weight=0.5, soak_s=30, soak_poll_s=5, soak_policy=POLICY.__dict__)
+    seen = []
     with Traffic(app["url"]):
-        verdict = soak(client, "forecast", PrometheusSource(prometheus), POLICY, window_s=30, poll_s=5,
-                       promotion={"actor": "soak-test"})
-    assert verdict.applied == "promoted", verdict
-    assert verdict.canary.requests >= 20 and any("PSI" in r for r in verdict.reasons), verdict.reasons
+        outcome, reasons = ship(turn, options, {"gate": gate, "challenger": challenger, "version": v["healthy"]},
+                                client, seen.append)
+    assert outcome == "promoted", reasons
+    assert [r.name for r in seen] == ["canary", "soak"] and seen[1].outputs["applied"] == "promoted"
+    assert any("PSI" in r for r in reasons) and "test gate" in reasons
     assert _champion() == v["healthy"]
-    assert verdict.event["previous_champion"] == "1" and verdict.event["version"] == v["healthy"]
-    assert tracking.run_params(verdict.event["run_id"])["actor"] == "soak-test"
+    event = seen[1].outputs["event"]
+    assert event["previous_champion"] == "1" and event["version"] == v["healthy"]
+    assert tracking.run_params(event["run_id"])["actor"] == "finpulse pipeline"
+    assert tracking.run_tags(seen[1].child_run_id)["finpulse.decision"] == "promoted"
+    get_settings.cache_clear()
 
     # freshness gauges reached Prometheus: the served version's age and the drift job's report
     age = prometheus_query(prometheus, 'ray_finpulse_model_age_seconds{model="forecast",slot="stable"}')
