@@ -43,7 +43,7 @@ STEPS_WITHOUT_APP = ("sentiment", "etl", "score", "etl_with_scores", "train_fore
                      "gate", "promote")
 
 
-def child(mode: str, kill_after: int | None) -> None:
+def child(mode: str, kill_after: str | None) -> None:
     """One process as a user's command would be: bootstrap, or one (possibly killed) turn."""
     from finpulse import pipeline
     from finpulse.config import get_settings
@@ -57,13 +57,9 @@ def child(mode: str, kill_after: int | None) -> None:
     if mode == "bootstrap":
         pipeline.run_pipeline(data_paths(), quick)
         return
-    recorded = []
-
     def hook(event: str, name: str) -> None:
-        if event == "recorded":
-            recorded.append(name)
-            if kill_after is not None and len(recorded) == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)  # a crash right at the boundary after this step
+        if event == "recorded" and name == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash right at the boundary after this step
 
     with RunLock(loop_lock_path(get_settings().home)):
         out = run_turn(data_paths(), LoopOptions.from_pipeline(quick, max_attempts=len(STEPS_WITHOUT_APP) + 2),
@@ -71,10 +67,10 @@ def child(mode: str, kill_after: int | None) -> None:
     print("TURN " + json.dumps({"outcome": out.outcome, "summary": out.summary}, default=str), flush=True)
 
 
-def run_child(home: str, mode: str, kill_after: int | None = None) -> tuple[float, dict[str, Any] | None, int]:
+def run_child(home: str, mode: str, kill_after: str | None = None) -> tuple[float, dict[str, Any] | None, int]:
     """Wall clock, the turn summary (None when killed) and the exit code of one child process."""
     env = {**os.environ, "FINPULSE_HOME": home}
-    cmd = [sys.executable, __file__, "--child", mode] + (["--kill-after", str(kill_after)] if kill_after else [])
+    cmd = [sys.executable, __file__, "--child", mode] + (["--kill-after", kill_after] if kill_after else [])
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
@@ -94,8 +90,9 @@ def run_child(home: str, mode: str, kill_after: int | None = None) -> tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", choices=["bootstrap", "turn"])
-    ap.add_argument("--kill-after", type=int)
+    ap.add_argument("--kill-after", help="step name: SIGKILL right after its record is written")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--only", choices=["turns", "resume"], help="measure one part only (the other keys are kept)")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.kill_after)
@@ -103,29 +100,49 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="finpulse-bench-pipeline-")
     print(f"home: {home}; bootstrapping (quick) ...", flush=True)
     boot_s, _, _ = run_child(home, "bootstrap")
-    turns = []
-    for i in range(args.reps):
-        seconds, summary, _ = run_child(home, "turn")
-        turns.append(seconds)
-        print(f"turn {i + 1}: {seconds:.1f} s, {summary['outcome']}, ran {summary['summary']['steps_ran']}", flush=True)
-    kills, t0, summary = 0, time.monotonic(), None
-    for k in range(1, len(STEPS_WITHOUT_APP)):
-        _, summary, code = run_child(home, "turn", kill_after=k)
-        kills += code == -signal.SIGKILL
-        print(f"killed after step {k}: exit {code}", flush=True)
-    _, summary, _ = run_child(home, "turn")
-    resume_s = time.monotonic() - t0
-    result = {"loop_turn_s": {"median": statistics.median(turns), "min": min(turns), "max": max(turns),
-                              "reps": len(turns), "steps": list(STEPS_WITHOUT_APP), "serving_app": False},
-              "bootstrap_quick_s": boot_s,
-              "resume_redo_steps": summary["summary"]["redone_total"],
-              "resume": {"kills": kills, "boundaries": len(STEPS_WITHOUT_APP) - 1, "wall_s": resume_s,
-                         "final_outcome": summary["outcome"], "attempts": summary["summary"]["attempt"]}}
+    result: dict[str, Any] = {"bootstrap_quick_s": boot_s}
+    steps = list(STEPS_WITHOUT_APP)
+    if args.only != "resume":
+        turns = []
+        for i in range(args.reps):
+            seconds, summary, _ = run_child(home, "turn")
+            turns.append(seconds)
+            steps = summary["summary"]["steps_ran"]
+            print(f"turn {i + 1}: {seconds:.1f} s, {summary['outcome']}, ran {steps}", flush=True)
+        result["loop_turn_s"] = {"median": statistics.median(turns), "min": min(turns), "max": max(turns),
+                                 "runs": turns, "steps": steps, "serving_app": False,
+                                 "what": "one `finpulse pipeline run` turn as a new process (Ray start-up included), "
+                                         "quick knobs, no app (no canary or soak)"}
+    if args.only != "turns":
+        result.update(resume(home, steps))
     merge_result("pipeline", result)
-    print_table([("loop_turn_s (median)", result["loop_turn_s"]["median"]),
-                 ("loop_turn_s (min..max)", f"{min(turns):.1f}..{max(turns):.1f}"),
-                 ("resume_redo_steps", result["resume_redo_steps"]), ("kills", kills),
-                 ("resume wall_s", resume_s)], "retraining loop")
+    rows = [("bootstrap_quick_s", boot_s)]
+    if "loop_turn_s" in result:
+        rows += [("loop_turn_s (median)", result["loop_turn_s"]["median"]),
+                 ("loop_turn_s (min..max)", f"{result['loop_turn_s']['min']:.1f}..{result['loop_turn_s']['max']:.1f}")]
+    if "resume_redo_steps" in result:
+        rows += [("resume_redo_steps", result["resume_redo_steps"]), ("kills", result["resume"]["kills"]),
+                 ("resume wall_s", result["resume"]["wall_s"])]
+    print_table(rows, "retraining loop")
+
+
+def resume(home: str, steps: list[str]) -> dict[str, Any]:
+    """One turn SIGKILLed right after each step but the last in turn (a new process each time), then run to
+    its end: how many steps had their work started twice."""
+    kills, t0 = 0, time.monotonic()
+    for name in steps[:-1]:
+        _, summary, code = run_child(home, "turn", kill_after=name)
+        if code != -signal.SIGKILL:
+            raise RuntimeError(f"the turn was not killed after {name} (exit {code}): {summary}")
+        kills += 1
+        print(f"killed after step {name}", flush=True)
+    _, summary, _ = run_child(home, "turn")
+    s = summary["summary"]
+    if s["steps_reused"] != steps[:-1]:
+        raise RuntimeError(f"the last attempt should reuse {steps[:-1]}, reused {s['steps_reused']}")
+    return {"resume_redo_steps": s["redone_total"],
+            "resume": {"kills": kills, "boundaries": len(steps) - 1, "wall_s": time.monotonic() - t0,
+                       "final_outcome": summary["outcome"], "attempts": s["attempt"], "steps": steps}}
 
 
 def merge_result(name: str, updates: dict[str, Any]) -> Path:
