@@ -7,7 +7,8 @@ Run by `.ci/run` after `make test` (stdlib only, so any python3 runs it):
 
 Steps: `git clone` HEAD into a temp folder; `make install` there with only CI, PATH (and HOME) set;
 start `make demo`'s command with `--quick` in its own process group; wait until it serves; call every
-route once; check the live stage's replay moved the served forecasts' as_of; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
+route once; check the live stage's replay moved the served forecasts' as_of and that the planted drift raised
+the alarm and a retraining turn decided; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
 no Ray process of the clone left behind. Exits non-zero with the demo's output on any failure. It
 never inherits the test suite's variables (FINPULSE_*, RAY_*): that is what hid the relative-path bug.
 """
@@ -68,6 +69,16 @@ def forecasts_moved(text: str) -> list[str]:
     return moved
 
 
+def loop_turn(text: str) -> str | None:
+    """The loop stage's verdict: the drift job's alarm on the planted shift, then a turn's outcome line."""
+    import re
+
+    if "drift job: the last" not in text or ": ALARM" not in text:
+        return None
+    found = re.search(r"^turn \S+: (PROMOTED|ROLLED_BACK|REJECTED) ", text, flags=re.M)
+    return found.group(1) if found else None
+
+
 def wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -106,14 +117,17 @@ def run(clone: Path, timeout: float) -> None:
         left = leftover_ray(clone)
         moved = forecasts_moved(log.read_text(errors="replace"))
         print(f"live replay moved {len(moved)} tickers' served forecasts: {moved[:2]}", flush=True)
-        if rc != 0 or "stopped" not in log.read_text() or left or failures or not moved:
-            raise RuntimeError(f"rc={rc} failures={failures} leftover={left} forecasts_moved={moved}")
+        turn = loop_turn(log.read_text(errors="replace"))
+        print(f"drift alarm raised; the loop's turn ended: {turn}", flush=True)
+        if rc != 0 or "stopped" not in log.read_text() or left or failures or not moved or not turn:
+            raise RuntimeError(f"rc={rc} failures={failures} leftover={left} forecasts_moved={moved} turn={turn}")
     except BaseException:
         print(log.read_text(errors="replace")[-8000:], file=sys.stderr)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         raise
-    print("fresh-clone demo: OK (served every route, the live replay moved the served forecasts, stopped on Ctrl-C)")
+    print("fresh-clone demo: OK (served every route, the live replay moved the served forecasts, the drift alarm "
+          "started a retraining turn that decided, stopped on Ctrl-C)")
 
 
 def main() -> int:
