@@ -97,6 +97,9 @@ def promotion_evidence(result: WalkForwardResult, name: str) -> dict[str, float]
         out.update({"wf_mae": float(row["mae"]), "wf_mae_ratio_vs_persistence": float(row["mae_ratio_vs_persistence"]),
                     "wf_dm_pvalue": float(row["dm_pvalue"]), "wf_directional_accuracy": float(row["directional_accuracy"]),
                     "wf_coverage": float(row["coverage"]), "wf_out_of_sample": 1.0})
+    accs = [float(result.table.loc[m, "directional_accuracy"]) for m in (holdout.REGISTERED, name, "lstm_price")
+            if m in result.table.index]
+    out["wf_leakage_accuracy"] = max(accs) if accs else math.nan  # the highest of the models the alarm watches
     return out
 
 

@@ -83,12 +83,12 @@ def _leakage_rule(challenger: dict[str, float], reasons: list[str]) -> tuple[boo
     """A directional accuracy above 60% on real data is a leakage alarm: refuse, unless synthetic."""
     if challenger.get("wf_leakage_alarm", 0.0) != 1.0:
         return True, reasons
-    acc = challenger.get("wf_directional_accuracy", math.nan)
+    acc = challenger.get("wf_leakage_accuracy", challenger.get("wf_directional_accuracy", math.nan))
     if challenger.get("wf_data_synthetic", 0.0) == 1.0:
-        return True, [*reasons, f"leakage alarm (directional accuracy {acc:.1%} > 60%) waived: the posts are "
-                                "labelled synthetic (a planted signal)"]
-    return False, [*reasons, f"leakage alarm: walk-forward directional accuracy {acc:.1%} > 60% on real data; "
-                             "look for a look-ahead before promoting"]
+        return True, [*reasons, f"leakage alarm (a walk-forward LSTM's directional accuracy {acc:.1%} > 60%) waived: "
+                                "the posts are labelled synthetic (a planted signal)"]
+    return False, [*reasons, f"leakage alarm: a walk-forward LSTM's directional accuracy {acc:.1%} > 60% on real "
+                             "data; look for a look-ahead before promoting"]
 
 
 def promote(name: str = tracking.FORECAST_MODEL, policy: PromotionPolicy | None = None, *,

@@ -109,6 +109,10 @@ def test_leakage_alarm_blocks_real_data_and_is_waived_for_synthetic(planted):
     real = decide(promotion_evidence(dataclasses.replace(result, synthetic=False), "lstm_price_sentiment"), None,
                   PromotionPolicy())
     assert not real.promote and any("leakage alarm" in r for r in real.reasons)
+    # the reason names the accuracy that raised the alarm: the highest of the models the alarm watches
+    watched = [result.metric(m, "directional_accuracy") for m in (holdout.REGISTERED, "lstm_price_sentiment",
+                                                                   "lstm_price") if m in result.table.index]
+    assert any(f"{max(watched):.1%} > 60%" in r for r in real.reasons), real.reasons
 
 
 def test_leakage_alarm_threshold_and_data_label():
