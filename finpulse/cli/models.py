@@ -17,7 +17,8 @@ from finpulse.sentiment import DatasetKind, Precision
 @app.command("train-sentiment")
 def train_sentiment_cmd(
     model: Annotated[str, typer.Option(help="Base model: minilm (shipped encoder), a folder or a hub id.")] = "minilm",
-    dataset: Annotated[DatasetKind, typer.Option(help="Labelled data to train on.")] = "phrasebank",
+    dataset: Annotated[DatasetKind, typer.Option(help="Labelled data to train on (tfns ships in the package; "
+                                                      "phrasebank needs --data).")] = "tfns",
     data: Annotated[str | None, typer.Option(help="Data folder (e.g. ../shared/data) or file; absolute "
                                                   "under `ray job submit`.")] = None,
     agreement: Annotated[str, typer.Option(help="PhraseBank agreement file: 50, 66, 75, all.")] = "50",

@@ -148,7 +148,7 @@ class DatasetSpec:
     (csv, PhraseBank .txt, posts Parquet, or the shared data folder). A plain dataclass: the GPU
     benchmark imports this on a device image that has no pydantic."""
 
-    kind: DatasetKind = "phrasebank"
+    kind: DatasetKind = "tfns"  # shipped in the package: works with no data folder
     path: str | None = None
     agreement: str = "50"  # PhraseBank agreement file: 50, 66, 75 or all
     text_column: str = "text"
