@@ -43,6 +43,27 @@ def read_yahoo_csv(data: bytes, ticker: str, source: str) -> pd.DataFrame:
     return raw_frame(df, RAW_PRICE_COLUMNS)
 
 
+
+def read_stocknet_prices(data: bytes, ticker: str, source: str) -> pd.DataFrame:
+    """StockNet's Yahoo price files (``Adj Close`` kept: the paper labels with it); the all-``null`` rows
+    (PTR, SNP, REX on 2016-06-29: no bar that day) are dropped here, not rejected as bad prices."""
+    df = read_yahoo_csv(data, ticker, source)
+    return df[~df[["close", "adj_close"]].isin(["null", "", None]).any(axis=1)].reset_index(drop=True)
+
+
+def read_stocknet_dir(root: str, tickers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The StockNet corpus folder (``price_raw/<T>.csv``, ``tweets_raw/<T>.jsonl.gz``) as raw (bars, posts);
+    every price file when ``tickers`` is None. A stock without a tweet file (GMRE) has no posts."""
+    root = root.rstrip("/")
+    names = tickers or sorted(ticker_from_name(f) for f in storage.list_files(f"{root}/price_raw", ".csv"))
+    bars, posts = [], []
+    for t in names:
+        bars.append(read_stocknet_prices(storage.read_bytes(price := f"{root}/price_raw/{t}.csv"), t, price))
+        if storage.exists(tweets := f"{root}/tweets_raw/{t}.jsonl.gz"):
+            posts.append(read_stocknet_jsonl(storage.read_bytes(tweets), t, tweets))
+    return (pd.concat(bars, ignore_index=True),
+            pd.concat(posts, ignore_index=True) if posts else pd.DataFrame(columns=RAW_POST_COLUMNS))
+
 def read_alpha_vantage_csv(data: bytes, ticker: str, source: str) -> pd.DataFrame:
     """Alpha Vantage TIME_SERIES_DAILY, datatype=csv: ``timestamp,open,high,low,close,volume``,
     newest first, unadjusted (so ``adj_close`` = ``close``)."""

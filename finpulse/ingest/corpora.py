@@ -44,17 +44,8 @@ def split_at(bars: pd.DataFrame, posts: pd.DataFrame, start: str, end: str | Non
 
 def stocknet(root: str | Path, tickers: list[str], start: str = "2015-10-01", end: str | None = "2016-03-31") -> Corpus:
     """StockNet's raw tweets and Yahoo prices for ``tickers``, replayed from ``start``."""
-    root = Path(root)
-    bars, posts = [], []
-    for ticker in tickers:
-        price_file = root / "price_raw" / f"{ticker}.csv"
-        bars.append(sources.read_yahoo_csv(price_file.read_bytes(), ticker, str(price_file)))
-        tweet_file = root / "tweets_raw" / f"{ticker}.jsonl.gz"
-        if tweet_file.is_file():
-            posts.append(sources.read_stocknet_jsonl(tweet_file.read_bytes(), ticker, str(tweet_file)))
-    return split_at(pd.concat(bars, ignore_index=True),
-                    pd.concat(posts, ignore_index=True) if posts else pd.DataFrame(columns=sources.RAW_POST_COLUMNS),
-                    start, end)
+    bars, posts = sources.read_stocknet_dir(str(root), tickers)
+    return split_at(bars, posts, start, end)
 
 
 def embedded_cutoff(days: int) -> str:
