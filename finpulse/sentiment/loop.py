@@ -15,6 +15,7 @@ model's size once; a resumed run restarts them and continues the learning-rate s
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -33,6 +34,7 @@ from finpulse.sentiment.model import pad_batch
 from finpulse.sentiment.pretrained import build_model, encode, predict_ids, save_model_dir, unwrap
 
 LABEL_TO_ID = {name: i for i, name in enumerate(SENTIMENT_LABELS)}
+SOFT_COLUMNS = tuple(f"teacher_{name}" for name in SENTIMENT_LABELS)  # optional distillation targets
 MODEL_SUBDIR = "model"  # the Hugging Face folder inside a checkpoint
 
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
@@ -44,10 +46,12 @@ class Examples:
 
     texts: list[str]
     labels: list[str]
+    soft: np.ndarray | None = None  # a teacher's probabilities (n, 3) for distillation, else None
 
     @classmethod
     def from_frame(cls, df: Any) -> Examples:
-        return cls(df["text"].astype(str).tolist(), df["label"].tolist())
+        soft = df[list(SOFT_COLUMNS)].to_numpy(np.float32) if set(SOFT_COLUMNS) <= set(df.columns) else None
+        return cls(df["text"].astype(str).tolist(), df["label"].tolist(), soft)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -99,6 +103,7 @@ class _Encoded:
     ids: list[list[int]]
     y: np.ndarray
     pad_id: int
+    soft: np.ndarray | None = None
 
 
 # ---- pure pieces -----------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gen
 
 def _encode_examples(tok: Any, examples: Examples, max_length: int) -> _Encoded:
     y = np.asarray([LABEL_TO_ID[x] for x in examples.labels], dtype=np.int64)  # KeyError: an unknown label
-    return _Encoded(encode(tok, examples.texts, max_length), y, tok.pad_token_id or 0)
+    return _Encoded(encode(tok, examples.texts, max_length), y, tok.pad_token_id or 0, examples.soft)
 
 
 def _equal_shards(data: _Encoded, world_size: int) -> _Encoded:
@@ -132,12 +137,33 @@ def _equal_shards(data: _Encoded, world_size: int) -> _Encoded:
     n = torch.tensor([len(data.ids)])
     torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MIN)
     k = int(n.item())
-    return _Encoded(data.ids[:k], data.y[:k], data.pad_id)
+    return _Encoded(data.ids[:k], data.y[:k], data.pad_id, None if data.soft is None else data.soft[:k])
+
+
+def layer_of(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise decay: embeddings 0, encoder layer i -> i + 1, heads on top."""
+    if "embeddings" in name:
+        return 0
+    found = re.search(r"\.layer\.(\d+)\.", name)
+    return int(found.group(1)) + 1 if found else num_layers + 1
+
+
+def parameter_groups(model: Any, config: SentimentTrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: lr * layer_decay ** (depth below the head), no weight decay on biases and norms."""
+    named = list(unwrap(model).named_parameters())
+    top = int(getattr(unwrap(model).config, "num_hidden_layers", 0)) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in named:
+        depth, no_decay = layer_of(name, top - 1), name.endswith("bias") or "LayerNorm" in name or "norm" in name
+        g = groups.setdefault((depth, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else config.weight_decay,
+                                                  "lr": config.learning_rate * config.layer_decay ** (top - depth)})
+        g["params"].append(param)
+    return list(groups.values())
 
 
 def _optimizer(model: Any, config: SentimentTrainConfig, steps_per_epoch: int, start_epoch: int) -> tuple[Any, Any]:
-    """AdamW with linear warm-up and decay over every epoch's steps; a resumed run continues the schedule."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    """AdamW with layer-wise rates, linear warm-up and decay over every epoch's steps; a resumed run continues."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate)
     total = steps_per_epoch * config.epochs
     warmup = int(config.warmup_ratio * total)
 
@@ -150,16 +176,30 @@ def _optimizer(model: Any, config: SentimentTrainConfig, steps_per_epoch: int, s
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
 
-def train_epoch(model: Any, optimizer: Any, scheduler: Any, data: _Encoded, batch_size: int,
+def batch_loss(logits: Any, y: Any, soft: Any, config: SentimentTrainConfig) -> Any:
+    """Cross-entropy on the labels, mixed with KL to a teacher's softened probabilities when given."""
+    ce = torch.nn.functional.cross_entropy(logits.float(), y)
+    if soft is None or config.distill_weight == 0:
+        return ce
+    t = config.distill_temperature
+    teacher = torch.softmax(torch.log(soft.clamp_min(1e-8)) / t, dim=-1)
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits.float() / t, dim=-1), teacher, reduction="batchmean")
+    return config.distill_weight * kl * t * t + (1 - config.distill_weight) * ce
+
+
+def train_epoch(model: Any, optimizer: Any, scheduler: Any, data: _Encoded, config: SentimentTrainConfig,
                 rng: np.random.Generator, device: Any) -> float:
     """One pass over this rank's examples in bucketed batches; returns the mean training loss."""
     model.train()
     order = rng.permutation(len(data.ids))
     losses = []
-    for b in bucketed_batches([len(data.ids[i]) for i in order], batch_size, rng):
+    for b in bucketed_batches([len(data.ids[i]) for i in order], config.batch_size, rng):
         idx = order[b]
         batch = {k: v.to(device) for k, v in pad_batch([data.ids[i] for i in idx], data.pad_id).items()}
-        loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.as_tensor(data.y[idx], device=device))
+        soft = None if data.soft is None else torch.as_tensor(data.soft[idx], device=device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.train_precision == "bf16"):
+            logits = model(**batch).logits
+        loss = batch_loss(logits, torch.as_tensor(data.y[idx], device=device), soft, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -263,7 +303,7 @@ def fit(config: SentimentTrainConfig, train: Examples, validation: Examples, *,
             break
         t0 = time.perf_counter()
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_epoch(
-            model, optimizer, scheduler, train_data, config.batch_size, rng, w.device)}
+            model, optimizer, scheduler, train_data, config, rng, w.device)}
         if w.rank == 0 and val_data is not None:
             metrics.update(validate(model, val_data, config.eval_batch_size, w.device))
             metrics["epoch_seconds"] = time.perf_counter() - t0

@@ -31,7 +31,7 @@ from finpulse.progress import epoch_bar
 from finpulse.runtime import sigint_restored
 from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.datasets import Splits
-from finpulse.sentiment.loop import MODEL_SUBDIR, Examples, Worker, fit
+from finpulse.sentiment.loop import MODEL_SUBDIR, SOFT_COLUMNS, Examples, Worker, fit
 
 __all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "train_sentiment"]
 
@@ -129,7 +129,8 @@ def _datasets(splits: Splits) -> dict[str, Any]:
     import ray.data
 
     def frame(df: Any) -> Any:
-        return df[["text", "label"]].astype({"text": str}).assign(row=np.arange(len(df))).reset_index(drop=True)
+        cols = ["text", "label", *[c for c in SOFT_COLUMNS if c in df.columns]]
+        return df[cols].astype({"text": str}).assign(row=np.arange(len(df))).reset_index(drop=True)
 
     return {"train": ray.data.from_pandas(frame(splits.train)),
             "validation": ray.data.from_pandas(frame(splits.validation))}

@@ -12,9 +12,19 @@ import torch
 from support.tiny_models import build_tiny_model
 
 from finpulse import checkpoints
+from finpulse.data.schemas import SENTIMENT_LABELS
 from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.evaluate import classification_metrics
-from finpulse.sentiment.loop import MODEL_SUBDIR, Examples, KeepBest, bucketed_batches, fit
+from finpulse.sentiment.loop import (
+    MODEL_SUBDIR,
+    Examples,
+    KeepBest,
+    batch_loss,
+    bucketed_batches,
+    fit,
+    layer_of,
+    parameter_groups,
+)
 from finpulse.sentiment.model import METADATA_FILE, load_classifier
 from finpulse.sentiment.pretrained import build_model
 
@@ -154,3 +164,54 @@ def test_unknown_label_in_training_data_fails(tmp_path, bad):
     cfg = SentimentTrainConfig(model=str(base), epochs=1)
     with pytest.raises(KeyError):
         fit(cfg, bad, bad, on_epoch=lambda m, d: None)
+
+
+def test_layer_wise_rates_shrink_with_depth_and_spare_norms_from_decay(tmp_path):
+    base = build_tiny_model(tmp_path / "base", hidden_size=32, num_layers=2)
+    model, _ = build_model(str(base))
+    cfg = SentimentTrainConfig(model=str(base), learning_rate=1e-3, layer_decay=0.5, weight_decay=0.01)
+    groups = parameter_groups(model, cfg)
+    ids = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(ids) == len(named)  # every parameter trains, once
+    lr = {n: ids[id(p)]["lr"] for n, p in named.items()}
+    emb = next(n for n in named if "embeddings.word_embeddings" in n)
+    layer0 = next(n for n in named if ".layer.0." in n and n.endswith("weight") and "LayerNorm" not in n)
+    layer1 = next(n for n in named if ".layer.1." in n and n.endswith("weight") and "LayerNorm" not in n)
+    head = next(n for n in named if n.startswith("classifier") and n.endswith("weight"))
+    assert lr[head] == pytest.approx(1e-3) and lr[layer1] == pytest.approx(5e-4)
+    assert lr[layer0] == pytest.approx(2.5e-4) and lr[emb] == pytest.approx(1.25e-4)
+    assert ids[id(named[head.replace("weight", "bias")])]["weight_decay"] == 0.0
+    assert ids[id(named[head])]["weight_decay"] == 0.01
+    assert layer_of("bert.encoder.layer.11.output.dense.weight", 12) == 12
+
+
+def test_bf16_training_learns_the_toy_set(tmp_path):
+    base = build_tiny_model(tmp_path / "base", hidden_size=64, num_layers=2)
+    cfg = SentimentTrainConfig(model=str(base), epochs=10, learning_rate=3e-3, batch_size=8, patience=4,
+                               train_precision="bf16", layer_decay=0.9)
+    assert fit(cfg, *toy_splits()).best_val_macro_f1 > 0.8
+
+
+def test_distillation_follows_the_teacher_when_it_weighs_everything(tmp_path):
+    """With distill_weight=1 the labels are ignored: a teacher that swaps positive and negative wins."""
+    base = build_tiny_model(tmp_path / "base", hidden_size=64, num_layers=2)
+    train, val = toy_splits()
+    swapped = {"positive": "negative", "negative": "positive", "neutral": "neutral"}
+    soft = np.array([[0.9 if SENTIMENT_LABELS[j] == swapped[lab] else 0.05 for j in range(3)] for lab in train.labels],
+                    dtype=np.float32)
+    cfg = SentimentTrainConfig(model=str(base), epochs=10, learning_rate=3e-3, batch_size=8, patience=10,
+                               distill_weight=1.0, distill_temperature=1.0)
+    keep = KeepBest(tmp_path / "best")
+    fit(cfg, Examples(train.texts, train.labels, soft), val, on_epoch=keep)
+    labels = [p["label"] for p in load_classifier(str(keep.dest)).predict(["record growth", "stock crash"])]
+    assert labels == ["negative", "positive"]
+
+
+def test_batch_loss_is_cross_entropy_without_a_teacher():
+    logits, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    cfg = SentimentTrainConfig()
+    assert batch_loss(logits, y, None, cfg) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
+    soft = torch.softmax(logits, dim=-1)  # a teacher that agrees with the student adds no KL
+    mixed = batch_loss(logits, y, soft, dataclasses.replace(cfg, distill_weight=0.5))
+    assert mixed == pytest.approx(0.5 * float(torch.nn.functional.cross_entropy(logits, y)), abs=1e-5)
