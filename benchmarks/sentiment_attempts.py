@@ -87,10 +87,18 @@ def finetune(splits: ds.Splits, args: argparse.Namespace, out: Path) -> tuple[st
                                cpus_per_worker=args.cpus, threads_per_worker=args.cpus, register_model=False,
                                seed=args.seed, run_name=f"attempt-{args.attempt}",
                                storage_path=str(Path(tempfile.mkdtemp(prefix="bench-attempt-")) / "ray"))
+    info = {"n_train": len(splits.train), "config": cfg.model_dump(exclude={"dataset", "storage_path", "model"}),
+            "runner": "in-process" if args.in_process else "ray-train"}
+    if args.in_process:  # the Ray Train workers' loop, called directly: immune to a `ray stop` elsewhere
+        from finpulse.sentiment.loop import Examples, KeepBest, fit
+
+        keep, t0 = KeepBest(out), time.perf_counter()
+        fit(cfg, Examples.from_frame(splits.train), Examples.from_frame(splits.validation), on_epoch=keep)
+        return str(out), {**info, "train_seconds": time.perf_counter() - t0, "history": keep.reports,
+                          "best_epoch": max(keep.reports, key=lambda r: r["val_macro_f1"])["epoch"]}
     fitted = fit_with_ray(cfg, splits, out)
-    return str(fitted.model_dir), {"train_seconds": fitted.seconds, "best_epoch": fitted.best["epoch"],
-                                   "history": fitted.history, "n_train": len(splits.train),
-                                   "config": cfg.model_dump(exclude={"dataset", "storage_path", "model"})}
+    return str(fitted.model_dir), {**info, "train_seconds": fitted.seconds, "best_epoch": fitted.best["epoch"],
+                                   "history": fitted.history}
 
 
 def texts_per_s(model_dirs: dict[str, str], texts: list[str], max_length: int, reps: int = 3) -> dict[str, Any]:
@@ -143,6 +151,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--quick", action="store_true", help="small subsets, one epoch: a smoke run")
+    p.add_argument("--in-process", action="store_true", help="run the training loop without Ray Train")
     args = p.parse_args()
     args.base = str(mpnet_dir()) if args.base_model == "mpnet" else args.base_model
     if args.quick:
@@ -157,7 +166,8 @@ def main() -> None:
 
     from finpulse.sentiment.model import default_model_path, load_classifier
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    if not args.in_process:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     try:
         splits, tests = benchmark_splits(Path(args.data), args.seed, args.quick)
         if args.teacher:
