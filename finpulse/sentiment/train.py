@@ -186,15 +186,20 @@ def _f1_of(meta: dict[str, Any]) -> float:
     return next(h["val_macro_f1"] for h in meta["history"] if h["epoch"] == meta["epoch"])
 
 
+def require_train_gpus(config: SentimentTrainConfig) -> None:
+    """With ``use_gpu``: one GPU per worker on the cluster (after ``gpu_wait_s``), else GpuUnavailable now."""
+    if config.use_gpu:
+        require_gpus(config.num_workers, f"train-sentiment --use-gpu ({config.num_workers} worker(s))",
+                     wait_s=config.gpu_wait_s)
+
+
 def fit_with_ray(config: SentimentTrainConfig, splits: Splits, model_dir: str | Path, *,
                  logger: tracking.RunLogger | None = None, worker_hook: WorkerHook | None = None) -> RayFit:
     """Run the TorchTrainer (Ray must be up); copy the best epoch's model folder to ``model_dir``.
 
     With ``use_gpu`` the cluster must have a GPU per worker (after ``gpu_wait_s`` for an autoscaler):
     otherwise :class:`finpulse.runtime.GpuUnavailable` at once, not a trainer pending forever."""
-    if config.use_gpu:
-        require_gpus(config.num_workers, f"train-sentiment --use-gpu ({config.num_workers} worker(s))",
-                     wait_s=config.gpu_wait_s)
+    require_train_gpus(config)
     loop_cfg = {"config": config, "logger": logger, "worker_hook": worker_hook}
     t0 = time.perf_counter()
     with epoch_bar("sentiment (Ray Train)", config.epochs) as sink, sigint_restored():
@@ -257,6 +262,7 @@ def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None, 
     from finpulse.sentiment.model import load_classifier
 
     config = with_tracking_names(config)
+    require_train_gpus(config)  # before the MLflow run: a cluster without GPUs leaves no failed run behind
     splits = splits or prepare_splits(config)
     # Named like tracking.MODEL_DIR: MLflow stores a pyfunc artifact under its folder's basename.
     model_dir = Path(tempfile.mkdtemp(prefix="finpulse-sentiment-")) / tracking.MODEL_DIR

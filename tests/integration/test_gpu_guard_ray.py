@@ -53,3 +53,19 @@ def test_score_gpus_fails_fast(ray_head, tmp_path):
         score_posts(posts, str(model), str(tmp_path / "scores"), ScoreOptions(num_actors=2, gpus=0.5))
     assert time.perf_counter() - t0 < 5
     assert not (tmp_path / "scores").exists()
+
+
+def test_train_sentiment_use_gpu_fails_before_the_mlflow_run(ray_head, finpulse_home, tmp_path):
+    import mlflow
+
+    from finpulse.config import get_settings
+    from finpulse.sentiment.train import train_sentiment
+
+    model = build_tiny_model(tmp_path / "m")
+    frame = pd.DataFrame({"text": ["profit rose", "shares fell", "meeting today"], "label": ["positive", "negative",
+                                                                                             "neutral"]})
+    config = SentimentTrainConfig(model=str(model), use_gpu=True, storage_path=str(tmp_path / "ray"))
+    with pytest.raises(GpuUnavailable, match="train-sentiment --use-gpu"):
+        train_sentiment(config, splits=Splits(frame, frame, frame))
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    assert [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])] == []
