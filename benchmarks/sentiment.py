@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RESULTS, print_table, write_result
+from _served_model import served_model, served_precision
 
 from finpulse.data.schemas import SENTIMENT_LABELS
 from finpulse.sentiment import datasets as ds
@@ -191,6 +192,14 @@ def inprocess_comparison(model_dir: str, data_dir: Path, args: argparse.Namespac
                              block_rows=args.score_batch_rows)
 
 
+def benchmarked_as(args: argparse.Namespace) -> str:
+    """What this run measured: its own fine-tune (PhraseBank 50Agree + TFNS train) or a given folder."""
+    if args.model:
+        return f"the model folder {args.model}"
+    return (f"MiniLM-L6 fine-tuned here on PhraseBank 50Agree + TFNS train (leak-free benchmark splits), "
+            f"{args.epochs} epoch(s){', quick subsets' if args.quick else ''}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -254,6 +263,9 @@ def main() -> None:
     if args.merge and (RESULTS / "sentiment.json").exists():
         kept = json.loads((RESULTS / "sentiment.json").read_text())
         result = {**kept, **result, "merged_keys_from_earlier_run": sorted(set(kept) - set(result))}
+    # after the merge: a run that skipped the throughput part names the kept figure at the served precision
+    result["served_model"] = served_model(result, model_dir, precision=served_precision(),
+                                          benchmarked=result.get("model_note") or benchmarked_as(args))
     goals = {
         "phrasebank_50agree_accuracy>=0.86": result.get("phrasebank_50agree_accuracy", 0) >= 0.86,
         "phrasebank_allagree_accuracy>=0.97": result.get("phrasebank_allagree_accuracy", 0) >= 0.97,
@@ -275,7 +287,10 @@ def main() -> None:
             "int8_scorer_texts_per_s", "int8_scorer_ratio", "int8_scorer_agreement", "int8_accuracy_cost_points",
             "direct_fp32_texts_per_s", "direct_bf16_texts_per_s", "direct_int8_texts_per_s",
             "best_config", "ratio", "agreement", "best_accuracy_cost_points"]
-    print_table([(k, result[k]) for k in keys if k in result] + [(k, v) for k, v in PUBLISHED.items()] +
+    served = result["served_model"]
+    print_table([(k, result[k]) for k in keys if k in result] +
+                [(f"served_model {k}", served[k]) for k in ("name", "parameters", "texts_per_s", "precision")] +
+                [(k, v) for k, v in PUBLISHED.items()] +
                 [(f"goal {k}", v) for k, v in goals.items()], "sentiment benchmark")
     print(f"\nwrote {path}")
 

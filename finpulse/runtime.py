@@ -134,3 +134,42 @@ def sigint_restored() -> Iterator[None]:
         if previous is not None:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGINT, previous)
+
+
+# ---- GPU requests: fail fast where the cluster has none (issue 12) --------------------------------
+
+class GpuUnavailable(RuntimeError):
+    """A run asked for GPUs the Ray cluster does not have (and did not get within the wait)."""
+
+
+def require_gpus(needed: float, what: str, *, wait_s: float = 0.0, poll_s: float = 2.0) -> float:
+    """Check the cluster has ``needed`` GPUs before a run asks Ray for them, so it fails at once with a
+    clear message instead of pending forever. ``wait_s`` > 0 (an autoscaling cluster whose GPU group
+    starts at zero, e.g. KubeRay) first asks the autoscaler for them (``request_resources``) and waits that
+    long. Returns the cluster's GPU count; 0 needed is always fine."""
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    if needed <= 0:
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    deadline = time.monotonic() + max(0.0, wait_s)
+    if wait_s > 0:
+        request_resources(bundles=[{"GPU": 1}] * max(1, int(-(-needed // 1))))
+    try:
+        while True:
+            have = float(ray.cluster_resources().get("GPU", 0.0))
+            if have >= needed:
+                return have
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    finally:
+        if wait_s > 0:
+            request_resources(bundles=[])  # the request stays until cleared; the run's own demand holds the nodes
+    raise GpuUnavailable(
+        f"{what} asks for {needed:g} GPU(s) but the Ray cluster has {have:g}"
+        + (f" after waiting {wait_s:g}s for the autoscaler" if wait_s > 0 else "")
+        + ". Run on a cluster with a GPU worker group (cluster/kuberay/raycluster.yaml, group `gpu`; "
+        "pass a GPU wait there so the autoscaler can add one), or drop the GPU option to run on CPU.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import typer
@@ -12,6 +14,23 @@ from finpulse.names import CHALLENGER, FORECAST_MODEL, SENTIMENT_MODEL, model_sp
 from finpulse.sentiment import DatasetKind, Precision
 
 # ---- sentiment -----------------------------------------------------------------------------------
+
+GpuWait = Annotated[float, typer.Option(help="With GPUs: seconds to let an autoscaler add a GPU node "
+                                             "(KubeRay GPU group at zero); 0 fails at once without one.")]
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A model that is not here, or GPUs the cluster lacks: one clear line and exit code 2, no traceback."""
+    from finpulse.runtime import GpuUnavailable
+    from finpulse.sentiment import HubModelNotLocal
+
+    try:
+        yield
+    except (HubModelNotLocal, GpuUnavailable) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
 
 
 @app.command("train-sentiment")
@@ -28,7 +47,8 @@ def train_sentiment_cmd(
     learning_rate: Annotated[float, typer.Option()] = 5e-5,
     patience: Annotated[int, typer.Option(help="Epochs without a better validation macro-F1 before stopping.")] = 2,
     num_workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 1,
-    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker (fails at once where the cluster has none).")] = False,
+    gpu_wait: GpuWait = 0.0,
     max_train_examples: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int, typer.Option()] = 42,
     register: Annotated[bool, typer.Option(help="Register as finpulse-sentiment@challenger.")] = True,
@@ -45,9 +65,10 @@ def train_sentiment_cmd(
                                   "epochs": epochs, "max_length": max_length, "batch_size": batch_size,
                                   "learning_rate": learning_rate, "patience": patience, "num_workers": num_workers,
                                   "use_gpu": use_gpu, "max_train_examples": max_train_examples, "seed": seed,
-                                  "register_model": register})
+                                  "register_model": register, "gpu_wait_s": gpu_wait})
     connect()
-    print_json({k: v for k, v in train_sentiment(cfg).items() if k != "history"})
+    with _user_errors():
+        print_json({k: v for k, v in train_sentiment(cfg).items() if k != "history"})
 
 
 @app.command("score")
@@ -63,7 +84,8 @@ def score_cmd(
     threads: Annotated[int | None, typer.Option(help="Torch threads per actor.")] = None,
     precision: Annotated[Precision, typer.Option(help="fp32, bf16 (CPUs with AVX512-BF16/AMX, or GPU), int8 (CPU), "
                                                 "or auto (bf16 where native).")] = "fp32",
-    gpus: Annotated[float, typer.Option(help="GPUs per actor.")] = 0.0,
+    gpus: Annotated[float, typer.Option(help="GPUs per actor (fails at once where the cluster has none).")] = 0.0,
+    gpu_wait: GpuWait = 0.0,
 ) -> None:
     """Score posts with a sentiment model on a Ray Data actor pool (POST_SCORES Parquet)."""
     from finpulse.paths import data_paths
@@ -74,8 +96,9 @@ def score_cmd(
     src = posts or curated_posts(curated or paths.curated)
     connect()
     options = ScoreOptions(batch_size=batch_size, num_actors=num_actors, num_cpus_per_actor=cpus_per_actor,
-                           threads=threads, precision=precision, gpus=gpus)
-    print_json(score_posts(src, model, out or paths.batch_scores, options))
+                           threads=threads, precision=precision, gpus=gpus, gpu_wait_s=gpu_wait)
+    with _user_errors():
+        print_json(score_posts(src, model, out or paths.batch_scores, options))
 
 
 @app.command("eval-sentiment")
@@ -88,7 +111,8 @@ def eval_sentiment_cmd(
     """Accuracy, macro-F1, per-class F1, confusion matrices on PhraseBank and TFNS, next to VADER."""
     from finpulse.sentiment.evaluate import evaluate_sentiment, format_table
 
-    out = evaluate_sentiment(model, data, seed=seed)
+    with _user_errors():
+        out = evaluate_sentiment(model, data, seed=seed)
     typer.echo(format_table(out["results"]))
     print_json(out["summary"])
 

@@ -36,6 +36,7 @@ class SentimentTrainConfig:
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     num_workers: int = 1
     use_gpu: bool = False
+    gpu_wait_s: float = 0.0  # with use_gpu: how long to let an autoscaler add GPU nodes (0: fail at once)
     cpus_per_worker: float = 1.0
     threads_per_worker: int | None = None  # torch threads per worker (default: its CPUs)
     seed: int = 42

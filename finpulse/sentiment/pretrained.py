@@ -16,14 +16,13 @@ import numpy as np
 import torch
 
 from finpulse.sentiment.model import (
-    DEFAULT_MODEL,
     METADATA_FILE,
     LabelMappingError,
     canonical_id2label,
     canonical_index,
     clean_texts,
-    default_model_path,
     length_sorted_batches,
+    local_model_path,
     pad_batch,
 )
 
@@ -38,7 +37,7 @@ def build_model(model: str, label_map: dict[str, str] | None = None) -> tuple[An
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    path = str(default_model_path()) if model in (DEFAULT_MODEL, "default") else model
+    path = local_model_path(model)  # a hub id only from the local cache: no download happens here
     tok = AutoTokenizer.from_pretrained(path)
     canon = canonical_id2label()
     kw = {"id2label": canon, "label2id": {v: k for k, v in canon.items()}}

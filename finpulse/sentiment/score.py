@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from finpulse.data.schemas import POST_SCORES, SENTIMENT_LABELS, to_table
+from finpulse.runtime import require_gpus
 from finpulse.sentiment.model import SentimentClassifier, load_classifier, resolve_model_dir, resolve_precision
 
 INPUT_COLUMNS = ["post_id", "ticker", "text"]
@@ -124,6 +125,20 @@ class ScoreOptions:
     precision: str = "fp32"
     gpus: float = 0.0
     max_length: int = 128
+    gpu_wait_s: float = 0.0  # with gpus: how long to let an autoscaler add GPU nodes (0: fail at once)
+
+
+def actor_options(o: ScoreOptions, payload: Any, version: str, precision: str) -> dict[str, Any]:
+    """``map_batches`` arguments of the scorer's actor pool: with ``gpus`` each actor holds that share of a
+    GPU (``num_gpus``) and loads the model on ``cuda``; without, CPUs only."""
+    import ray.data
+
+    return {"fn_constructor_kwargs": {"model": payload, "version": version, "max_length": o.max_length,
+                                      "inference_batch_size": o.inference_batch_size,
+                                      "threads": o.threads or max(1, int(o.num_cpus_per_actor)),
+                                      "precision": precision, "device": "cuda" if o.gpus else "cpu"},
+            "compute": ray.data.ActorPoolStrategy(size=o.num_actors), "batch_size": o.batch_size,
+            "batch_format": "pandas", "num_cpus": o.num_cpus_per_actor, "num_gpus": o.gpus or None}
 
 
 def score_posts(posts: Any, model: str, out_uri: str, options: ScoreOptions | None = None) -> dict[str, Any]:
@@ -137,19 +152,14 @@ def score_posts(posts: Any, model: str, out_uri: str, options: ScoreOptions | No
     from finpulse import storage
 
     o = options or ScoreOptions()
+    if o.gpus:  # fail at once on a cluster without GPUs: an actor pool asking for one would wait forever
+        require_gpus(o.gpus * o.num_actors, f"score --gpus {o.gpus:g} ({o.num_actors} actor(s))",
+                     wait_s=o.gpu_wait_s)
     precision = resolve_precision(o.precision, "cuda" if o.gpus else "cpu")
     local, version = resolve_model_dir(model)
     payload: str | dict[str, bytes] = (ray.put(pack_model_dir(local)) if os.path.isdir(local) else local)
     ds = _as_dataset(posts, o.batch_size)
-    scored = ds.map_batches(
-        PostScorer,
-        fn_constructor_kwargs={"model": payload, "version": version, "max_length": o.max_length,
-                               "inference_batch_size": o.inference_batch_size,
-                               "threads": o.threads or max(1, int(o.num_cpus_per_actor)),
-                               "precision": precision, "device": "cuda" if o.gpus else "cpu"},
-        compute=ray.data.ActorPoolStrategy(size=o.num_actors),
-        batch_size=o.batch_size, batch_format="pandas", num_cpus=o.num_cpus_per_actor, num_gpus=o.gpus or None,
-    )
+    scored = ds.map_batches(PostScorer, **actor_options(o, payload, version, precision))
     storage.delete_dir(out_uri)
     fs, path = storage.filesystem(out_uri)
     t0 = time.perf_counter()

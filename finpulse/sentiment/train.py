@@ -28,12 +28,12 @@ from typing import Any
 from finpulse import checkpoints, tracking
 from finpulse.data.schemas import SENTIMENT_LABELS
 from finpulse.progress import epoch_bar
-from finpulse.runtime import sigint_restored
+from finpulse.runtime import require_gpus, sigint_restored
 from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.datasets import Splits
 from finpulse.sentiment.loop import MODEL_SUBDIR, SOFT_COLUMNS, Examples, Worker, fit
 
-__all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "train_sentiment"]
+__all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "scaling_config", "train_sentiment"]
 
 # Called on every rank after each epoch's report with the epoch's metrics plus ``rank``, ``world_size``
 # and ``resume_points`` (the forecaster's worker hook has the same shape; tests inject faults with it).
@@ -136,6 +136,17 @@ def _datasets(splits: Splits) -> dict[str, Any]:
             "validation": ray.data.from_pandas(frame(splits.validation))}
 
 
+def scaling_config(config: SentimentTrainConfig) -> Any:
+    """Ray Train's resources: ``num_workers`` workers of ``cpus_per_worker`` CPUs, one GPU each with
+    ``use_gpu`` (then ``ray.train.torch.get_device()`` is that worker's cuda device and the loop's
+    ``prepare_model`` moves the model there)."""
+    import ray.train
+
+    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
+    return ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                   resources_per_worker=resources)
+
+
 def _trainer(config: SentimentTrainConfig, loop_cfg: dict[str, Any], datasets: dict[str, Any]) -> Any:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -143,14 +154,12 @@ def _trainer(config: SentimentTrainConfig, loop_cfg: dict[str, Any], datasets: d
     from finpulse.config import get_settings
 
     storage = config.storage_path or os.path.abspath(os.path.join(get_settings().home, "ray_results"))
-    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=scaling_config(config),
         run_config=ray.train.RunConfig(
             name=config.run_name or f"sentiment-{int(time.time())}",
             storage_path=storage,
@@ -178,9 +187,20 @@ def _f1_of(meta: dict[str, Any]) -> float:
     return next(h["val_macro_f1"] for h in meta["history"] if h["epoch"] == meta["epoch"])
 
 
+def require_train_gpus(config: SentimentTrainConfig) -> None:
+    """With ``use_gpu``: one GPU per worker on the cluster (after ``gpu_wait_s``), else GpuUnavailable now."""
+    if config.use_gpu:
+        require_gpus(config.num_workers, f"train-sentiment --use-gpu ({config.num_workers} worker(s))",
+                     wait_s=config.gpu_wait_s)
+
+
 def fit_with_ray(config: SentimentTrainConfig, splits: Splits, model_dir: str | Path, *,
                  logger: tracking.RunLogger | None = None, worker_hook: WorkerHook | None = None) -> RayFit:
-    """Run the TorchTrainer (Ray must be up); copy the best epoch's model folder to ``model_dir``."""
+    """Run the TorchTrainer (Ray must be up); copy the best epoch's model folder to ``model_dir``.
+
+    With ``use_gpu`` the cluster must have a GPU per worker (after ``gpu_wait_s`` for an autoscaler):
+    otherwise :class:`finpulse.runtime.GpuUnavailable` at once, not a trainer pending forever."""
+    require_train_gpus(config)
     loop_cfg = {"config": config, "logger": logger, "worker_hook": worker_hook}
     t0 = time.perf_counter()
     with epoch_bar("sentiment (Ray Train)", config.epochs) as sink, sigint_restored():
@@ -243,6 +263,7 @@ def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None, 
     from finpulse.sentiment.model import load_classifier
 
     config = with_tracking_names(config)
+    require_train_gpus(config)  # before the MLflow run: a cluster without GPUs leaves no failed run behind
     splits = splits or prepare_splits(config)
     # Named like tracking.MODEL_DIR: MLflow stores a pyfunc artifact under its folder's basename.
     model_dir = Path(tempfile.mkdtemp(prefix="finpulse-sentiment-")) / tracking.MODEL_DIR

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from finpulse.sentiment.model import canonical_id2label
+from finpulse.sentiment.model import canonical_id2label, canonical_label
 
 _TINY_WORDS = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] the a is of to and in on for stock shares price company profit loss "
@@ -23,10 +23,13 @@ TINY_VOCAB = tuple(_TINY_WORDS.split())
 
 
 def build_tiny_model(path: str | Path, id2label: Mapping[int, str] | None = None, *, hidden_size: int = 32,
-                     num_layers: int = 2, seed: int = 0, vocab: Sequence[str] = TINY_VOCAB) -> Path:
+                     num_layers: int = 2, seed: int = 0, vocab: Sequence[str] = TINY_VOCAB,
+                     planted: str | None = None, margin: float = 4.0) -> Path:
     """Write a tiny random BERT classifier + WordPiece tokenizer to ``path`` (built from a config).
 
     ``id2label`` defaults to canonical order; pass another order to exercise label mapping.
+    ``planted`` (a canonical label) zeroes the head's weights and gives that label's column a bias of
+    ``margin``: every text then gets exactly softmax(margin, 0, 0) with the planted label on top.
     """
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
@@ -38,6 +41,13 @@ def build_tiny_model(path: str | Path, id2label: Mapping[int, str] | None = None
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=128,
                         num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()})
-    BertForSequenceClassification(config).save_pretrained(path)
+    net = BertForSequenceClassification(config)
+    if planted is not None:
+        (column,) = [i for i, name in labels.items() if canonical_label(name) == planted]
+        with torch.no_grad():
+            net.classifier.weight.zero_()
+            net.classifier.bias.zero_()
+            net.classifier.bias[int(column)] = margin
+    net.save_pretrained(path)
     tok.save_pretrained(path)
     return path

@@ -178,6 +178,24 @@ def test_rayjobs_run_the_cli():
     assert "WORKDIR /app" in (CLUSTER / "Dockerfile").read_text()
 
 
+def test_gpu_rayjob_trains_sentiment_on_the_gpu_group():
+    """rayjob-train-sentiment-gpu.yaml (validated with the others above) asks for GPU workers and lets the
+    autoscaler bring one up; the GPU group it lands on is pinned to GPU nodes and holds one GPU per pod."""
+    (job,) = [d for d in ray_docs() if d["metadata"]["name"] == "finpulse-train-sentiment-gpu"]
+    assert job["kind"] == "RayJob" and job["spec"]["clusterSelector"] == {"ray.io/cluster": "finpulse"}
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:2] == ["finpulse", "train-sentiment"] and "--use-gpu" in argv
+    assert float(argv[argv.index("--gpu-wait") + 1]) >= 300  # a GPU node takes minutes to join
+    rc = next(d for d in ray_docs() if d["kind"] == "RayCluster")["spec"]
+    (gpu,) = [g for g in rc["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    pod = gpu["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    (c,) = pod["containers"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert c["image"].endswith("-gpu") and gpu["maxReplicas"] >= 1
+
+
 def test_rayservice_serve_config_is_the_production_config():
     svc = next(d for d in ray_docs() if d["kind"] == "RayService")
     serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
