@@ -123,12 +123,14 @@ def _trial(params: dict, features: pd.DataFrame, base: dict, parent: tracking.Ru
     def report(m: dict) -> None:
         if run is not None:
             run.log_metrics({k: m[k] for k in ("train_loss", "val_loss")}, step=m["epoch"])
+            if m["epoch"] == config.max_epochs - 1:  # ASHA stops every trial at max_t: code after this report may not run
+                run.end()
         tune.report({"val_loss": m["val_loss"], "best_val_loss": m["best_val_loss"], "epoch": m["epoch"],
                      "mlflow_run_id": run.run_id if run else "", "elapsed_s": time.perf_counter() - start})
 
-    fit_in_process(data, config, on_epoch=report)
-    if run is not None:  # a trial ASHA stops never gets here: the driver ends those runs as KILLED
-        run.end()
+    fitted = fit_in_process(data, config, on_epoch=report)
+    if run is not None and len(fitted.history) < config.max_epochs:  # early-stopped (the last epoch ended it already);
+        run.end()  # a trial ASHA stops never gets here: the driver ends those runs as KILLED
 
 
 def _run_trials(features: pd.DataFrame, base: ForecastConfig, trials: list[dict], opts: TuneOptions,
