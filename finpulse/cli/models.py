@@ -1,4 +1,4 @@
-"""Model commands: sentiment fine-tuning, scoring and evaluation; forecaster training, tuning, walk-forward evaluation and promotion."""
+"""Model commands: sentiment fine-tuning, tuning, scoring and evaluation; forecaster training, tuning, walk-forward evaluation and promotion."""
 
 from __future__ import annotations
 
