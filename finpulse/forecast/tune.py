@@ -22,23 +22,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from finpulse import tracking
-from finpulse.config import get_settings
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.holdout import check_tune_end, default_test_start
 from finpulse.forecast.train import TrainOptions, TrainResult, train_forecaster
-from finpulse.runtime import sigint_restored
+from finpulse.tuning import make_scheduler, plain, run_grid, sample_configs, trial_table
 
 
 class SearchSpace(BaseModel):
@@ -53,19 +49,7 @@ class SearchSpace(BaseModel):
     feature_set: list[str] = ["price", "price_sentiment"]
 
     def sample(self, n: int, seed: int) -> list[dict[str, Any]]:
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(n):
-            out.append({
-                "lookback": int(rng.choice(self.lookback)),
-                "hidden_size": int(rng.choice(self.hidden_size)),
-                "num_layers": int(rng.choice(self.num_layers)),
-                "dropout": float(rng.uniform(*self.dropout)),
-                "lr": float(math.exp(rng.uniform(math.log(self.lr[0]), math.log(self.lr[1])))),
-                "batch_size": int(rng.choice(self.batch_size)),
-                "feature_set": str(rng.choice(self.feature_set)),
-            })
-        return out
+        return sample_configs(self, n, seed, log_fields=("lr",))
 
 
 class TuneOptions(BaseModel):
@@ -139,44 +123,27 @@ def _trial(params: dict, features: pd.DataFrame, base: dict, parent: tracking.Ru
     def report(m: dict) -> None:
         if run is not None:
             run.log_metrics({k: m[k] for k in ("train_loss", "val_loss")}, step=m["epoch"])
+            if m["epoch"] == config.max_epochs - 1:  # ASHA stops every trial at max_t: code after this report may not run
+                run.end()
         tune.report({"val_loss": m["val_loss"], "best_val_loss": m["best_val_loss"], "epoch": m["epoch"],
                      "mlflow_run_id": run.run_id if run else "", "elapsed_s": time.perf_counter() - start})
 
-    fit_in_process(data, config, on_epoch=report)
-    if run is not None:  # a trial ASHA stops never gets here: the driver ends those runs as KILLED
-        run.end()
+    fitted = fit_in_process(data, config, on_epoch=report)
+    if run is not None and len(fitted.history) < config.max_epochs:  # early-stopped (the last epoch ended it already);
+        run.end()  # a trial ASHA stops never gets here: the driver ends those runs as KILLED
 
 
 def _run_trials(features: pd.DataFrame, base: ForecastConfig, trials: list[dict], opts: TuneOptions,
                 parent: tracking.RunLogger | None) -> pd.DataFrame:
     """Run the grid of ``trials`` under the scheduler; one row per trial, best first."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    sched = (ASHAScheduler(max_t=base.max_epochs, grace_period=opts.grace_period,
-                           reduction_factor=opts.reduction_factor) if opts.scheduler == "asha" else FIFOScheduler())
+    sched = make_scheduler(opts.scheduler, max_t=base.max_epochs, grace_period=opts.grace_period,
+                           reduction_factor=opts.reduction_factor)
     base_dict = {**json.loads(base.model_dump_json()), "_threads": opts.threads_per_trial}
-    # with_parameters puts the features in the object store once; every trial reads them from there
-    trainable = tune.with_resources(tune.with_parameters(_trial, features=features, base=base_dict, parent=parent),
-                                    {"cpu": opts.cpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"trial": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=sched,
-                                    max_concurrent_trials=opts.max_concurrent, reuse_actors=opts.reuse_actors),
-        run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", verbose=0,
-                                  storage_path=os.path.abspath(os.path.join(get_settings().home, "ray_results"))),
-    )
-    with sigint_restored():
-        grid = tuner.fit()
-    rows = []
-    for r in grid:
-        df = r.metrics_dataframe
-        ran = df is not None and len(df) > 0
-        rows.append({**r.config["trial"], "best_val_loss": float(df["val_loss"].min()) if ran else math.nan,
-                     "epochs": int(df["epoch"].max()) + 1 if ran else 0,
-                     "mlflow_run_id": (r.metrics or {}).get("mlflow_run_id", "")})
-    return pd.DataFrame(rows).sort_values("best_val_loss").reset_index(drop=True)
+    grid = run_grid(_trial, trials, metric="val_loss", mode="min", scheduler=sched,
+                    resources={"cpu": opts.cpus_per_trial},
+                    tune_options={"max_concurrent_trials": opts.max_concurrent, "reuse_actors": opts.reuse_actors},
+                    features=features, base=base_dict, parent=parent)
+    return trial_table(grid, "val_loss", "min", best_column="best_val_loss")
 
 
 def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None,
@@ -196,8 +163,7 @@ def tune_forecaster(features: pd.DataFrame, base: ForecastConfig | None = None,
                                "max_epochs": base.max_epochs, "tune_end": str(base.val_end)})
         table = _run_trials(features, base, trials, opts, parent)
         best = table.iloc[0]
-        best_cfg = base.model_copy(update={k: (best[k].item() if hasattr(best[k], "item") else best[k])
-                                           for k in trials[0]})
+        best_cfg = base.model_copy(update={k: plain(best[k]) for k in trials[0]})
         result = TuneResult(best_cfg, float(best["best_val_loss"]), table, parent.run_id if parent else None,
                             time.perf_counter() - start, tune_end=base.val_end)
         if parent is not None:

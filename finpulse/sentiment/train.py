@@ -251,13 +251,14 @@ def _summary(fitted: RayFit, splits: Splits, test: dict[str, Any]) -> dict[str, 
 
 
 def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None, *,
-                    worker_hook: WorkerHook | None = None) -> dict[str, Any]:
+                    worker_hook: WorkerHook | None = None, parent_run_id: str | None = None) -> dict[str, Any]:
     """Split, fine-tune with Ray Train, evaluate the best epoch on test, log and register in MLflow.
 
     Returns a summary: best epoch, validation and test metrics, per-epoch history, the local model
     folder and (when registered) the model version with its alias. ``splits`` overrides the
     config's dataset (the demo passes VADER-labelled posts it already holds in memory).
-    ``worker_hook`` runs in every worker after each epoch (see :data:`WorkerHook`). Ray must be up.
+    ``worker_hook`` runs in every worker after each epoch (see :data:`WorkerHook`); ``parent_run_id`` nests
+    the run (the Tune search's retrain of its best configuration). Ray must be up.
     """
     from finpulse.sentiment.evaluate import classification_metrics, model_predict
     from finpulse.sentiment.model import load_classifier
@@ -267,7 +268,7 @@ def train_sentiment(config: SentimentTrainConfig, splits: Splits | None = None, 
     splits = splits or prepare_splits(config)
     # Named like tracking.MODEL_DIR: MLflow stores a pyfunc artifact under its folder's basename.
     model_dir = Path(tempfile.mkdtemp(prefix="finpulse-sentiment-")) / tracking.MODEL_DIR
-    with tracking.start_run(config.experiment, config.run_name or "train-sentiment") as logger:
+    with tracking.start_run(config.experiment, config.run_name or "train-sentiment", parent_run_id=parent_run_id) as logger:
         logger.log_params(_params(config, splits))
         fitted = fit_with_ray(config, splits, model_dir, logger=logger, worker_hook=worker_hook)
         clf = load_classifier(str(model_dir), max_length=config.max_length)
