@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from websockets.sync.client import connect
@@ -48,7 +48,8 @@ class Tab:
     """One page target of a headless chromium."""
 
     def __init__(self, ws_url: str) -> None:
-        self._ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=30)
+        self._stack = ExitStack()
+        self._ws = self._stack.enter_context(connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=30))
         self._ids = itertools.count(1)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -67,12 +68,12 @@ class Tab:
         value = res.get("result", {}).get("value")
         return json.loads(value) if isinstance(value, str) else {}
 
-    def load(self, url: str, timeout: float = 60.0, settle: float = 1.5) -> dict[str, Any]:
+    def load(self, url: str, timeout: float = 60.0, settle: float = 1.0) -> dict[str, Any]:
         """Navigate and wait until the app is idle and what it shows has not changed for ``settle`` seconds."""
         self.call("Page.navigate", url=url)
         deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
         while time.monotonic() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.25)
             state = self.probe()
             key = {k: v for k, v in state.items() if k != "running"}
             if key != last:
@@ -82,11 +83,11 @@ class Tab:
         raise TimeoutError(f"{url} did not settle in {timeout}s: {last}")
 
     def screenshot(self) -> bytes:
-        res = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        res = self.call("Page.captureScreenshot", format="png")  # the window (beyond it, the layout reflows)
         return base64.b64decode(res["data"])
 
     def close(self) -> None:
-        self._ws.close()
+        self._stack.close()
 
 
 @contextmanager

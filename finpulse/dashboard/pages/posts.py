@@ -48,7 +48,8 @@ def _posts_section(uri: str, version: str, posts: pd.DataFrame, f: filters.Filte
         empty_state("No posts for these filters", "make demo")
         return
     st.subheader("Posts per ticker and day")
-    fig = px.line(daily, x="date", y="sent_count", color="ticker", labels={"sent_count": "posts", "date": ""})
+    fig = px.bar(daily, x="date", y="sent_count", color="ticker", labels={"sent_count": "posts", "date": ""})
+    fig.update_layout(bargap=0, barmode="stack")
     chart(fig, daily[["ticker", "date", "sent_count", "sent_mean"]], "posts-per-day")
     left, right = st.columns(2)
     with left:
