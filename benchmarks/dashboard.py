@@ -86,11 +86,45 @@ def clear_caches() -> None:
     st.cache_resource.clear()
 
 
+def browser_loads(screenshot: str | None) -> dict[str, dict[str, float]]:
+    """On a freshly started server: seconds of each page's first render in the server (``launch.warm_up``,
+    cold caches, as ``finpulse dashboard`` and the demo start it), then seconds until each page settles in
+    headless Chromium (its first visit; the probe's settle window subtracted). Optionally saves the first page."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _common import free_port
+
+    from finpulse.dashboard import launch
+    from finpulse.dashboard.app import PAGES, URL_PATHS
+    from tests.support.headless_chromium import chromium
+
+    proc, url = launch.start(free_port(), log_file=Path(os.environ["FINPULSE_HOME"]) / "logs" / "dashboard.log",
+                             warm=False)
+    out: dict[str, float] = {}
+    try:
+        server = launch.warm_up(url)
+        with chromium(width=1400, height=1000) as tab:
+            for (_, _, name, _), path in zip(PAGES, URL_PATHS, strict=True):
+                t = time.perf_counter()
+                state = tab.load(f"{url}/{path}", settle=1.0)
+                out[name] = round(time.perf_counter() - t - 1.0, 2)
+                if state["exceptions"] or state["errors"]:
+                    raise RuntimeError(f"{name}: {state['text'][:500]}")
+                if screenshot and name == PAGES[0][2]:
+                    Path(screenshot).write_bytes(tab.screenshot())
+    finally:
+        launch.stop(proc)
+    return {"server_cold_render_s": server, "browser_first_load_after_warm_up_s": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--posts", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--home", default="/tmp/finpulse-bench-dashboard")
+    ap.add_argument("--browser", action="store_true", help="Also time each page's first load in headless Chromium.")
+    ap.add_argument("--screenshot", default=None, help="With --browser: save the first page's screenshot here.")
     args = ap.parse_args()
     home = Path(args.home).resolve()
     os.environ.update({"FINPULSE_HOME": str(home), "FINPULSE_DATA_ROOT": str(home / "data"),
@@ -115,6 +149,8 @@ def main() -> None:
         "warm_render_s": {p: round(v, 3) for p, v in warm.items()},
         "goal_s": 3.0, "cpus": os.cpu_count(),
     }
+    if args.browser:
+        result.update(browser_loads(args.screenshot))
     result["meets_goal"] = all(v["median"] <= 3.0 for v in result["first_render_s"].values())
     write_result("dashboard", result)
     print_table([(f"{p} first (median)", v["median"]) for p, v in result["first_render_s"].items()]

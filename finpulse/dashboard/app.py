@@ -2,13 +2,14 @@
 it through ``server/main.py`` (see there why not this file directly).
 
 Each page is a module under ``pages/`` whose ``render()`` Streamlit calls through ``st.navigation``;
-``URL_PATHS`` are the pages' addresses (``http://host:port/<path>``), used by the browser test.
+``URL_PATHS`` (from the package, importable without Streamlit) are the pages' addresses.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from finpulse.dashboard import PAGE_PATHS, URL_PATHS
 from finpulse.dashboard.pages import live, models, posts, quality, signal
 
 PAGES = [  # (module, title, url path, icon), in menu order
@@ -18,11 +19,14 @@ PAGES = [  # (module, title, url path, icon), in menu order
     (live, "Live and health", "live", ":material/monitor_heart:"),
     (quality, "Data quality", "quality", ":material/fact_check:"),
 ]
-URL_PATHS = ["" if i == 0 else path for i, (_, _, path, _) in enumerate(PAGES)]  # the default page lives at "/"
+if tuple(path for _, _, path, _ in PAGES) != PAGE_PATHS:
+    raise RuntimeError("finpulse.dashboard.PAGE_PATHS must list PAGES' paths in order")
+__all__ = ["PAGES", "URL_PATHS", "main"]
 
 
 def main() -> None:
-    st.set_page_config(page_title="FinPulse", page_icon=":material/insights:", layout="wide", initial_sidebar_state="expanded")
+    st.set_page_config(page_title="FinPulse", page_icon=":material/insights:", layout="wide",
+                       initial_sidebar_state="expanded")
     pages = [st.Page(mod.render, title=title, url_path=path, icon=icon, default=i == 0)
              for i, (mod, title, path, icon) in enumerate(PAGES)]
     st.navigation(pages).run()

@@ -26,8 +26,9 @@ def command(port: int, host: str = "127.0.0.1") -> list[str]:
 
 
 def start(port: int = 8501, host: str = "127.0.0.1", log_file: str | Path | None = None,
-          timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start the server and wait until it is healthy; returns ``(process, url)``.
+          timeout: float = 60.0, warm: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start the server and wait until it is healthy; returns ``(process, url)``. With ``warm``, every
+    page is rendered once first (:func:`warm_up`), so a person's first view finds its data cached.
 
     Logs go to ``log_file`` (default: ``<FinPulse home>/logs/dashboard.log``). The child inherits this
     process's environment, so ``FINPULSE_*`` settings choose the data it shows."""
@@ -45,6 +46,8 @@ def start(port: int = 8501, host: str = "127.0.0.1", log_file: str | Path | None
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     try:
         _wait_healthy(proc, f"{url}/_stcore/health", timeout, log_path)
+        if warm:
+            warm_up(url, timeout=timeout)
     except BaseException:
         stop(proc)
         raise
@@ -64,6 +67,33 @@ def _wait_healthy(proc: subprocess.Popen, health: str, timeout: float, log_path:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"dashboard not healthy at {health} within {timeout}s; see {log_path}")
+
+
+def warm_up(url: str, timeout: float = 60.0) -> dict[str, float]:
+    """Render every page once in a headless session (Streamlit's own websocket protocol), so imports,
+    parquet reads and aggregates are cached in the server before anyone looks. Returns seconds per page."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    from finpulse.dashboard import URL_PATHS
+
+    seconds = {}
+    for path in URL_PATHS:
+        t = time.monotonic()
+        with connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"], max_size=None,
+                     open_timeout=timeout) as ws:
+            msg = BackMsg()
+            msg.rerun_script.query_string = ""
+            msg.rerun_script.page_name = path
+            ws.send(msg.SerializeToString())
+            while True:
+                fwd = ForwardMsg()
+                fwd.ParseFromString(ws.recv(timeout=timeout))
+                if fwd.WhichOneof("type") == "script_finished":
+                    break
+        seconds[path or "/"] = round(time.monotonic() - t, 3)
+    return seconds
 
 
 def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:

@@ -18,7 +18,7 @@ from finpulse.dashboard import queries
 from finpulse.dashboard.common import Missing, paths
 from finpulse.data import catalog
 
-POST_COLUMNS = ["ticker", "trading_day", "created_at", "source", "label", "score", "likes", "reposts"]
+POST_COLUMNS = ["ticker", "trading_day", "source", "label", "score"]  # what filters and the histogram need
 
 
 def current() -> tuple[str, str]:
@@ -37,25 +37,34 @@ def manifest(uri: str, version: str) -> dict[str, Any]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def posts(uri: str, version: str) -> pd.DataFrame:
-    """The version's curated posts without their texts (what the charts need)."""
+    """The version's curated posts, only the columns the charts filter and bin (no texts)."""
     df = catalog.load_dataset(uri, "scored_posts", version_id=version, columns=POST_COLUMNS)
-    df["source"] = df["source"].astype("category")
-    df["ticker"] = df["ticker"].astype("category")
     df["date"] = pd.to_datetime(df["trading_day"])
     return df
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def daily_by_source(uri: str, version: str) -> pd.DataFrame:
-    return queries.daily_by_source(posts(uri, version))
+@st.cache_resource(show_spinner=False, max_entries=4)
+def sources(uri: str, version: str) -> list[str]:
+    return sorted(posts(uri, version)["source"].unique().tolist())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def daily(uri: str, version: str, chosen: tuple[str, ...] | None) -> pd.DataFrame:
+    """Daily sentiment per (ticker, day): the ETL's daily features for every source, else the same
+    aggregation over the chosen sources' posts."""
+    if chosen is None or set(chosen) == set(sources(uri, version)):
+        return queries.daily_from_features(features(uri, version))
+    cols = ["ticker", "trading_day", "source", "label", "score", "likes", "reposts"]
+    return queries.daily_for_sources(catalog.load_dataset(uri, "scored_posts", version_id=version, columns=cols),
+                                     chosen)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def posts_of_day(uri: str, version: str, ticker: str, day: dt.date) -> pd.DataFrame:
     """One ticker's posts of one trading day, texts included."""
-    cols = [*POST_COLUMNS, "text", "author"]
-    df = catalog.load_dataset(uri, "scored_posts", version_id=version, tickers=[ticker], columns=cols)
-    return df[pd.to_datetime(df["trading_day"]) == pd.Timestamp(day)].reset_index(drop=True)
+    cols = [*POST_COLUMNS, "created_at", "text", "author", "likes", "reposts"]
+    return catalog.load_dataset(uri, "scored_posts", version_id=version, tickers=[ticker], columns=cols,
+                                filters=[("trading_day", "=", day)])
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

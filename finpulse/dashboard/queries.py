@@ -29,16 +29,20 @@ def source_label(source: str) -> str:
 # ------------------------------------------------------------------------------------------ posts and prices
 
 
-def daily_by_source(posts: pd.DataFrame) -> pd.DataFrame:
-    """Per (source, ticker, day): the package's daily sentiment aggregates, computed once per source so a
-    source filter only re-combines small rows."""
-    frames = [aggregate_daily_sentiment(g).assign(source=s) for s, g in posts.groupby("source", sort=True)]
-    if not frames:
-        return pd.DataFrame(columns=["source", "ticker", "date", "sent_mean", "sent_count", "sent_pos_share",
-                                     "sent_neg_share"])
-    out = pd.concat(frames, ignore_index=True)
-    out["date"] = pd.to_datetime(out["date"])
-    return out
+DAILY_COLUMNS = ["ticker", "date", "sent_count", "sent_mean", "sent_pos_share", "sent_neg_share"]
+
+
+def daily_from_features(features: pd.DataFrame) -> pd.DataFrame:
+    """Per (ticker, day with posts): the ETL's own daily sentiment aggregates over every source, read from
+    ``daily_features`` (nothing recomputed: a page over a million posts needs no post to draw them)."""
+    f = features[features["has_posts"].to_numpy(dtype=bool)]
+    return f[DAILY_COLUMNS].assign(date=pd.to_datetime(f["date"])).reset_index(drop=True)
+
+
+def daily_for_sources(posts: pd.DataFrame, sources: Sequence[str]) -> pd.DataFrame:
+    """The same aggregates over the chosen sources only (:func:`aggregate_daily_sentiment`, the ETL's)."""
+    agg = aggregate_daily_sentiment(posts[posts["source"].isin(list(sources)).to_numpy()])
+    return agg[DAILY_COLUMNS].assign(date=pd.to_datetime(agg["date"]), sent_count=agg["sent_count"].astype("int64"))
 
 
 def filter_rows(df: pd.DataFrame, *, tickers: Sequence[str] | None = None, start: dt.date | None = None,
@@ -55,18 +59,6 @@ def filter_rows(df: pd.DataFrame, *, tickers: Sequence[str] | None = None, start
     if end is not None:
         keep &= (dates <= pd.Timestamp(end)).to_numpy()
     return df[keep]
-
-
-def combine_sources(daily: pd.DataFrame) -> pd.DataFrame:
-    """Per (ticker, day) over the selected sources: post counts add up, means and shares are count-weighted."""
-    if daily.empty:
-        return pd.DataFrame(columns=["ticker", "date", "sent_count", "sent_mean", "sent_pos_share", "sent_neg_share"])
-    d = daily.assign(w_mean=daily["sent_mean"] * daily["sent_count"], w_pos=daily["sent_pos_share"] * daily["sent_count"],
-                     w_neg=daily["sent_neg_share"] * daily["sent_count"])
-    g = d.groupby(["ticker", "date"], sort=True)[["sent_count", "w_mean", "w_pos", "w_neg"]].sum().reset_index()
-    n = g["sent_count"].astype("float64")
-    return pd.DataFrame({"ticker": g["ticker"], "date": g["date"], "sent_count": g["sent_count"].astype("int64"),
-                         "sent_mean": g["w_mean"] / n, "sent_pos_share": g["w_pos"] / n, "sent_neg_share": g["w_neg"] / n})
 
 
 def class_mix(daily: pd.DataFrame, freq: str = "W") -> pd.DataFrame:

@@ -32,8 +32,7 @@ PROBE = """JSON.stringify({
   downloads: document.querySelectorAll('[data-testid="stDownloadButton"]').length,
   not_found: document.body.innerText.includes('Page not found'),
   titles: Array.from(document.querySelectorAll('h1')).map(e => e.innerText),
-  running: document.querySelectorAll('[data-testid="stStatusWidget"]').length > 0
-      && document.querySelector('[data-testid="stStatusWidget"]').innerText.includes('Running'),
+  running: document.querySelector('[data-testid="stStatusWidget"]') !== null,
   text: (document.querySelector('[data-testid="stMain"]') || document.body).innerText.slice(0, 4000)
 })"""
 

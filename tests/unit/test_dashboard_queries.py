@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from finpulse.dashboard import queries
-from finpulse.data.features import aggregate_daily_sentiment
+from finpulse.data.features import aggregate_daily_sentiment, build_daily_features
 
 
 def _posts(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -25,14 +25,22 @@ def _posts(n: int = 400, seed: int = 0) -> pd.DataFrame:
                          "text": [f"post {i}" for i in range(n)]})
 
 
-def test_combining_every_source_gives_the_package_daily_aggregates() -> None:
+def test_daily_from_features_are_the_etl_aggregates_and_a_source_subset_aggregates_the_same_way() -> None:
     posts = _posts()
-    combined = queries.combine_sources(queries.daily_by_source(posts))
+    days = pd.date_range("2020-01-01", periods=20).date
+    prices = pd.DataFrame([{"ticker": t, "date": d, "close": 100.0 + i, "volume": 1000}
+                           for t in ("AAPL", "MSFT") for i, d in enumerate(days)])
     direct = aggregate_daily_sentiment(posts)
-    assert len(combined) == len(direct)
-    assert combined["sent_count"].tolist() == direct["sent_count"].tolist()
+    daily = queries.daily_from_features(build_daily_features(prices, direct, "vader"))
+    assert daily["sent_count"].tolist() == direct["sent_count"].tolist()
     for col in ("sent_mean", "sent_pos_share", "sent_neg_share"):
-        np.testing.assert_allclose(combined[col], direct[col], rtol=1e-12)
+        np.testing.assert_allclose(daily[col], direct[col], rtol=1e-12)
+    every = queries.daily_for_sources(posts, ["synthetic", "stocknet"])
+    np.testing.assert_allclose(every["sent_mean"], daily["sent_mean"], rtol=1e-12)
+    only = queries.daily_for_sources(posts, ["stocknet"])
+    assert only["sent_count"].sum() == (posts["source"] == "stocknet").sum()
+    ref = aggregate_daily_sentiment(posts[posts["source"] == "stocknet"])
+    np.testing.assert_allclose(only["sent_mean"], ref["sent_mean"], rtol=1e-12)
 
 
 def test_filter_rows_by_ticker_source_and_inclusive_dates() -> None:
@@ -46,7 +54,7 @@ def test_filter_rows_by_ticker_source_and_inclusive_dates() -> None:
 
 def test_class_mix_shares_sum_to_one_and_match_the_labels() -> None:
     posts = _posts()
-    mix = queries.class_mix(queries.combine_sources(queries.daily_by_source(posts)), "W")
+    mix = queries.class_mix(queries.daily_for_sources(posts, ["synthetic", "stocknet"]), "W")
     sums = mix.groupby("period")["share"].sum()
     np.testing.assert_allclose(sums, 1.0, rtol=1e-12)
     first = mix["period"].min()

@@ -23,7 +23,7 @@ def render() -> None:
     m = loaders.manifest(uri, version)
     feats = loaders.features(uri, version)
     posts = loaders.posts(uri, version)
-    sources = sorted(posts["source"].astype(str).unique())
+    sources = loaders.sources(uri, version)
     f = filters.sidebar(m.get("tickers", []), filters.span(feats), sources or None)
     st.caption(f"ETL version `{version}` · sentiment by `{m.get('sentiment_source', 'none')}`")
     if f.sources and SYNTHETIC in f.sources:
@@ -37,13 +37,13 @@ def render() -> None:
 
 
 def _posts_section(uri: str, version: str, posts: pd.DataFrame, f: filters.Filters) -> None:
-    daily = queries.combine_sources(queries.filter_rows(loaders.daily_by_source(uri, version), tickers=f.tickers,
-                                                        start=f.start, end=f.end, sources=f.sources))
-    chosen = queries.filter_rows(posts, tickers=f.tickers, start=f.start, end=f.end, sources=f.sources)
+    chosen = None if f.sources is None else tuple(f.sources)
+    daily = queries.filter_rows(loaders.daily(uri, version, chosen), tickers=f.tickers, start=f.start, end=f.end)
+    selected = queries.filter_rows(posts, tickers=f.tickers, start=f.start, end=f.end, sources=f.sources)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Posts", f"{len(chosen):,}")
+    c1.metric("Posts", f"{len(selected):,}")
     c2.metric("Days with posts", f"{daily['date'].nunique():,}")
-    c3.metric("Mean sentiment", f"{chosen['score'].mean():+.3f}" if len(chosen) else "n/a")
+    c3.metric("Mean sentiment", f"{selected['score'].mean():+.3f}" if len(selected) else "n/a")
     if daily.empty:
         empty_state("No posts for these filters", "make demo")
         return
@@ -54,7 +54,7 @@ def _posts_section(uri: str, version: str, posts: pd.DataFrame, f: filters.Filte
     left, right = st.columns(2)
     with left:
         st.subheader("Sentiment distribution")
-        hist = queries.score_histogram(chosen)
+        hist = queries.score_histogram(selected)
         fig = px.bar(hist, x="bin_center", y="count", color="label", labels={"bin_center": "score"},
                      color_discrete_map=COLORS)
         fig.update_layout(bargap=0.02, barmode="stack")
