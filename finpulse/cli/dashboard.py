@@ -17,8 +17,14 @@ def dashboard_cmd(
     log_file: Annotated[str | None, typer.Option(help="Streamlit's log; default <home>/logs/dashboard.log.")] = None,
 ) -> None:
     """Serve the dashboard until Ctrl-C: posts and prices, signal, models, live health, data quality."""
+    import signal
+
     from finpulse.dashboard import launch
 
+    def terminated(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a service manager, `kill`) stops the server like Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminated)
     proc, url = launch.start(port, host, log_file=log_file)
     typer.echo(f"dashboard: {url}  (Ctrl-C stops it)")
     try:

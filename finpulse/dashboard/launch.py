@@ -6,6 +6,7 @@ its logs in a file, and returns once ``/_stcore/health`` answers; ``stop(process
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 APP = Path(__file__).resolve().parent / "server" / "main.py"  # runs app.main(); see server/main.py for why
 PACKAGE_ROOT = APP.parents[3]  # the folder holding `finpulse/`: the app imports this checkout's package
@@ -40,17 +43,20 @@ def start(port: int = 8501, host: str = "127.0.0.1", log_file: str | Path | None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH"))
                                                        if p)}
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command(port, host), stdout=log, stderr=subprocess.STDOUT, env=env,
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(command(port, host), stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     try:
         _wait_healthy(proc, f"{url}/_stcore/health", timeout, log_path)
-        if warm:
-            warm_up(url, timeout=timeout)
     except BaseException:
         stop(proc)
         raise
+    if warm:
+        try:
+            warm_up(url, timeout=timeout)
+        except Exception as exc:  # a cold first view is slower, not broken: serve anyway
+            log.warning("dashboard warm-up failed (%s); pages render on first view", exc)
     return proc, url
 
 
