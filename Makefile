@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts
+.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,7 +28,15 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m finpulse.demo $(DEMO_ARGS)
 
+# the Streamlit dashboard over <home>/data (issue 13); DASHBOARD_ARGS="--port 8502 --host 0.0.0.0"
+dashboard: $(STAMP)
+	$(BIN)/finpulse dashboard $(DASHBOARD_ARGS)
+
 # ---- benchmarks (each prints a table and writes benchmarks/results/<name>.json) ----
+# first render per dashboard page on the demo's data at 1M posts (benchmarks/results/dashboard.json)
+bench-dashboard: $(STAMP)
+	$(BIN)/python benchmarks/dashboard.py $(BENCH_DASHBOARD_ARGS)
+
 bench-etl: $(STAMP)
 	$(BIN)/python benchmarks/etl.py
 

@@ -192,3 +192,23 @@ def prometheus_query(url: str, query: str, timeout: float = 90.0) -> list[dict]:
             return result
         time.sleep(1)
     raise TimeoutError(f"no samples for {query!r} within {timeout}s")
+
+
+# ---- the dashboard's tests (issue 13): one small curated data root, shared by its AppTest and browser tests ----
+
+
+@pytest.fixture(scope="session")
+def dashboard_home(ray_head: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A FinPulse home whose data root holds two ETL versions (two dedupe windows) of the embedded prices
+    and ~1,100 synthetic posts, as `make demo` stages them. Tests point FINPULSE_* at it with
+    :func:`tests.support.dashboard_env.use_home` (function-scoped), so no other test sees it."""
+    from finpulse import pipeline
+    from finpulse.data.etl import EtlConfig
+    from finpulse.paths import DataPaths
+
+    home = tmp_path_factory.mktemp("dashboard-home")
+    paths = DataPaths(str(home / "data"))
+    pipeline.prepare_data(paths, posts_per_day=0.3, signal_strength=0.5)
+    pipeline.run_etl(paths, config=EtlConfig(dedupe_window_s=30))  # an older version, for the per-version view
+    pipeline.run_etl(paths)
+    return home

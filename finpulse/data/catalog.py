@@ -74,9 +74,9 @@ DATASET_SCHEMAS = {"prices": PRICES, "scored_posts": SCORED_POSTS, "daily_featur
 
 
 def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tickers: list[str] | None = None,
-                 columns: list[str] | None = None) -> pd.DataFrame:
+                 columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None) -> pd.DataFrame:
     """Read one dataset of a complete version (the latest by default), only the files its manifest
-    lists, cast to its schema."""
+    lists, cast to its schema. ``filters``: equality terms pushed down to Parquet (``storage.read_table``)."""
     if name not in DATASET_SCHEMAS:
         raise ValueError(f"unknown dataset {name!r}; one of {sorted(DATASET_SCHEMAS)}")
     manifest = load_manifest(out_uri, version_id)
@@ -86,7 +86,7 @@ def load_dataset(out_uri: str, name: str, *, version_id: str | None = None, tick
     if tickers is not None:
         wanted = {f"ticker={t}" for t in tickers}
         files = [f for f in files if f.split("/")[1] in wanted]
-    tables = [storage.read_table(storage.join(base, f), columns=columns) for f in files]
+    tables = [storage.read_table(storage.join(base, f), columns=columns, filters=filters) for f in files]
     if not tables:
         return (schema.empty_table() if columns is None else
                 pa.schema([schema.field(c) for c in columns]).empty_table()).to_pandas()
