@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (``finpulse dashboard``): pages that read through the project's own modules."""
