@@ -10,6 +10,7 @@ report are written by the loop's, the stream store's and the drift job's own wri
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,78 @@ def test_filled_home_shows_models_and_health(finpulse_home: Path, tmp_path: Path
     assert "The serving app is not running" in _texts(live.info)
     assert _texts(live.warning) == "Prometheus at http://127.0.0.1:9 did not answer (ConnectionError): check " \
                                    "FINPULSE_PROMETHEUS_URL."  # unreachable: one line, no stack trace
+
+
+class _Gateway:
+    """Serves the Gateway's request metrics in Prometheus text, counters growing with every scrape:
+    what Ray's metrics port exports for the Gateway (no Serve needed to query them)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        scrapes = [0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                scrapes[0] += 1
+                n = scrapes[0]
+                lines = ["# TYPE ray_finpulse_requests_total counter",
+                         f'ray_finpulse_requests_total{{route="/v1/forecast",status="200",slot="stable"}} {100 * n}',
+                         f'ray_finpulse_requests_total{{route="/v1/signal",status="200",slot="stable"}} {10 * n}',
+                         "# TYPE ray_finpulse_request_latency_ms histogram"]
+                for route, fast in (("/v1/forecast", 1.0), ("/v1/signal", 0.5)):
+                    for le, share in (("50.0", fast), ("200.0", 1.0), ("+Inf", 1.0)):
+                        lines.append(f'ray_finpulse_request_latency_ms_bucket{{route="{route}",slot="stable",'
+                                     f'le="{le}"}} {share * 100 * n}')
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_traffic_per_route_from_a_real_prometheus(finpulse_home: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    from finpulse.dashboard import live_queries
+    from tests.conftest import free_port, prometheus_query, wait_http
+
+    binary = shutil.which("prometheus")
+    if binary is None:  # reported by the skip policy (a failure under FINPULSE_STRICT_SKIPS, as in .ci/run)
+        pytest.skip("prometheus not on PATH (Debian package `prometheus`; .ci/run installs it)")
+    gateway = _Gateway()
+    (tmp_path / "p.yml").write_text("global: {scrape_interval: 500ms}\nscrape_configs:\n"
+                                    f"  - job_name: ray\n    static_configs: [{{targets: ['{gateway.target}']}}]\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'p.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address={url.removeprefix('http://')}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"{url}/-/ready", timeout=30)
+        prometheus_query(url, "rate(ray_finpulse_requests_total[10s]) > 0", timeout=30)  # two scrapes in
+        traffic = live_queries.route_traffic(url, window="10s").set_index("route")
+        monkeypatch.setenv("FINPULSE_PROMETHEUS_URL", url)
+        get_settings.cache_clear()
+        live = _run(live_page)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        gateway.close()
+    assert list(traffic.index) == ["/v1/forecast", "/v1/signal"]
+    assert traffic.loc["/v1/forecast", "rps"] > traffic.loc["/v1/signal", "rps"] > 0
+    assert traffic.loc["/v1/forecast", "p99_ms"] == pytest.approx(49.5)  # 99% of a bucket [0, 50]
+    assert traffic.loc["/v1/signal", "p99_ms"] == pytest.approx(50 + 150 * 0.49 / 0.5)  # half below 50, all below 200
+    assert not live.warning and len(live.get("plotly_chart")) == 2  # requests/s and p99 charts
