@@ -45,7 +45,8 @@ def live_batches(paths: DataPaths) -> list[str]:
 
 
 def latest_posts(paths: DataPaths, n: int = 50, batches: int = 10) -> pd.DataFrame:
-    """The newest ``n`` accepted live posts with their scores, newest first (read from the last ``batches``)."""
+    """The newest ``n`` accepted live posts with their scores, newest first (read from the last ``batches``);
+    ``created_at`` in naive UTC (Streamlit's tables warn on time zones and drop them anyway)."""
     frames = []
     for uri in live_batches(paths)[-batches:]:
         raw = sources.read_posts_csv(storage.read_bytes(uri), uri)
@@ -57,6 +58,7 @@ def latest_posts(paths: DataPaths, n: int = 50, batches: int = 10) -> pd.DataFra
     if not frames:
         return pd.DataFrame(columns=POST_VIEW)
     posts = pd.concat(frames, ignore_index=True).sort_values("created_at", ascending=False).head(n)
+    posts = posts.assign(created_at=posts["created_at"].dt.tz_convert("UTC").dt.tz_localize(None))
     return posts.reindex(columns=POST_VIEW).reset_index(drop=True)
 
 
@@ -68,7 +70,7 @@ def ingestion_lag(paths: DataPaths, now: dt.datetime) -> dict[str, Any] | None:
         return None
     last = batch_time(found[-1])
     newest = latest_posts(paths, n=1, batches=1)
-    newest_at = pd.Timestamp(newest["created_at"].iloc[0]) if len(newest) else None
+    newest_at = pd.Timestamp(newest["created_at"].iloc[0]).tz_localize("UTC") if len(newest) else None
     now_ts = pd.Timestamp(now)
     return {"batches": len(found), "last_batch_at": last, "newest_post_at": newest_at,
             "batch_lag_s": (now_ts - last).total_seconds() if last is not None else None,
@@ -142,7 +144,7 @@ def canary_frame(summary: dict[str, dict[str, dict[str, Any]]]) -> pd.DataFrame:
 
 def loop_turns(home: str | Path, n: int = 10) -> pd.DataFrame:
     """The newest ``n`` retraining turns: when, why, status, outcome and reasons."""
-    rows = [{"turn_id": t["turn_id"], "started_at": pd.Timestamp(t["started_at"], unit="s", tz="UTC"),
+    rows = [{"turn_id": t["turn_id"], "started_at": pd.Timestamp(t["started_at"], unit="s"),  # naive UTC
              "trigger": t.get("trigger"), "status": t.get("status"), "outcome": t.get("outcome"),
              "attempts": len(t.get("attempts", [])), "reasons": "; ".join(t.get("reasons", []))}
             for t in records.list_turns(records.turns_root(home))[:n]]

@@ -30,11 +30,12 @@ BUY_HOLD = "buy and hold"
 
 
 def _when(seconds: float | None) -> pd.Timestamp | None:
-    return pd.Timestamp(seconds, unit="s", tz="UTC") if seconds else None
+    """Epoch seconds as a naive UTC time (Streamlit's tables warn on time zones and drop them anyway)."""
+    return pd.Timestamp(seconds, unit="s") if seconds else None
 
 
 def registry_versions(names: tuple[str, ...] = (tracking.FORECAST_MODEL, tracking.SENTIMENT_MODEL)) -> pd.DataFrame:
-    """One row per registered version: model, version, aliases (comma-separated), created_at (UTC), run_id."""
+    """One row per registered version: model, version, aliases (comma-separated), created_at (naive UTC), run_id."""
     rows = [{"model": name, "version": v["version"], "aliases": ", ".join(v["aliases"]),
              "created_at": _when(v["created_at"]), "run_id": v["run_id"]}
             for name in names for v in tracking.model_versions(name)]
