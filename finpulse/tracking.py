@@ -41,11 +41,8 @@ MODEL_DIR = "model_dir"
 
 
 class DirectoryModel(mlflow.pyfunc.PythonModel):
-    """A pyfunc shell around a folder: the registry's unit of versioning for FinPulse models.
-
-    Prediction goes through FinPulse's own loaders (``finpulse.sentiment.model``,
-    ``finpulse.forecast.model``), which read ``artifacts/model_dir``.
-    """
+    """A pyfunc shell around a folder, the registry's unit of versioning: prediction goes through FinPulse's
+    own loaders (``finpulse.sentiment.model``, ``finpulse.forecast.model``), which read ``artifacts/model_dir``."""
 
     # a list[...] hint is what MLflow accepts without warnings; FinPulse never calls predict()
     def predict(self, context: Any, model_input: list[str], params: dict | None = None) -> list[str]:  # pragma: no cover
@@ -54,8 +51,7 @@ class DirectoryModel(mlflow.pyfunc.PythonModel):
 
 def configure(settings: Settings | None = None) -> str:
     """Point this process at the tracking server in settings; make local folders it needs."""
-    s = settings or get_settings()
-    uri = s.mlflow_tracking_uri
+    uri = (settings or get_settings()).mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -68,10 +64,7 @@ def experiment(name: str, settings: Settings | None = None) -> str:
     s = settings or get_settings()
     configure(s)
     found = mlflow.get_experiment_by_name(name)
-    if found is None:
-        exp_id = mlflow.create_experiment(name, artifact_location=s.mlflow_artifact_location)
-    else:
-        exp_id = found.experiment_id
+    exp_id = found.experiment_id if found else mlflow.create_experiment(name, artifact_location=s.mlflow_artifact_location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -107,12 +100,12 @@ class RunLogger:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._client().log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
-
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self._client().log_dict(self.run_id, data, artifact_file)
-
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client().log_text(self.run_id, text, artifact_file)
+    def end(self, status: str = "FINISHED") -> None:
+        self._client().set_terminated(self.run_id, status=status)
 
     def log_table(self, frame: Any, artifact_file: str) -> None:
         """A pandas frame as CSV (readable in the MLflow UI and by any tool)."""
@@ -122,24 +115,16 @@ class RunLogger:
         """A matplotlib figure as an image artifact."""
         self._client().log_figure(self.run_id, fig, artifact_file)
 
-    def end(self, status: str = "FINISHED") -> None:
-        self._client().set_terminated(self.run_id, status=status)
-
 
 def _tags_with_parent(tags: dict[str, str] | None, parent_run_id: str | None) -> dict[str, str]:
-    all_tags = dict(tags or {})
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    return all_tags
+    return {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
 
 
 @contextlib.contextmanager
 def start_run(experiment_name: str, run_name: str | None = None, *, parent_run_id: str | None = None,
               tags: dict[str, str] | None = None) -> Iterator[RunLogger]:
     """Start a run in ``experiment_name`` (optionally a child of ``parent_run_id``); it is also the active run.
-
-    The run ends FINISHED, or FAILED when the block raises (MLflow's own context manager does that).
-    """
+    It ends FINISHED, or FAILED when the block raises (MLflow's own context manager does that)."""
     uri = configure()
     experiment(experiment_name)
     with mlflow.start_run(run_name=run_name, tags=_tags_with_parent(tags, parent_run_id)) as run:
@@ -154,8 +139,8 @@ def log_figure(fig: Any, name: str) -> None:
 def child_run(parent: RunLogger, run_name: str, tags: dict[str, str] | None = None) -> RunLogger:
     """A run nested under ``parent`` that any process can create (Tune trials); end it with ``end()``."""
     client = MlflowClient(parent.tracking_uri)
-    experiment_id = client.get_run(parent.run_id).info.experiment_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=_tags_with_parent(tags, parent.run_id))
+    run = client.create_run(client.get_run(parent.run_id).info.experiment_id, run_name=run_name,
+                            tags=_tags_with_parent(tags, parent.run_id))
     return RunLogger(run.info.run_id, parent.tracking_uri)
 
 
@@ -167,13 +152,11 @@ def annotate_run(run_id: str, *, metrics: dict[str, Any] | None = None, tags: di
 
 
 def run_experiment_id(run_id: str) -> str:
-    configure()
-    return MlflowClient().get_run(run_id).info.experiment_id
+    return MlflowClient(configure()).get_run(run_id).info.experiment_id
 
 
 def run_tags(run_id: str) -> dict[str, str]:
-    configure()
-    return dict(MlflowClient().get_run(run_id).data.tags)
+    return dict(MlflowClient(configure()).get_run(run_id).data.tags)
 
 
 def end_unfinished_children(parent_run_id: str, status: str = "KILLED") -> list[str]:
@@ -221,21 +204,18 @@ class ModelRef:
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:
-    configure()
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
+    MlflowClient(configure()).set_registered_model_alias(name, alias, str(version))
 
 
 def delete_alias(name: str, alias: str) -> None:
-    configure()
     with contextlib.suppress(MlflowException):
-        MlflowClient().delete_registered_model_alias(name, alias)
+        MlflowClient(configure()).delete_registered_model_alias(name, alias)
 
 
 def get_version(name: str, alias: str) -> ModelRef | None:
     """The version behind ``name@alias``, or None when the alias (or model) does not exist."""
-    configure()
     try:
-        mv = MlflowClient().get_model_version_by_alias(name, alias)
+        mv = MlflowClient(configure()).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
     return ModelRef(uri=f"models:/{name}/{mv.version}", name=name, version=str(mv.version), run_id=mv.run_id)
@@ -274,13 +254,11 @@ def download_model(model: str, dst: str | None = None) -> tuple[Path, ModelRef]:
 
 
 def run_params(run_id: str) -> dict[str, str]:
-    configure()
-    return dict(MlflowClient().get_run(run_id).data.params)
+    return dict(MlflowClient(configure()).get_run(run_id).data.params)
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
-    configure()
-    return dict(MlflowClient().get_run(run_id).data.metrics)
+    return dict(MlflowClient(configure()).get_run(run_id).data.metrics)
 
 
 # --- runs that outlive a process (the retraining loop: finpulse.loop.steps) --------------------------
@@ -342,9 +320,31 @@ def record_event(experiment_name: str, run_name: str, *, params: dict[str, Any],
 
 def version_created_at(name: str, version: str | int) -> float | None:
     """When a registered model version was created (epoch seconds), or None when it is unknown."""
-    configure()
     try:
-        mv = MlflowClient().get_model_version(name, str(version))
+        mv = MlflowClient(configure()).get_model_version(name, str(version))
     except MlflowException:
         return None
     return mv.creation_timestamp / 1000.0 if mv.creation_timestamp else None
+
+
+def model_versions(name: str) -> list[dict[str, Any]]:
+    """Versions of ``name`` newest first (version, aliases, created_at in epoch s, run_id); [] when unregistered
+    (the dashboard's registry table)."""
+    client = MlflowClient(configure())
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return []
+    return [{"version": str(v.version), "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version)),
+             "created_at": v.creation_timestamp / 1000.0, "run_id": v.run_id}
+            for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))]
+
+
+def find_runs(experiment_name: str, filter_string: str = "", max_results: int = 20) -> list[dict[str, Any]]:
+    """Runs newest first as dicts (run_id, run_name, start_time, tags, metrics); [] without the experiment."""
+    client = MlflowClient(configure())
+    exp = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([exp.experiment_id], filter_string, max_results=max_results,
+                              order_by=["attributes.start_time DESC"]) if exp else []
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "start_time": r.info.start_time / 1000.0,
+             "tags": dict(r.data.tags), "metrics": dict(r.data.metrics)} for r in runs]

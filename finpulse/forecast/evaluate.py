@@ -79,6 +79,7 @@ def log_evaluation(result: WalkForwardResult, wf: WalkForwardConfig, report: str
         run.log_dict(json.loads(wf.model_dump_json()), "walk_forward_config.json")
         run.log_text(result.table.to_csv(), "metrics_table.csv")  # the index is the model name
         run.log_table(result.per_ticker, "metrics_per_ticker.csv")
+        run.log_table(result.predictions, "predictions.csv")  # every model's forecasts: the dashboard's charts
         run.log_text(report, "report.md")
         for file, fig in plots.items():
             run.log_figure(fig, f"plots/{file}")

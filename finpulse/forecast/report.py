@@ -33,22 +33,32 @@ def format_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def forecast_vs_actual(predictions: pd.DataFrame, model: str, ticker: str | None = None,
+                       last_n: int | None = 120) -> pd.DataFrame:
+    """One model's next-day close forecasts of one ticker in prices (the calibrated interval as low/high,
+    NaN when the model has none), dated the day forecast: what the report plots and the dashboard charts."""
+    g = predictions[predictions["model"] == model]
+    ticker = ticker or str(g["ticker"].iloc[0])
+    g = g[g["ticker"] == ticker].sort_values("date")
+    g = g.tail(last_n) if last_n else g
+    return pd.DataFrame({"date": (pd.to_datetime(g["date"]) + pd.offsets.BDay(1)).to_numpy(), "ticker": ticker,
+                         "actual": g["target_close"].to_numpy(), "forecast": (g["close"] * np.exp(g["pred"])).to_numpy(),
+                         "low": (g["close"] * np.exp(g["low"])).to_numpy(), "high": (g["close"] * np.exp(g["high"])).to_numpy()})
+
+
 def forecast_plot(predictions: pd.DataFrame, model: str, ticker: str | None = None, last_n: int = 120):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = predictions[predictions["model"] == model]
-    ticker = ticker or str(g["ticker"].iloc[0])
-    g = g[g["ticker"] == ticker].sort_values("date").tail(last_n)
-    dates = pd.to_datetime(g["date"]) + pd.offsets.BDay(1)  # plotted at the day forecast
+    f = forecast_vs_actual(predictions, model, ticker, last_n)
+    ticker = str(f["ticker"].iloc[0])
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(dates, g["target_close"], label="actual close", color="black", lw=1)
-    ax.plot(dates, g["close"] * np.exp(g["pred"]), label=f"{model} forecast", lw=1)
-    if g["low"].notna().all():
-        ax.fill_between(dates, g["close"] * np.exp(g["low"]), g["close"] * np.exp(g["high"]), alpha=0.25,
-                        label="90% interval")
+    ax.plot(f["date"], f["actual"], label="actual close", color="black", lw=1)
+    ax.plot(f["date"], f["forecast"], label=f"{model} forecast", lw=1)
+    if f["low"].notna().all():
+        ax.fill_between(f["date"], f["low"], f["high"], alpha=0.25, label="90% interval")
     ax.set_title(f"{ticker}: next-day close, walk-forward")
     ax.legend()
     fig.autofmt_xdate()
