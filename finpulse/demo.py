@@ -25,6 +25,8 @@ from finpulse.config import get_settings
 from finpulse.paths import data_paths
 from finpulse.runtime import stderr_to_log
 
+DASHBOARD_PORT = 8501  # Streamlit's usual port; a taken one is replaced by a free one (0: no dashboard)
+
 DEMO_COLUMNS = ["mae", "mape", "rmse", "mae_ratio_vs_persistence", "directional_accuracy", "mcc", "coverage",
                 "dm_pvalue", "strategy_sharpe", "buy_hold_sharpe"]
 
@@ -226,7 +228,8 @@ def run_loop_stage(base: str, dashboard_url: str, options: pipeline.PipelineOpti
         print(f"  - {reason}")
 
 
-def run_serving_stage(dashboard_url: str, options: pipeline.PipelineOptions | None = None) -> None:
+def run_serving_stage(dashboard_url: str, options: pipeline.PipelineOptions | None = None,
+                      dashboard_port: int = DASHBOARD_PORT) -> None:
     """Deploy serve_configs/local.yaml, show the example calls, stay up until Ctrl-C (or SIGTERM)."""
     import json
     from pathlib import Path
@@ -245,11 +248,18 @@ def run_serving_stage(dashboard_url: str, options: pipeline.PipelineOptions | No
     print(f"FinPulse API: {base}   (OpenAPI: {base}/docs, Ray dashboard: {dashboard_url})")
     for call in example_calls(base):
         print(f"\n$ {call['curl']}\n[{call['status']}] {json.dumps(call['answer'])[:600]}")
-    if options is not None and options.replay_days:
-        run_live_stage(base, options)
-        run_loop_stage(base, dashboard_url, options)
-    print()
-    serve_until_interrupted(dashboard_url, base)  # SIGTERM (`kill`) stops it the way Ctrl-C does
+    from finpulse.dashboard import launch
+
+    board = launch.start_beside(dashboard_port)
+    try:
+        if options is not None and options.replay_days:
+            run_live_stage(base, options)
+            run_loop_stage(base, dashboard_url, options)
+        print()
+        serve_until_interrupted(dashboard_url, base)  # SIGTERM (`kill`) stops it the way Ctrl-C does
+    finally:
+        if board is not None:
+            launch.stop(board)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -265,6 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="the same stages on less: fewer posts, examples and epochs (CI's end-to-end run)")
     ap.add_argument("--no-serve", action="store_true", help="stop after training instead of serving")
+    ap.add_argument("--dashboard-port", type=int, default=DASHBOARD_PORT, help="the Streamlit dashboard's port (0: none)")
     return ap.parse_args(argv)
 
 
@@ -320,7 +331,7 @@ def run_stages(args: argparse.Namespace, ctx: object) -> None:
         return
     banner("4. Serving: Ray Serve graph (Gateway -> SentimentModel, Forecaster)")
     dashboard = getattr(ctx, "dashboard_url", None)
-    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265", options)
+    run_serving_stage(f"http://{dashboard}" if dashboard else "http://127.0.0.1:8265", options, args.dashboard_port)
 
 
 if __name__ == "__main__":

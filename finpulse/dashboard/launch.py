@@ -114,3 +114,25 @@ def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
         process.wait(timeout=timeout)
     except ProcessLookupError:
         pass
+
+
+def start_beside(port: int) -> subprocess.Popen | None:
+    """The Streamlit dashboard beside the API (its process, or None: the API serves without it)."""
+    if port <= 0:
+        return None
+    import socket
+
+    with socket.socket() as probe:  # a port already taken (another dashboard): take a free one instead
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            port = 0
+    if port == 0:
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+    try:
+        proc, url = start(port)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"dashboard did not start ({exc}); the API serves without it", flush=True)
+        return None
+    print(f"FinPulse dashboard: {url}   (posts, signal, models, live health, data quality)", flush=True)
+    return proc

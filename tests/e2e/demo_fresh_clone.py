@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,15 @@ def loop_turn(text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def dashboard_pages(text: str) -> dict[str, int]:
+    """Every dashboard page's HTTP status at the URL the demo printed (the browser test renders them)."""
+    found = re.search(r"FinPulse dashboard: (http://\S+)", text)
+    if not found:
+        return {"(no dashboard line)": 0}
+    pages = ["_stcore/health", "", "signal", "models", "live", "quality"]  # finpulse.dashboard.URL_PATHS
+    return {f"/{p}": call(found.group(1), "GET", f"/{p}", None)[0] for p in pages}
+
+
 def wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -109,6 +119,9 @@ def run(clone: Path, timeout: float) -> None:
             print(f"{method} {path} -> {status} {answer[:120]}", flush=True)
             if status != 200:
                 failures.append(f"{path}: {status}")
+        board = dashboard_pages(log.read_text(errors="replace"))
+        print(f"dashboard pages: {board}", flush=True)
+        failures += [f"dashboard {page}: {status}" for page, status in board.items() if status != 200]
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
         t_int = time.time()
         rc = proc.wait(timeout=30)
