@@ -137,7 +137,7 @@ def _duration(seconds: float | None) -> str:
 
 def render() -> None:
     """The Live and health page."""
-    st.header("Live and health")
+    st.title("Live and health")
     posts_section()
     freshness_section()
     drift_section()

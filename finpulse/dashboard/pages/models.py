@@ -176,7 +176,7 @@ def sentiment_section() -> None:
 
 def render() -> None:
     """The Models page."""
-    st.header("Models")
+    st.title("Models")
     registry_section()
     comparison_section()
     forecast_section()
