@@ -118,6 +118,23 @@ def drift_scores(paths: DataPaths) -> tuple[Any, pd.DataFrame]:
     return reading, pd.DataFrame(rows, columns=["signal", "feature", "score"])
 
 
+def drift_history(paths: DataPaths, n: int = 60) -> pd.DataFrame:
+    """The last ``n`` drift reports' gauges over time (the same choice of test per feature as latest.json)."""
+    from types import SimpleNamespace
+
+    from finpulse import storage
+    from finpulse.monitoring.report import gauges
+
+    rows = []
+    reports = sorted(u for u in storage.list_files(paths.drift_reports, "report.json"))[-n:]
+    for uri in reports:
+        doc = storage.read_json(uri)
+        for g in gauges(SimpleNamespace(**e) for e in doc.get("entries", [])):
+            when = pd.to_datetime(doc["created_at"], utc=True).tz_convert(None)
+            rows.append({"created_at": when, "alarm": doc["alarm"], **g})
+    return pd.DataFrame(rows, columns=["created_at", "alarm", "signal", "feature", "test", "score"])
+
+
 def serving_url() -> str | None:
     """The API base URL a running ``finpulse serve`` of this home recorded; None when none runs."""
     from finpulse.serving.run import read_state

@@ -38,18 +38,22 @@ def to_json(report: DriftReport) -> str:
     return json.dumps(report.to_dict(), indent=2, default=str)
 
 
-def latest(report: DriftReport, reference_model: str, report_uri: str | None = None) -> dict[str, Any]:
-    """The ``latest.json`` document (format in the module docstring)."""
-    strongest: dict[tuple[str, str], Any] = {}  # one gauge per (signal, feature): its most significant test
-    for e in report.entries:
+def gauges(entries: Any) -> list[dict[str, Any]]:
+    """One gauge per (signal, feature): the statistic of its most significant finite test."""
+    strongest: dict[tuple[str, str], Any] = {}
+    for e in entries:
         key, p = (e.signal, e.feature), e.p_value if e.p_value is not None else 1.0
         best = strongest.get(key)
         if np.isfinite(e.score) and (best is None or p < (best.p_value if best.p_value is not None else 1.0)):
             strongest[key] = e
-    gauges = [{"signal": e.signal, "feature": e.feature, "test": e.test, "score": float(e.score)}
-              for e in strongest.values()]
+    return [{"signal": e.signal, "feature": e.feature, "test": e.test, "score": float(e.score)}
+            for e in strongest.values()]
+
+
+def latest(report: DriftReport, reference_model: str, report_uri: str | None = None) -> dict[str, Any]:
+    """The ``latest.json`` document (format in the module docstring)."""
     return {"created_at": report.created_at, "alarm": bool(report.alarm), "reference_model": reference_model,
-            "report": report_uri, "gauges": gauges}
+            "report": report_uri, "gauges": gauges(report.entries)}
 
 
 def _png(fig: Any) -> str:

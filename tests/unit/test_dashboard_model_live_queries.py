@@ -201,3 +201,24 @@ def test_canary_weights_read_the_apps_models_endpoint() -> None:
     assert weights.loc[("forecast", "canary"), "weight"] == 0.25 and weights.loc[("forecast", "canary"), "version"] == "f/v2"
     assert weights.loc[("sentiment", "canary"), "error"] == "no canary"
     assert len(weights) == 4
+
+
+def test_drift_history_keeps_each_reports_strongest_test_per_feature(tmp_path: Path) -> None:
+    from finpulse.monitoring.drift import DriftEntry, DriftReport
+    from finpulse.monitoring.report import to_json
+
+    paths = DataPaths(str(tmp_path / "data"))
+    for day, (psi, ks_p) in enumerate([(0.05, 0.5), (0.40, 0.001)]):
+        report = DriftReport([DriftEntry("features", "ret_1d", "psi", psi, 0.2),
+                              DriftEntry("features", "ret_1d", "ks", 0.3, ks_p),
+                              DriftEntry("sentiment", "score", "ks", 0.1 * (day + 1), 0.9)],
+                             alarm=bool(day), reasons=[], alpha=0.05, created_at=f"2026-01-0{day + 1}T00:00:00+00:00")
+        storage.write_bytes(storage.join(paths.drift_reports, f"2026010{day + 1}T000000Z", "report.json"),
+                            to_json(report).encode())
+    history = lq.drift_history(paths)
+    assert list(history["created_at"].dt.day.unique()) == [1, 2]
+    ret = history[history["feature"] == "ret_1d"]
+    ret = ret.set_index(ret["created_at"].dt.day)
+    assert ret.loc[1, "test"] == "psi" and ret.loc[2, "test"] == "ks"  # the smaller p-value wins, per report
+    assert history[history["feature"] == "score"]["score"].tolist() == pytest.approx([0.1, 0.2])
+    assert history["alarm"].tolist().count(True) == 2

@@ -72,6 +72,11 @@ def drift_section() -> None:
     fig = px.bar(scores, x="feature", y="score", color="signal", title="latest drift score per feature")
     common.chart(fig, scores, key="live-drift")
     st.dataframe(scores, hide_index=True, key="live-drift-table")
+    history = lq.drift_history(common.paths())
+    if history["created_at"].nunique() > 1:
+        trend = px.line(history, x="created_at", y="score", color="feature", line_dash="signal", markers=True,
+                        title="drift score per feature, report by report")
+        common.chart(trend, history, key="live-drift-trend")
 
 
 @common.safe
