@@ -57,6 +57,9 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
     out = submit(d, home, "jobs/promote.py")
     ran.append("tune_forecaster.py")
     submit(d, home, "jobs/tune_forecaster.py", "--num-samples", "2", "--max-concurrent", "2", "--config", small)
+    ran.append("tune_sentiment.py")
+    submit(d, home, "jobs/tune_sentiment.py", "--num-samples", "2", "--max-examples", "60", "--space",
+           json.dumps({"epochs": [1], "max_length": [32], "batch_size": [16]}))
     assert sorted(ran) == JOBS, "a job in jobs/ is not submitted by this test"
 
     # everything landed in the named home: the ETL's versions, MLflow's runs and registry
@@ -76,7 +79,7 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
         client = MlflowClient()
         runs = {e.name: len(client.search_runs([e.experiment_id])) for e in client.search_experiments()}
         assert runs.get("finpulse-forecast", 0) >= 3, runs  # train, evaluate, tune (+ trials, retrain)
-        assert any(n.startswith("finpulse-sentiment") or n == "finpulse-sentiment" for n in runs), runs
+        assert runs.get("finpulse-sentiment", 0) >= 5, runs  # train, tune parent, 2 trials, retrain
         assert tracking.get_version("finpulse-forecaster", tracking.CHALLENGER) is not None
         assert tracking.get_version("finpulse-sentiment", tracking.CHALLENGER) is not None
         decision = json.loads(out[out.index("{"):out.rindex("}") + 1])
