@@ -2,6 +2,8 @@
 
 Replicas may start in another working directory, so relative FinPulse settings (data root, sqlite
 MLflow, model folders) are made absolute and passed in the application's ``runtime_env``.
+A config's ``edge:`` block is FinPulse's, not Serve's: it puts HAProxy on the public port in front of
+Serve (finpulse/serving/edge.py), and Serve's proxy moves to a private port.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     from finpulse.config import get_settings, settings_env
 
     cfg = yaml.safe_load(Path(path).read_text())
+    cfg.pop("edge", None)
     env = {**settings_env(get_settings()), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for app in cfg.get("applications", []):
         app["args"] = {**app.get("args", {}), **(args or {})}
@@ -28,6 +31,39 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     if port is not None:
         cfg.setdefault("http_options", {})["port"] = port
     return cfg
+
+
+def edge_config(path: str | Path) -> Any:
+    """The config's ``edge:`` block (None when absent or disabled)."""
+    from finpulse.serving.edge import EdgeConfig
+
+    block = (yaml.safe_load(Path(path).read_text()) or {}).get("edge")
+    cfg = EdgeConfig(**block) if block is not None else None
+    return cfg if cfg is not None and cfg.enabled else None
+
+
+_edges: list[Any] = []
+
+
+def start_edge(config_path: str | Path, cfg: dict[str, Any]) -> str | None:
+    """If the config has an edge: move Serve's proxy in ``cfg`` to a private port, start HAProxy on the
+    public one and return its URL (stopped by :func:`stop_edges`); else None."""
+    from finpulse.serving import edge
+
+    ecfg = edge_config(config_path)
+    if ecfg is None:
+        return None
+    http = cfg.setdefault("http_options", {})
+    public = (http.get("host", "127.0.0.1"), int(http.get("port", 8000)))
+    http["host"], http["port"] = "127.0.0.1", edge.free_port()  # Serve's proxy: private, behind the edge
+    running = edge.start(ecfg, public, http["port"])
+    _edges.append(running)
+    return running.url
+
+
+def stop_edges() -> None:
+    while _edges:
+        _edges.pop().stop()
 
 
 def write_resolved(path: str | Path, port: int | None = None) -> Path:
@@ -77,11 +113,13 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
     from finpulse.serving.canary import ServeConfigClient
 
     cfg = resolve_config(config_path, port, args)
+    public = start_edge(config_path, cfg)
     http = cfg.get("http_options", {})
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
-    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")
-    return wait_healthy(f"http://{host}:{http.get('port', 8000)}", timeout)
+    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")  # noqa: S104 - compared
+    wait_healthy(f"http://{host}:{http.get('port', 8000)}", timeout)
+    return wait_healthy(public, timeout) if public else f"http://{host}:{http.get('port', 8000)}"
 
 
 def wait_healthy(base: str, timeout: float = 600.0) -> str:
