@@ -163,8 +163,10 @@ def prometheus(ray_head: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     if binary is None:
         pytest.skip("prometheus not on PATH (Debian package `prometheus`; .ci/run installs it)")
     d = tmp_path_factory.mktemp("prometheus")
-    (d / "prometheus.yml").write_text(
+    rules = Path(__file__).resolve().parents[1] / "cluster" / "monitoring" / "rules" / "finpulse-alerts.yml"
+    (d / "prometheus.yml").write_text(  # the shipped alert rules, so tests can see an alert fire
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{rules}']\n"
         "scrape_configs:\n"
         f"  - job_name: ray\n    static_configs: [{{targets: ['{ray_head['metrics']}']}}]\n")
     port = free_port()
