@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts
+.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-live: $(STAMP)
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/drift.py $(BENCH_DRIFT_ARGS)
 	$(BIN)/python benchmarks/pipeline.py $(BENCH_PIPELINE_ARGS)
+
+# overload at 1,000 connections through the edge, a killed replica, a 10-minute locust soak, schemathesis
+# (benchmarks/results/reliability.json, soak/soak.html); about 20 minutes. BENCH_RELIABILITY_ARGS="--soak-s 120" for less
+bench-reliability: $(STAMP)
+	$(BIN)/pip install -q locust==2.47.0
+	$(BIN)/python benchmarks/reliability.py $(BENCH_RELIABILITY_ARGS)
 
 bench-forecast: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py

@@ -15,8 +15,8 @@ from finpulse.names import FORECAST_MODEL, SENTIMENT_MODEL, model_spec
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_HOME = ROOT / "benchmarks" / ".tmp" / "serve_home"
 CHAMPIONS = {"sentiment": model_spec(SENTIMENT_MODEL), "forecast": model_spec(FORECAST_MODEL)}
-# small sizes: the same code path as `make demo`, minutes instead of tens of minutes
-DEMO_ARGS = ["--no-serve", "--sentiment-examples", "300", "--sentiment-epochs", "1"]
+# `--quick`: the same code path and sizes as CI's fresh-clone demo (smaller sentiment runs fail the gate against VADER)
+DEMO_ARGS = ["--no-serve", "--quick"]
 
 
 def _use_home(home: Path) -> None:
