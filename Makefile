@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# static checks: ruff (with the S security rules) and the secrets scan (detect-secrets over every tracked
+# file against .secrets.baseline; README "Security checks" says how to update the baseline)
 lint: $(STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
+	$(BIN)/python -m tests.support.secrets_scan
 
+# ruff, then every test; the secrets scan runs inside pytest (tests/unit/test_secrets_scan.py)
 test: $(STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
 	$(BIN)/pytest -q -ra

@@ -117,7 +117,7 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
     http = cfg.get("http_options", {})
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
-    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")  # noqa: S104 - compared
+    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")  # noqa: S104 - maps bind-all to loopback for our own client
     wait_healthy(f"http://{host}:{http.get('port', 8000)}", timeout)
     return wait_healthy(public, timeout) if public else f"http://{host}:{http.get('port', 8000)}"
 

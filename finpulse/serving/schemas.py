@@ -17,7 +17,7 @@ Ticker = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, 
 Close = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
 Label = Literal["negative", "neutral", "positive"]
-assert tuple(Label.__args__) == SENTIMENT_LABELS  # one label vocabulary across the project
+assert tuple(Label.__args__) == SENTIMENT_LABELS  # noqa: S101 - one label vocabulary across the project, checked at import
 
 
 class _Request(BaseModel):

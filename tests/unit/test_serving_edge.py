@@ -23,7 +23,7 @@ SLOW_S = 0.5
 
 
 class _Slow(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         time.sleep(SLOW_S if self.path == "/slow" else 0.0)
         body = b'{"ok":true}'
         self.send_response(200)
