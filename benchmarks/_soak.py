@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-USERS = 20
+USERS = 40
 WARMUP_S = 60
 SAMPLE_S = 15
 RAY_DAEMONS = ("raylet", "gcs_server")
@@ -82,20 +82,34 @@ def _totals(stats_csv: Path) -> dict:
             "rps": round(float(agg["Requests/s"]), 1), "p50_ms": float(agg["50%"]), "p99_ms": float(agg["99%"])}
 
 
-def soak(base: str, bodies: dict, rate: float, seconds: int, out_dir: Path, api_key: str | None = None) -> dict:
-    """locust at ``rate`` requests/s for ``seconds`` against ``base``; figures for reliability.json."""
+def _locust(base: str, out_dir: Path, name: str, users: int, user_rps: float, seconds: int,
+            api_key: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FINPULSE_LOCUST_BODIES": str(out_dir / "bodies.json"),
+           "FINPULSE_LOCUST_USER_RPS": str(user_rps), **({"FINPULSE_API_KEY": api_key} if api_key else {})}
+    cmd = [sys.executable, "-m", "locust", "-f", str(Path(__file__).parent / "locustfile.py"), "--headless",
+           "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", base, "--html", str(out_dir / f"{name}.html"),
+           "--csv", str(out_dir / name), "--csv-full-history", "--only-summary", "--loglevel", "WARNING"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 300)  # noqa: S603 - fixed argv
+    (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def mix_capacity(base: str, bodies: dict, out_dir: Path, seconds: int = 30, api_key: str | None = None) -> dict:
+    """The request mix's capacity: locust users sending back to back (no wait), answers per second."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bodies.json").write_text(json.dumps(bodies))
-    env = {**os.environ, "FINPULSE_LOCUST_BODIES": str(out_dir / "bodies.json"),
-           "FINPULSE_LOCUST_USER_RPS": str(rate / USERS), **({"FINPULSE_API_KEY": api_key} if api_key else {})}
+    _locust(base, out_dir, "capacity", 32, 0, seconds, api_key)
+    return _totals(out_dir / "capacity_stats.csv")
+
+
+def soak(base: str, bodies: dict, rate: float, seconds: int, out_dir: Path, api_key: str | None = None) -> dict:
+    """locust at ``rate`` requests/s of the mix for ``seconds`` against ``base``; figures for reliability.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bodies.json").write_text(json.dumps(bodies))
     sampler = MemorySampler()
     sampler.start()
     print(f"soak: {rate:.0f} requests/s for {seconds} s (locust, {USERS} users)", flush=True)
-    cmd = [sys.executable, "-m", "locust", "-f", str(Path(__file__).parent / "locustfile.py"), "--headless",
-           "-u", str(USERS), "-r", str(USERS), "-t", f"{seconds}s", "--host", base, "--html", str(out_dir / "soak.html"),
-           "--csv", str(out_dir / "soak"), "--csv-full-history", "--only-summary", "--loglevel", "WARNING"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 300)  # noqa: S603 - fixed argv
-    (out_dir / "locust.log").write_text(proc.stdout + proc.stderr)
+    _locust(base, out_dir, "soak", USERS, rate / USERS, seconds, api_key)
     sampler.stop.set()
     sampler.join()
     totals = _totals(out_dir / "soak_stats.csv")

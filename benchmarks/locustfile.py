@@ -1,7 +1,7 @@
 """The soak's traffic (benchmarks/_soak.py runs it headless): varied requests at a fixed rate per user.
 
 Bodies come from the JSON file in ``FINPULSE_LOCUST_BODIES`` (benchmarks/_serve_setup.request_bodies),
-the per-user rate from ``FINPULSE_LOCUST_USER_RPS``, the API key (if any) from ``FINPULSE_API_KEY``.
+the per-user rate from ``FINPULSE_LOCUST_USER_RPS`` (0: as fast as answers come), the API key (if any) from ``FINPULSE_API_KEY``.
 The mix: mostly forecasts, then single and 16-text sentiment, signals, and the cheap GETs.
 """
 
@@ -11,14 +11,15 @@ import json
 import os
 import random
 
-from locust import FastHttpUser, constant_throughput, task
+from locust import FastHttpUser, constant, constant_throughput, task
 
 BODIES = json.loads(open(os.environ["FINPULSE_LOCUST_BODIES"]).read())  # noqa: SIM115 - read once at import
 HEADERS = {"X-API-Key": os.environ["FINPULSE_API_KEY"]} if os.environ.get("FINPULSE_API_KEY") else {}
 
 
 class ApiUser(FastHttpUser):
-    wait_time = constant_throughput(float(os.environ.get("FINPULSE_LOCUST_USER_RPS", "1")))
+    _rps = float(os.environ.get("FINPULSE_LOCUST_USER_RPS", "1"))
+    wait_time = constant_throughput(_rps) if _rps > 0 else constant(0)
 
     def _post(self, path: str, cell: str) -> None:
         self.client.post(path, json=random.choice(BODIES[cell]), headers=HEADERS, name=f"{path} {cell}")  # noqa: S311 - load mix, not crypto

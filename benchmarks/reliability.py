@@ -10,8 +10,8 @@ pregenerated list (tickers, as-of days that have features, real post texts).
   request, and the seconds until a 1-s window at 32 connections is back at 90% of capacity with no errors.
 - replica kill: Forecaster at 2 replicas, 32 connections for 30 s, one replica SIGKILLed at 8 s, repeated:
   share of answers that were not 200 and the seconds until Serve reports 2 running replicas again.
-- soak (--soak-s, default 600): locust at half capacity with varied requests (benchmarks/locustfile.py),
-  its HTML report kept; p99 per minute; resident memory of every Ray/Serve process at the start and end.
+- soak (--soak-s, default 600): the request mix's capacity first (locust, benchmarks/locustfile.py, users
+  sending back to back for 30 s), then locust at half of it for the soak, its HTML report kept; p99 per minute; resident memory of every Ray/Serve process at the start and end.
 - fuzz: schemathesis over the running service's OpenAPI document: cases sent and 5xx other than 503.
 """
 
@@ -174,9 +174,11 @@ def main() -> None:
         if "overload" in parts:
             res["overload"] = overloads(url, bodies["forecast"], cap, a.repeats, a.duration, a.connections)
         if "soak" in parts and a.soak_s:
-            from _soak import soak
+            from _soak import mix_capacity, soak
 
-            res["soak"] = soak(base, bodies, cap / 2, a.soak_s, RESULTS / "soak")
+            mix = mix_capacity(base, bodies, RESULTS / "soak")
+            print(f"capacity of the request mix (locust, 32 users, no wait): {mix['rps']} requests/s", flush=True)
+            res["soak"] = {"mix_capacity_rps": mix["rps"], **soak(base, bodies, mix["rps"] / 2, a.soak_s, RESULTS / "soak")}
         if "fuzz" in parts and a.fuzz_examples:
             from tests.support.fuzz import fuzz
 
