@@ -37,6 +37,7 @@ CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.lineage",
     "finpulse.data.schemas",
     "finpulse.data.sources",
+    "finpulse.data.validate",
     "finpulse.data.vader",
     "finpulse.storage",
 )

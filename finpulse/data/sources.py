@@ -1,5 +1,5 @@
 """Readers per source format. Each returns *raw* rows (strings, as found) in one of two layouts;
-:func:`normalize_prices` and :func:`normalize_posts` then validate them into the canonical schemas
+:func:`normalize_prices` and :func:`normalize_posts` (:mod:`validate`) then validate them into the canonical schemas
 and return the rejected rows with a reason, so nothing is dropped silently.
 
 Readers take bytes, not paths, so the same code reads a local file or an S3 object
@@ -12,17 +12,18 @@ import gzip
 import hashlib
 import io
 import json
-import re
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 
 from finpulse import storage
+from finpulse.data.validate import normalize_posts as normalize_posts
+from finpulse.data.validate import normalize_prices as normalize_prices
+from finpulse.data.validate import normalize_ticker as normalize_ticker
+from finpulse.data.validate import parse_created_at as parse_created_at
 
 RAW_PRICE_COLUMNS = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume", "source", "note"]
 RAW_POST_COLUMNS = ["post_id", "ticker", "created_at", "text", "author", "likes", "reposts", "source"]
-_TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 
 
 def raw_frame(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -154,118 +155,6 @@ def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
     df["likes"], df["reposts"] = df["likes"].fillna(0), df["reposts"].fillna(0)
     df["ticker"], df["source"] = ticker, source
     return raw_frame(df, RAW_POST_COLUMNS)
-
-
-# ---------------------------------------------------------------- validation
-
-
-def normalize_ticker(value: object) -> str | None:
-    """``$aapl`` / `` AAPL `` -> ``AAPL``; None when it is not a plausible ticker."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    t = str(value).strip().lstrip("$").strip().upper()
-    return t if _TICKER_RE.match(t) else None
-
-
-def _rejected(raw: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
-    bad = reasons.notna()
-    records = raw.loc[bad].to_dict(orient="records")
-    return pd.DataFrame({"raw": [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records],
-                         "reason": reasons[bad].tolist(), "source": raw.loc[bad, "source"].fillna("").tolist(),
-                         "row": np.flatnonzero(bad.to_numpy())})  # position in the input, for callers that answer per row
-
-
-def _first_reason(checks: list[tuple[pd.Series, str]], index: pd.Index) -> pd.Series:
-    """The first failing check's message per row (None where every check passes)."""
-    reasons = pd.Series([None] * len(index), index=index, dtype=object)
-    for failed, message in checks:
-        reasons = reasons.where(reasons.notna() | ~failed.fillna(True).astype(bool), message)
-    return reasons
-
-
-def _parse_float(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce").astype("float64")
-
-
-def normalize_prices(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate raw price rows into the PRICES schema. Returns ``(valid, rejected)``; rejected has
-    ``raw`` (JSON), ``reason`` and ``source``."""
-    raw = raw.reset_index(drop=True)
-    ticker = raw["ticker"].map(normalize_ticker)
-    date = pd.to_datetime(raw["date"], errors="coerce", format="%Y-%m-%d")
-    o, h, lo, c = (_parse_float(raw[k]) for k in ("open", "high", "low", "close"))
-    adj = _parse_float(raw["adj_close"]).fillna(c)
-    vol = _parse_float(raw["volume"])
-    finite = np.isfinite
-    checks = [
-        (ticker.isna(), "invalid ticker"),
-        (date.isna(), "unparseable date"),
-        (raw["note"].notna(), "intraday bar: not a close"),
-        (~(finite(o) & finite(h) & finite(lo) & finite(c) & finite(adj)), "non-numeric price"),
-        (~((o > 0) & (h > 0) & (lo > 0) & (c > 0) & (adj > 0)), "non-positive price"),
-        (h < lo, "high below low"),
-        (~(finite(vol) & (vol >= 0) & (vol == np.floor(vol))), "volume not a non-negative integer"),
-    ]
-    reasons = _first_reason(checks, raw.index)
-    ok = reasons.isna()
-    valid = pd.DataFrame({
-        "ticker": ticker[ok], "date": date[ok].dt.date, "open": o[ok], "high": h[ok], "low": lo[ok],
-        "close": c[ok], "adj_close": adj[ok], "volume": vol[ok].astype("int64"), "source": raw["source"][ok],
-    }).reset_index(drop=True)
-    return valid, _rejected(raw, reasons)
-
-
-def parse_created_at(values: pd.Series) -> pd.Series:
-    """Parse post times to UTC: ISO 8601 (naive means UTC), epoch seconds, or Twitter's
-    ``Wed Jan 01 03:59:03 +0000 2014``. Unparseable values become NaT."""
-    s = values.astype(object).where(values.notna(), "").astype(str).str.strip()
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
-    epoch = s.str.fullmatch(r"\d{9,11}(\.\d+)?")
-    if epoch.any():
-        out[epoch] = pd.to_datetime(s[epoch].astype(float), unit="s", utc=True)
-    twitter = s.str.fullmatch(r"[A-Z][a-z]{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} \d{4}")
-    if twitter.any():
-        out[twitter] = pd.to_datetime(s[twitter], format="%a %b %d %H:%M:%S %z %Y", errors="coerce", utc=True)
-    rest = ~epoch & ~twitter & (s != "")
-    if rest.any():
-        out[rest] = pd.to_datetime(s[rest], errors="coerce", utc=True, format="ISO8601")
-    return out
-
-
-def _parse_count(s: pd.Series) -> pd.Series:
-    v = pd.to_numeric(s.where(s.notna() & (s.astype(str).str.strip() != ""), "0"), errors="coerce")
-    return v.astype("float64")
-
-
-def normalize_posts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate raw post rows into the POSTS schema. Returns ``(valid, rejected)``.
-
-    Empty likes/reposts count as 0 (many corpora omit them); text is stripped of surrounding
-    whitespace and must not be empty; an author may be empty (not every corpus has one).
-    """
-    raw = raw.reset_index(drop=True)
-    ticker = raw["ticker"].map(normalize_ticker)
-    created = parse_created_at(raw["created_at"])
-    text = raw["text"].astype(object).where(raw["text"].notna(), "").astype(str).str.strip()
-    post_id = raw["post_id"].astype(object).where(raw["post_id"].notna(), "").astype(str).str.strip()
-    likes, reposts = _parse_count(raw["likes"]), _parse_count(raw["reposts"])
-    checks = [
-        (post_id == "", "missing post_id"),
-        (ticker.isna(), "invalid ticker"),
-        (created.isna(), "unparseable created_at"),
-        (text == "", "empty text"),
-        (~((likes >= 0) & (likes == np.floor(likes))), "likes not a non-negative integer"),
-        (~((reposts >= 0) & (reposts == np.floor(reposts))), "reposts not a non-negative integer"),
-    ]
-    reasons = _first_reason(checks, raw.index)
-    ok = reasons.isna()
-    author = raw["author"].astype(object).where(raw["author"].notna(), "").astype(str).str.strip()
-    valid = pd.DataFrame({
-        "post_id": post_id[ok], "ticker": ticker[ok], "created_at": created[ok], "text": text[ok],
-        "author": author[ok], "likes": likes[ok].astype("int64"), "reposts": reposts[ok].astype("int64"),
-        "source": raw["source"][ok].fillna(""),
-    }).reset_index(drop=True)
-    return valid, _rejected(raw, reasons)
 
 
 # ---------------------------------------------------------------- format detection
