@@ -1,5 +1,7 @@
 """Validation of raw rows (the readers' layouts, strings as found) into the canonical PRICES and
-POSTS schemas: every row comes out valid or rejected with a reason, never dropped."""
+POSTS schemas. Every row comes out valid or rejected with a reason, never dropped: a reader's own
+reason (:data:`rawfile.REJECT`: a row it could not lay out, a file it could not read) comes first.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import re
 import numpy as np
 import pandas as pd
 
+from finpulse.data.rawfile import DETAIL, READER_COLUMNS, REJECT
+
 _TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+_INT64_LIMIT = 2.0**63  # a count at or above this does not fit the schema's int64
 
 
 def normalize_ticker(value: object) -> str | None:
@@ -20,17 +25,27 @@ def normalize_ticker(value: object) -> str | None:
     return t if _TICKER_RE.match(t) else None
 
 
+def _record(row: dict) -> str:
+    """A rejected raw row as JSON: the layout's fields, and what the reader saw that did not fit."""
+    fields = {k: v for k, v in row.items() if k not in READER_COLUMNS}
+    if isinstance(row.get(DETAIL), str):
+        fields[DETAIL] = row[DETAIL]
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
+
+
 def _rejected(raw: pd.DataFrame, reasons: pd.Series) -> pd.DataFrame:
     bad = reasons.notna()
     records = raw.loc[bad].to_dict(orient="records")
-    return pd.DataFrame({"raw": [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records],
-                         "reason": reasons[bad].tolist(), "source": raw.loc[bad, "source"].fillna("").tolist(),
-                         "row": np.flatnonzero(bad.to_numpy())})  # position in the input, for callers that answer per row
+    return pd.DataFrame({"raw": pd.Series([_record(r) for r in records], dtype=object),
+                         "reason": pd.Series(reasons[bad].tolist(), dtype=object),
+                         "source": pd.Series(raw.loc[bad, "source"].fillna("").tolist(), dtype=object),
+                         "row": np.flatnonzero(bad.to_numpy())})  # position in the input (callers answer per row)
 
 
-def _first_reason(checks: list[tuple[pd.Series, str]], index: pd.Index) -> pd.Series:
-    """The first failing check's message per row (None where every check passes)."""
-    reasons = pd.Series([None] * len(index), index=index, dtype=object)
+def _first_reason(checks: list[tuple[pd.Series, str]], raw: pd.DataFrame) -> pd.Series:
+    """The reader's reason, else the first failing check's message, per row (None where all pass)."""
+    reader = raw[REJECT] if REJECT in raw.columns else pd.Series(None, index=raw.index, dtype=object)
+    reasons = reader.astype(object).where(reader.notna(), None)
     for failed, message in checks:
         reasons = reasons.where(reasons.notna() | ~failed.fillna(True).astype(bool), message)
     return reasons
@@ -38,6 +53,11 @@ def _first_reason(checks: list[tuple[pd.Series, str]], index: pd.Index) -> pd.Se
 
 def _parse_float(s: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+def _is_count(v: pd.Series) -> pd.Series:
+    """A non-negative whole number that fits int64 (NaN and inf are not)."""
+    return (v >= 0) & (v < _INT64_LIMIT) & (v == np.floor(v))
 
 
 def normalize_prices(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,9 +77,9 @@ def normalize_prices(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         (~(finite(o) & finite(h) & finite(lo) & finite(c) & finite(adj)), "non-numeric price"),
         (~((o > 0) & (h > 0) & (lo > 0) & (c > 0) & (adj > 0)), "non-positive price"),
         (h < lo, "high below low"),
-        (~(finite(vol) & (vol >= 0) & (vol == np.floor(vol))), "volume not a non-negative integer"),
+        (~_is_count(vol), "volume not a non-negative integer"),
     ]
-    reasons = _first_reason(checks, raw.index)
+    reasons = _first_reason(checks, raw)
     ok = reasons.isna()
     valid = pd.DataFrame({
         "ticker": ticker[ok], "date": date[ok].dt.date, "open": o[ok], "high": h[ok], "low": lo[ok],
@@ -107,10 +127,10 @@ def normalize_posts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         (ticker.isna(), "invalid ticker"),
         (created.isna(), "unparseable created_at"),
         (text == "", "empty text"),
-        (~((likes >= 0) & (likes == np.floor(likes))), "likes not a non-negative integer"),
-        (~((reposts >= 0) & (reposts == np.floor(reposts))), "reposts not a non-negative integer"),
+        (~_is_count(likes), "likes not a non-negative integer"),
+        (~_is_count(reposts), "reposts not a non-negative integer"),
     ]
-    reasons = _first_reason(checks, raw.index)
+    reasons = _first_reason(checks, raw)
     ok = reasons.isna()
     author = raw["author"].astype(object).where(raw["author"].notna(), "").astype(str).str.strip()
     valid = pd.DataFrame({
