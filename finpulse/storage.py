@@ -111,15 +111,17 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The file's bytes as stored: never decompressed on the way (readers that take ``.gz`` unpack it
+    themselves, and a truncated one must reach them rather than fail here)."""
     fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:
         return f.read()
 
 
 def read_head(uri: str, n: int = 512) -> bytes:
     """The first ``n`` bytes (format sniffing without reading a large file)."""
     fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:
         return f.read(n)
 
 
@@ -128,7 +130,7 @@ def file_sha256(uri: str, chunk_size: int = 1 << 20) -> tuple[str, int]:
     1 MiB chunks hashed 100 MB in 0.08 s here)."""
     fs, path = filesystem(uri)
     digest, size = hashlib.sha256(), 0
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:  # the stored bytes, .gz included
         while chunk := f.read(chunk_size):
             digest.update(chunk)
             size += len(chunk)

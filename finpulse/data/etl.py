@@ -303,6 +303,8 @@ def _stage_duplicates(run: _Run, tickers: list[str]) -> dict[str, np.ndarray]:
     dups = run.map([{"ticker": t} for t in tickers], _duplicates_batch, staging=run.staging,
                    dedupe_window_s=run.cfg.dedupe_window_s).to_pandas()
     run.lap("duplicates")
+    if "ticker" not in dups.columns:  # no duplicates anywhere: Ray Data hands back a frame without columns
+        return {}
     return {t: g["_rid"].to_numpy() for t, g in dups.groupby("ticker")}
 
 

@@ -35,9 +35,11 @@ CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.etl",
     "finpulse.data.features",
     "finpulse.data.lineage",
+    "finpulse.data.rawfile",
     "finpulse.data.schemas",
     "finpulse.data.sources",
     "finpulse.data.vader",
+    "finpulse.data.validate",
     "finpulse.storage",
 )
 NOT_OUTPUT_CODE: frozenset[str] = frozenset({"finpulse.config"})

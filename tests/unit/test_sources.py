@@ -104,7 +104,7 @@ def test_stocknet_jsonl_tokens_joined_and_twitter_time_parsed() -> None:
     assert valid["text"].tolist() == ["$ aapl up today"]
     assert valid["created_at"].iloc[0] == pd.Timestamp("2014-01-01 03:59:03", tz="UTC")
     assert valid["post_id"].iloc[0].startswith("sn-")
-    assert sorted(rejected["reason"]) == ["empty text", "missing post_id"]
+    assert sorted(rejected["reason"]) == ["empty text", "not JSON"]
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("$aapl", "AAPL"), (" AAPL ", "AAPL"), ("brk.b", "BRK.B"),
