@@ -21,9 +21,14 @@ def serve_cmd(
 ) -> None:
     """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings,
     and on Ctrl-C (or SIGTERM) stops Serve and Ray."""
+    from finpulse.serving.access import KeysError
     from finpulse.serving.run import serve_forever
 
-    serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
+    try:
+        serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
+    except KeysError as exc:
+        typer.echo(f"finpulse serve: API keys: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 canary_app = typer.Typer(help="Canary traffic for a running app: set, promote, rollback, status.",
