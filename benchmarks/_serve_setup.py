@@ -122,16 +122,19 @@ end
 
 
 def bench_key() -> tuple[str, dict[str, str]]:
-    """A key for this run and the Gateway env that accepts it: read and write, with its own rate far
-    above what wrk sends, so the measured path checks the key and takes a token per request, as every
-    user's does, without a 429 cutting the load short."""
-    from finpulse.serving.access import ENV_KEYS, KeyEntry, hash_key, keys_json, new_key
+    """A key for this run and the Gateway env that accepts it (a keys file under benchmarks/.tmp): read
+    and write, with its own rate far above what wrk sends, so the measured path checks the key and takes
+    a token per request, as every user's does, without a 429 cutting the load short."""
+    from finpulse.serving.access import ENV_KEYS_FILE, KeyEntry, hash_key, keys_json, new_key
     from finpulse.serving.schemas import RateLimit
 
     key = new_key()
     entry = KeyEntry(name="bench", sha256=hash_key(key), scopes=["read", "write"],
                      rate_limit=RateLimit(rate_per_s=1e6, burst=1_000_000))
-    return key, {ENV_KEYS: keys_json([entry])}
+    path = ROOT / "benchmarks" / ".tmp" / "bench_api_keys.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(keys_json([entry]))
+    return key, {ENV_KEYS_FILE: str(path)}
 
 
 def lua_script(bodies: list[dict], api_key: str = "") -> str:

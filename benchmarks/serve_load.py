@@ -63,8 +63,7 @@ def _config(precision: str) -> dict:
 
     cfg = resolve_config(ROOT / CONFIG, PORT)
     env = cfg["applications"][0]["runtime_env"]["env_vars"]
-    env.pop("FINPULSE_API_KEYS_FILE", None)  # the bench's own key, not the home's
-    env.update(KEYS_ENV)
+    env.update(KEYS_ENV)  # the bench's own key file, not the home's
     if precision != "auto":
         cfg["applications"][0]["args"]["sentiment_loader_kwargs"]["precision"] = precision
     cfg["applications"].append({"name": "ceiling", "route_prefix": "/ceiling",

@@ -5,9 +5,10 @@ only its SHA-256 is stored, and a presented key is hashed and compared with ``hm
 A fast unsalted hash is enough here: slow, salted hashes protect guessable secrets (passwords), and
 nobody guesses 256 random bits; a slow hash would only cost every request.
 
-The keys come from ``FINPULSE_API_KEYS`` (JSON) or ``FINPULSE_API_KEYS_FILE`` (a JSON file: how a
-Kubernetes Secret is mounted), ``{"keys": [{"name", "sha256", "scopes": ["read", "write"],
-"rate_limit"?: {"rate_per_s", "burst"}}]}``. The file is re-read when it changes, so ``finpulse keys
+The keys come from ``FINPULSE_API_KEYS`` (JSON, in the Ray nodes' environment: a Serve config's
+runtime_env would put it in Ray's logs) or ``FINPULSE_API_KEYS_FILE`` (a JSON file: how a Kubernetes
+Secret is mounted), ``{"keys": [{"name", "sha256", "scopes": ["read", "write"], "rate_limit"?:
+{"rate_per_s", "burst"}}]}``. The file is re-read when it changes, so ``finpulse keys
 create|revoke`` and a rotated Secret apply without a restart. No keys configured is not "open": every
 request but the open paths gets 401, and the Gateway says so once in its log. Keys and their hashes are
 never logged, nor echoed in an error (a bad entry is named by its field, never by its value).
@@ -46,6 +47,13 @@ KEY_PREFIX = "fp_"
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 WRITE_ROUTES = frozenset({("POST", "/v1/posts")})
 Scope = Literal["read", "write"]
+
+
+def route_path(scope: dict) -> str:
+    """The path the app routes on: without the ``root_path`` a proxy mounts it under (a Serve
+    ``route_prefix``), as Starlette's router strips it; else ``/api/v1/posts`` would read as a read route."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
 
 
 def required_scope(method: str, path: str) -> Scope | None:
@@ -232,7 +240,7 @@ class AccessControl:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        need = required_scope(scope.get("method", "GET"), scope.get("path", ""))
+        need = required_scope(scope.get("method", "GET"), route_path(scope))
         if need is None:
             await self.app(scope, receive, send)
             return

@@ -87,10 +87,11 @@ def revoke_key(path: Path, name: str) -> None:
 
 
 def server_env() -> dict[str, str]:
-    """Where the Gateway replicas read their keys, as runtime_env variables: ``$FINPULSE_API_KEYS``
-    when this process has it, else the keys file."""
+    """Where the Gateway replicas read their keys, as runtime_env variables: the keys file's path, never
+    the keys' JSON (Ray's runtime_env agent logs variables' values, and the dashboard shows them). With
+    ``$FINPULSE_API_KEYS`` set, nothing: the replicas take it from the Ray nodes' own environment."""
     if os.environ.get(ENV_KEYS, "").strip():
-        return {ENV_KEYS: os.environ[ENV_KEYS]}
+        return {}
     return {ENV_KEYS_FILE: str(keys_file())}
 
 

@@ -120,30 +120,6 @@ def test_raycluster_shape():
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
 
 
-def containers(doc) -> list[dict]:
-    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("containers", "initContainers") and isinstance(value, list):
-                    found.extend(value)
-                walk(value)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(doc)
-    return found
-
-
-def test_ray_images_match_installed_ray():
-    for doc in ray_docs():
-        assert doc["spec"].get("rayVersion", ray.__version__) == ray.__version__
-        for c in containers(doc):
-            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311(-gpu)?", c["image"]), c["image"]
-
-
 def pod_specs(doc) -> list[dict]:
     """Every pod spec (a dict with ``containers``) inside a manifest, however deep."""
     found = []
@@ -159,6 +135,18 @@ def pod_specs(doc) -> list[dict]:
                 walk(v)
     walk(doc)
     return found
+
+
+def containers(doc) -> list[dict]:
+    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
+    return [c for pod in pod_specs(doc) for c in [*pod["containers"], *pod.get("initContainers", [])]]
+
+
+def test_ray_images_match_installed_ray():
+    for doc in ray_docs():
+        assert doc["spec"].get("rayVersion", ray.__version__) == ray.__version__
+        for c in containers(doc):
+            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311(-gpu)?", c["image"]), c["image"]
 
 
 def _secret_mounts(pod: dict, container: dict) -> dict[str, str]:

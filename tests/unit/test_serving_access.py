@@ -74,6 +74,16 @@ def test_scopes_read_and_write(client):
     assert r.status_code == 503 and "not configured" in r.json()["detail"]
 
 
+def test_scopes_hold_under_a_route_prefix(models):
+    """Mounted under a prefix (a Serve route_prefix sets root_path), /api/v1/posts is still the write route."""
+    c = TestClient(create_api(_backend(models), keys=keyring()), root_path="/api")
+    for path in ("/api/v1/posts", "/v1/posts"):
+        r = c.post(path, json={"posts": [{"post_id": "1"}]}, headers=READ_AUTH)
+        assert r.status_code == 403 and "'write'" in r.json()["detail"], path
+    assert c.post("/api/v1/forecast", json={"ticker": "AAPL"}, headers=READ_AUTH).status_code == 200
+    assert c.get("/api/healthz").status_code == 200 and c.get("/api/v1/models").status_code == 401
+
+
 def test_write_only_key_cannot_read(models):
     write_only = KeyRing([KeyEntry(name="feeder", sha256=hash_key(TEST_KEY), scopes=["write"])])
     c = TestClient(create_api(_backend(models), keys=write_only), headers=AUTH)
