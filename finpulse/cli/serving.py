@@ -19,8 +19,9 @@ def serve_cmd(
     address: Annotated[str | None, typer.Option(help="Serve on this Ray cluster instead (default: "
                                                      "$FINPULSE_RAY_ADDRESS, else a fresh local Ray).")] = None,
 ) -> None:
-    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings,
-    and on Ctrl-C (or SIGTERM) stops Serve and Ray."""
+    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings
+    and API keys (the first serve of a home makes one: see `finpulse keys`), and on Ctrl-C (or SIGTERM)
+    stops Serve and Ray."""
     from finpulse.serving.access import KeysError
     from finpulse.serving.run import serve_forever
 
