@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts
+.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# static checks: ruff (with the S security rules) and the secrets scan (detect-secrets over every tracked
+# file against .secrets.baseline; README "Security checks" says how to update the baseline)
 lint: $(STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
+	$(BIN)/python -m tests.support.secrets_scan
 
+# ruff, then every test; the secrets scan runs inside pytest (tests/unit/test_secrets_scan.py)
 test: $(STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
 	$(BIN)/pytest -q -ra
@@ -50,6 +54,12 @@ bench-live: $(STAMP)
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/drift.py $(BENCH_DRIFT_ARGS)
 	$(BIN)/python benchmarks/pipeline.py $(BENCH_PIPELINE_ARGS)
+
+# overload at 1,000 connections through the edge, a killed replica, a 10-minute locust soak, schemathesis
+# (benchmarks/results/reliability.json, soak/soak.html); about 20 minutes. BENCH_RELIABILITY_ARGS="--soak-s 120" for less
+bench-reliability: $(STAMP)
+	$(BIN)/pip install -q locust==2.47.0
+	$(BIN)/python benchmarks/reliability.py $(BENCH_RELIABILITY_ARGS)
 
 bench-forecast: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py

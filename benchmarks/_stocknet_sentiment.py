@@ -48,7 +48,7 @@ def _model_key(spec: str) -> str:
     path = Path(spec)
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
     raw = b"".join(w.read_bytes()[-1 << 20:] for w in weights) if weights else spec.encode()
-    return hashlib.sha1(raw).hexdigest()[:12]
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:12]
 
 
 def model_scores(posts: pd.DataFrame, spec: str, cache: Path) -> tuple[pd.DataFrame, str]:
@@ -58,7 +58,7 @@ def model_scores(posts: pd.DataFrame, spec: str, cache: Path) -> tuple[pd.DataFr
     from finpulse.sentiment.model import cpu_has_bf16, load_classifier
 
     texts = pd.Series(sorted(set(posts["text"].astype(str))))
-    key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
+    key = hashlib.sha1("\n".join(texts).encode(), usedforsecurity=False).hexdigest()[:12]
     path = cache / f"scores-{_model_key(spec)}-{key}.parquet"
     precision = "bf16" if cpu_has_bf16() else "fp32"
     if path.is_file():

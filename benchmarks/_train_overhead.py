@@ -102,7 +102,7 @@ def _run(side: str, data: TrainingData, cfg: ForecastConfig, threads: int, exp_i
     if side == "plain":  # a fresh process, like the Ray worker (not the driver that hosts Ray and MLflow)
         code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
                 f"from _train_overhead import plain_job; plain_job({cfg.model_dump_json()!r}, {run_id!r}, {threads})")
-        subprocess.run([sys.executable, "-c", code], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603 - this Python, argv built here, no shell
     else:
         fit_with_ray(data, cfg, logger=tracking.RunLogger(run_id, tracking.configure()), max_failures=0,
                      threads_per_worker=threads)

@@ -122,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--posts", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--home", default="/tmp/finpulse-bench-dashboard")
+    ap.add_argument("--home", default=str(Path(__file__).resolve().parents[1] / ".finpulse" / "bench" / "dashboard"))
     ap.add_argument("--models-home", default=str(Path(__file__).resolve().parents[1] / ".finpulse"),
                     help="a FinPulse home where `make demo` ran: its MLflow registry fills the Models page")
     ap.add_argument("--browser", action="store_true", help="Also time each page's first load in headless Chromium.")

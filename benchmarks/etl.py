@@ -102,7 +102,7 @@ def measured_ray_run(prices: str, posts: str, out: str) -> tuple[object, float, 
 
 def pandas_in_subprocess(prices: str, posts: str, out: Path) -> dict:
     """The pandas reference in a fresh process, so its peak RSS (kernel's ru_maxrss) is its own."""
-    proc = subprocess.run([sys.executable, __file__, "--pandas-only", prices, posts, str(out)],
+    proc = subprocess.run([sys.executable, __file__, "--pandas-only", prices, posts, str(out)],  # noqa: S603 - this script, no shell
                           check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -153,7 +153,8 @@ def main() -> None:
 
     pandas_run = pandas_in_subprocess(*small, work / "out-pandas-1m")
     pandas_counts, pandas_s = pandas_run["counts"], pandas_run["seconds"]
-    assert pandas_counts["posts"]["rows_out"] == res.manifest["counts"]["posts"]["rows_out"], "outputs differ"
+    if pandas_counts["posts"]["rows_out"] != res.manifest["counts"]["posts"]["rows_out"]:
+        raise RuntimeError("the pandas reference and the Ray ETL kept different posts")
 
     result = {
         "posts_1m": args.posts, "posts_5m": args.big_posts, "rows_in_1m": rows_in, "cpus": os.cpu_count(),

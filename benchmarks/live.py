@@ -139,7 +139,8 @@ def batch_run(corpus: Corpus, model: str) -> dict[str, float]:
         summary = score_posts(posts, model, str(Path(tmp) / "scores"),
                               ScoreOptions(num_actors=1, num_cpus_per_actor=1.0, threads=1, precision="fp32"))
         seconds = time.perf_counter() - t0
-    assert summary["rows"] == len(posts), summary
+    if summary["rows"] != len(posts):
+        raise RuntimeError(f"scored {summary['rows']} of {len(posts)} posts: {summary}")
     return {"posts": len(posts), "seconds": seconds, "posts_per_s": len(posts) / seconds,
             "execution_posts_per_s": len(posts) / summary["seconds"]}
 

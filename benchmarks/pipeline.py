@@ -72,7 +72,7 @@ def run_child(home: str, mode: str, kill_after: str | None = None) -> tuple[floa
     env = {**os.environ, "FINPULSE_HOME": home}
     cmd = [sys.executable, __file__, "--child", mode] + (["--kill-after", kill_after] if kill_after else [])
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,  # noqa: S603 - this script, no shell
                             start_new_session=True)
     stdout, stderr = proc.communicate()
     seconds = time.monotonic() - t0

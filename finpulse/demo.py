@@ -182,7 +182,7 @@ def client_traffic(base: str, tickers: list[str], rate_per_s: float = 10.0) -> I
     headers = client_headers()
 
     def run() -> None:
-        rng = random.Random(7)
+        rng = random.Random(7)  # noqa: S311 - demo traffic, reproducible on purpose
         while not stop.is_set():
             ticker = rng.choice(tickers)
             route, body = (("/v1/forecast", {"ticker": ticker}) if rng.random() < 0.8 else

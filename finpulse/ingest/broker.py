@@ -165,7 +165,7 @@ def start_server(store_dir: str | Path, port: int, monitor_port: int, *, log_fil
     """Start a JetStream server on 127.0.0.1 storing under ``store_dir``; returns once it is healthy."""
     Path(store_dir).mkdir(parents=True, exist_ok=True)
     log = open(log_file or os.devnull, "ab")  # noqa: SIM115 - the server owns it for its lifetime
-    proc = subprocess.Popen([server_binary(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(port),
+    proc = subprocess.Popen([server_binary(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(port),  # noqa: S603 - the venv's nats-server, no shell
                              "-m", str(monitor_port)], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

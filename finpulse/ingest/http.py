@@ -175,7 +175,7 @@ class HttpSource:
         self.buckets = buckets or []
         self.stats = SourceStats()
         self.session = options.session or requests.Session()
-        self._rng = random.Random(options.seed)
+        self._rng = random.Random(options.seed)  # noqa: S311 - retry jitter, seedable for tests
 
     def _take_tokens(self) -> None:
         for bucket in self.buckets:
@@ -223,7 +223,7 @@ class HttpSource:
                 self.stats.errors += 1
             if last.retry_after is not None and last.retry_after > self.policy.max_retry_after_s:
                 break
-        assert last is not None
+        assert last is not None  # noqa: S101 - type narrowing: the loop above ran at least once
         error = RateLimited if last.rate_limited else SourceUnavailable
         raise error(f"{self.name}: gave up after {self._give_up_reason(last)}: {last.reason}")
 

@@ -51,7 +51,7 @@ from finpulse.ingest.http import (
 )
 
 DEFAULT_URL = "https://api.x.com/2/tweets/search/recent"
-TOKEN_ENV = "X_BEARER_TOKEN"
+TOKEN_ENV = "X_BEARER_TOKEN"  # noqa: S105 - the name of the variable that holds the token, not a token
 DEFAULT_QUERY = "(${ticker} OR #{ticker}) lang:en -is:retweet"
 TWEET_FIELDS = "created_at,public_metrics,author_id,lang"
 SOURCE = "x:recent_search"

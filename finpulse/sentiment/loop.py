@@ -259,7 +259,7 @@ def write_checkpoint(folder: Path, model: Any, tok: Any, config: SentimentTrainC
 def _epoch_end(model: Any, tok: Any, config: SentimentTrainConfig, state: _State, metrics: dict[str, Any],
                on_epoch: EpochCallback | None) -> bool:
     """Rank 0's bookkeeping after an epoch: history, early stopping, checkpoint, callback. True: stop."""
-    assert state.stopper is not None
+    assert state.stopper is not None  # noqa: S101 - type narrowing: set before the first epoch
     state.history.append({k: v for k, v in metrics.items() if k != "val_confusion_matrix"})
     stop = state.stopper.update(metrics["val_macro_f1"], metrics["epoch"])
     meta = {"epoch": metrics["epoch"], "history": state.history, "early_stop": state.stopper.to_meta(),

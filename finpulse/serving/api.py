@@ -70,14 +70,21 @@ class NullMetrics:
         pass
 
 
-def _json(content: Any, status: int = 200, version: str | None = None) -> Response:
+# Seconds a client should wait before retrying a 503 (overload or a model not there yet): Serve's own
+# backpressure rejections carry the same header (``backpressure_config.retry_after_s`` in serve_configs).
+RETRY_AFTER_S = 1
+
+
+def _json(content: Any, status: int = 200, version: str | None = None,
+          headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(content, separators=(",", ":"), allow_nan=False, default=str).encode()
-    headers = {VERSION_HEADER: version} if version else None
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    headers = {**({VERSION_HEADER: version} if version else {}), **(headers or {})}
+    return Response(body, status_code=status, media_type="application/json", headers=headers or None)
 
 
 def _error(status: int, detail: Any) -> Response:
-    return _json({"detail": detail}, status)
+    """``{"detail": ...}`` with its status; a 503 says when to come back (``Retry-After``)."""
+    return _json({"detail": detail}, status, headers={"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None)
 
 
 # Ray errors that mean "the model is not there right now", not "the request is bad": 503.
@@ -282,7 +289,8 @@ def _add_info_routes(app: FastAPI, backend: Backend) -> None:
     async def healthz() -> Response:
         """200 when the stable models and the features are loaded, else 503 with what is missing."""
         ok, detail = await backend.health()
-        return _json({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)
+        return _json({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503,
+                     headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse", *,

@@ -105,7 +105,7 @@ def _auth_headers(token_path: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-_TOKEN_FIX = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node prints it) "
+_TOKEN_FIX = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node prints it) "  # noqa: S105 - a help message, not a token
               "or RAY_AUTH_TOKEN_PATH to a file holding it")
 
 
@@ -181,7 +181,7 @@ class ServeConfigClient:
         d = self.details()
         http = d.get("http_options") or {}
         host = http.get("host", "127.0.0.1")
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - maps bind-all to loopback for our own client
         prefix = ((d.get("applications") or {}).get(app_name, {}).get("route_prefix") or "/").rstrip("/")
         return f"http://{host}:{http.get('port', 8000)}{prefix}"
 

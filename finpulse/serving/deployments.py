@@ -18,7 +18,7 @@ from ray import serve
 
 from finpulse.monitoring.metrics import ServingMetrics
 from finpulse.serving.access import KeyRing
-from finpulse.serving.api import create_api
+from finpulse.serving.api import RETRY_AFTER_S, create_api
 from finpulse.serving.errors import ModelNotReady
 from finpulse.serving.gauges import REFRESH_S, FreshnessGauges
 from finpulse.serving.router import (
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # Defaults sized for a 2-core laptop; serve_configs/*.yaml override them per environment.
 SMALL = {"num_cpus": 0.25}
+# Bounded queues at every hop: past max_ongoing_requests + max_queued_requests a caller (Serve's proxy
+# for the Gateway, the Gateway for a model) gets an immediate 503 with Retry-After, never an endless wait.
+SHED = {"max_queued_requests": 64, "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S}}
 
 
 def _replica_slot(default: str = STABLE) -> str:
@@ -65,7 +68,7 @@ def _apply_batching(batched: Any, cfg: BatchConfig) -> None:
     batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
 
-@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32, **SHED)
 class SentimentModel:
     """Scores texts. One call carries many requests (a Gateway batch); calls are batched again here."""
 
@@ -108,7 +111,7 @@ class SentimentModel:
         return sentiment_info(self.service)
 
 
-@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=32, **SHED)
 class Forecaster:
     """Forecasts from the latest daily features per ticker (reloaded on every reconfigure)."""
 
@@ -179,12 +182,22 @@ class Forecaster:
         return forecast_info(self.service)
 
 
+# A replica that died (killed, OOM, node lost) while holding the call: the same items are safe to send
+# again (scoring and forecasting are pure reads), and Serve routes the retry to a live replica.
+_REPLICA_LOST = {"RayActorError", "ActorDiedError", "ActorUnavailableError", "ReplicaUnavailableError",
+                 "WorkerCrashedError"}
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    return any(c.__name__ in _REPLICA_LOST for c in type(exc).__mro__)
+
+
 def _unavailable(exc: Exception, what: str) -> dict:
     log.warning("%s hop failed: %s", what, exc)
     return ModelNotReady(f"{what} model unavailable: {type(exc).__name__}").to_dict()
 
 
-@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=256)
+@serve.deployment(ray_actor_options=SMALL, max_ongoing_requests=64, **SHED)
 @serve.ingress()
 class Gateway(Router):
     """The FastAPI ingress: splits traffic between stable and canary, batches requests per hop."""
@@ -216,10 +229,16 @@ class Gateway(Router):
         """One handle call for a batch of concurrent requests to one slot. Each slot batches apart, so
         a slow or failing canary never holds up the stable requests (nor skews their latency)."""
         self.metrics.batch(f"gateway_{model}", len(items))
-        try:
-            return await getattr(self.handles[(model, slot)], method).remote(items)
-        except Exception as exc:
-            return [_unavailable(exc, f"{model} {slot}")] * len(items)
+        call = getattr(self.handles[(model, slot)], method)
+        for attempt, pause in enumerate((*self.config.replica_retry_pauses_s, None)):
+            try:
+                return await call.remote(items)
+            except Exception as exc:
+                if pause is None or not _replica_lost(exc):
+                    return [_unavailable(exc, f"{model} {slot}")] * len(items)
+                log.warning("%s %s replica lost (%s): retry %d", model, slot, type(exc).__name__, attempt + 1)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=4)
     async def _sentiment_stable(self, items: list[list[str]]) -> list[dict]:

@@ -3,6 +3,8 @@
 Replicas may start in another working directory, so relative FinPulse settings (data root, sqlite
 MLflow, model folders) are made absolute and passed in the application's ``runtime_env``, with where
 the Gateway reads its API keys (the home's keys file, created with a first key on the first serve).
+A config's ``edge:`` block is FinPulse's, not Serve's: it puts HAProxy on the public port in front of
+Serve (finpulse/serving/edge.py), and Serve's proxy moves to a private port.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     from finpulse.serving.api_keys import server_env
 
     cfg = yaml.safe_load(Path(path).read_text())
+    cfg.pop("edge", None)
     env = {**settings_env(get_settings()), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     for app in cfg.get("applications", []):
         app["args"] = {**app.get("args", {}), **(args or {})}
@@ -33,6 +36,39 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     if port is not None:
         cfg.setdefault("http_options", {})["port"] = port
     return cfg
+
+
+def edge_config(path: str | Path) -> Any:
+    """The config's ``edge:`` block (None when absent or disabled)."""
+    from finpulse.serving.edge import EdgeConfig
+
+    block = (yaml.safe_load(Path(path).read_text()) or {}).get("edge")
+    cfg = EdgeConfig(**block) if block is not None else None
+    return cfg if cfg is not None and cfg.enabled else None
+
+
+_edges: list[Any] = []
+
+
+def start_edge(config_path: str | Path, cfg: dict[str, Any]) -> str | None:
+    """If the config has an edge: move Serve's proxy in ``cfg`` to a private port, start HAProxy on the
+    public one and return its URL (stopped by :func:`stop_edges`); else None."""
+    from finpulse.serving import edge
+
+    ecfg = edge_config(config_path)
+    if ecfg is None:
+        return None
+    http = cfg.setdefault("http_options", {})
+    public = (http.get("host", "127.0.0.1"), int(http.get("port", 8000)))
+    http["host"], http["port"] = "127.0.0.1", edge.free_port()  # Serve's proxy: private, behind the edge
+    running = edge.start(ecfg, public, http["port"])
+    _edges.append(running)
+    return running.url
+
+
+def stop_edges() -> None:
+    while _edges:
+        _edges.pop().stop()
 
 
 def write_resolved(path: str | Path, port: int | None = None) -> Path:
@@ -85,17 +121,20 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
     from finpulse.serving.canary import ServeConfigClient
 
     cfg = resolve_config(config_path, port, args)
+    prepare_keys(cfg)  # before the edge moves Serve's proxy: the key's line names the public URL
+    public = start_edge(config_path, cfg)
     http = cfg.get("http_options", {})
-    prepare_keys(cfg)
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
-    return wait_healthy(proxy_url(cfg), timeout)
+    private = proxy_url(cfg)
+    wait_healthy(private, timeout)
+    return wait_healthy(public, timeout) if public else private
 
 
 def proxy_url(cfg: dict[str, Any]) -> str:
     """Where a client on this machine reaches the config's HTTP proxy."""
     http = cfg.get("http_options", {})
-    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")
+    host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")  # noqa: S104 - maps bind-all to loopback for our own client
     return f"http://{host}:{http.get('port', 8000)}"
 
 

@@ -80,7 +80,7 @@ class Router:
 
     def __init__(self, config: GatewayConfig | None = None, seed: int | None = None):
         self.config = config or GatewayConfig()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - canary traffic split, seedable for tests; not a secret
         self._health: tuple[float, bool, dict] | None = None  # (checked at, ok, detail)
         self._health_task: asyncio.Task | None = None
         self._feed: tuple[str, Any] | None = None  # (url, Feed), connected on the first POST /v1/posts

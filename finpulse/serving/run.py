@@ -62,6 +62,9 @@ def shutdown(budget_s: float = SHUTDOWN_BUDGET_S) -> None:
     import ray
     from ray import serve
 
+    from finpulse.serving.launch import stop_edges
+
+    stop_edges()  # first: no new requests while Serve drains
     t0 = time.monotonic()
     if not _bounded(serve.shutdown, budget_s / 2):
         print("serve.shutdown did not finish in time; stopping Ray anyway", flush=True)

@@ -17,7 +17,7 @@ Ticker = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, 
 Close = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
 Label = Literal["negative", "neutral", "positive"]
-assert tuple(Label.__args__) == SENTIMENT_LABELS  # one label vocabulary across the project
+assert tuple(Label.__args__) == SENTIMENT_LABELS  # noqa: S101 - one label vocabulary across the project, checked at import
 
 
 class _Request(BaseModel):
@@ -25,15 +25,21 @@ class _Request(BaseModel):
 
 
 class SentimentRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": ["Shares soared after a record quarter"]}]})
+
     texts: list[str] = Field(..., min_length=1, description="Texts to score (at most the server's max_texts).")
 
 
 class ForecastRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ticker": "AAPL"}]})
+
     ticker: Ticker
     as_of: dt.date | None = Field(None, description="Forecast from the features of this day (default: latest).")
 
 
 class SignalRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ticker": "TSLA", "texts": ["Deliveries beat estimates"]}]})
+
     ticker: Ticker
     texts: list[str] = Field(..., min_length=1, description="The as-of day's posts about the ticker.")
     closes: list[Close] | None = Field(None, min_length=1, max_length=4096,
@@ -176,6 +182,8 @@ class GatewayConfig(BatchConfig):
     health_ttl_s: float = Field(2.0, ge=0.0, description="Age at which /healthz re-checks a ready state "
                                                           "(in the background; probes answer from memory).")
     nats_url: str | None = Field(None, description="The live feed's broker for POST /v1/posts (None: not offered).")
+    replica_retry_pauses_s: tuple[float, ...] = Field(
+        (0.05, 0.25), description="Pauses before re-sending a hop whose model replica died mid-call (one retry each).")
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Per API key and Gateway replica, "
                                   "unless the key's own entry sets one (access.py).")
 

@@ -78,7 +78,7 @@ class ForecastService:
         """What an answer says about its features: the row's day, when the rows changed, stale, provisional."""
         from finpulse.monitoring.freshness import is_stale
 
-        assert self.store is not None
+        assert self.store is not None  # noqa: S101 - type narrowing: predict() checked the store first
         row = self.store.frame(ticker).iloc[end - 1]
         now_dt = dt.datetime.fromtimestamp(now or time.time(), dt.UTC)
         return {"features_updated_at": dt.datetime.fromtimestamp(self.store.updated_at[ticker], dt.UTC).isoformat(),
@@ -87,7 +87,7 @@ class ForecastService:
     def _window(self, model: Any, item: dict, end: int, rows: int) -> Any:
         """The model input for one request. Plain look-ups slice the ticker's rows prepared once per
         (model, features, rows version); requests that override the day's sentiment or closes rebuild theirs."""
-        assert self.store is not None
+        assert self.store is not None  # noqa: S101 - type narrowing: predict() checked the store first
         ticker = item["ticker"]
         if item.get("sentiment") is not None or item.get("closes"):
             hist = self.store.frame(ticker).iloc[max(0, end - rows) : end]

@@ -132,7 +132,7 @@ def test_etl_on_real_s3(ray_head: dict, s3_server: dict, tmp_path: Path) -> None
     assert features["sent_mean"].sum() == pytest.approx(ref["sent_mean"].sum())
     # the wrong secret is refused by the server, not silently ignored
     bad = boto3.client("s3", endpoint_url=s3_server["endpoint"], aws_access_key_id=s3_server["key"],
-                       aws_secret_access_key="wrong", region_name="us-east-1")
+                       aws_secret_access_key="wrong", region_name="us-east-1")  # pragma: allowlist secret - wrong on purpose
     with pytest.raises(Exception, match=r"SignatureDoesNotMatch|AccessDenied|Forbidden"):
         bad.list_objects_v2(Bucket="finpulse-curated")
 

@@ -3,7 +3,11 @@ API keys and rate limits."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,7 +16,10 @@ from conftest import free_port, prometheus_query
 
 from finpulse.serving import canary
 from finpulse.serving.app import GATEWAY
+from finpulse.serving.schemas import ForecasterConfig
 from tests.support.access import AUTH, READ_AUTH, READ_KEY, TEST_KEY, key_entries
+from tests.support.canary import SLOW_LOADER, make_slow_forecaster
+from tests.support.fuzz import fuzz
 from tests.support.serving import build_test_models, private_home, serve_config
 
 pytestmark = pytest.mark.integration
@@ -44,7 +51,11 @@ def served(ray_head, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     client = canary.ServeConfigClient(ray_head["dashboard"], api_key=TEST_KEY)
     keys_file = tmp_path_factory.mktemp("serve_keys") / "api_keys.json"  # as a mounted Secret gives it
-    client.deploy(serve_config(models, port, keys=keys_file))
+    small = {"num_cpus": 0.1}
+    deps = [{"name": "Gateway", "ray_actor_options": small, "max_ongoing_requests": 16, "max_queued_requests": 16},
+            *[{"name": n, "ray_actor_options": small} for n in
+              ("SentimentModel", "SentimentModelCanary", "Forecaster", "ForecasterCanary")]]
+    client.deploy(serve_config(models, port, deps, keys=keys_file))  # a small Gateway queue: the overload test fills it
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url)
@@ -184,6 +195,116 @@ def test_custom_metrics_reach_prometheus(served, prometheus):
     assert prometheus_query(prometheus, "ray_finpulse_sentiment_predictions_total")
     assert prometheus_query(prometheus, "ray_finpulse_predicted_gross_return_count")
     assert prometheus_query(prometheus, "ray_finpulse_request_latency_ms_bucket")
+
+
+def _burst(url: str, n: int) -> list[tuple[int, float, str | None]]:
+    """``n`` forecast requests at once (one connection each): status, seconds, Retry-After."""
+    import aiohttp
+
+    async def main() -> list[tuple[int, float, str | None]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            async def one() -> tuple[int, float, str | None]:
+                t0 = time.perf_counter()
+                async with s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers=AUTH,
+                                  timeout=aiohttp.ClientTimeout(total=30)) as r:
+                    await r.read()
+                    return r.status, time.perf_counter() - t0, r.headers.get("Retry-After")
+
+            return await asyncio.gather(*[one() for _ in range(n)])
+
+    return asyncio.run(main())
+
+
+def test_overload_is_shed_with_503_and_retry_after(served):
+    """Past the Gateway's max_ongoing + max_queued (16 + 16 here), Serve answers 503 with Retry-After
+    at once; nothing waits without bound, and right after the burst a lone request is fast again."""
+    results = _burst(served["url"], 400)
+    statuses = Counter(s for s, _, _ in results)
+    assert set(statuses) == {200, 503} and statuses[200] >= 32, statuses
+    assert {ra for s, _, ra in results if s == 503} == {"1"}
+    assert max(t for _, t, _ in results) < 10
+    t0 = time.perf_counter()
+    assert requests.post(f"{served['url']}/v1/forecast", json={"ticker": "MSFT"}, headers=AUTH,
+                         timeout=30).status_code == 200
+    assert time.perf_counter() - t0 < 1.0
+
+
+def _forecaster_pids() -> list[int]:
+    from ray.util.state import list_actors
+
+    return [a.pid for a in list_actors(filters=[("class_name", "=", "ServeReplica:finpulse:Forecaster"),
+                                                ("state", "=", "ALIVE")])]
+
+
+def _wait(cond, timeout: float) -> float:
+    t0 = time.perf_counter()
+    while not cond():
+        assert time.perf_counter() - t0 < timeout, "timed out"
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def test_killed_forecaster_replica_under_load_fails_no_request(served, tmp_path):
+    """Two Forecaster replicas, each batch taking 0.2 s so calls are always in flight, under steady load;
+    one replica SIGKILLed: the Gateway re-sends the lost hop to the live replica (error share <= 1%;
+    without the retry 2-4% of them failed), and Serve brings the replica count back."""
+    import os
+    import signal
+
+    from ray import serve
+
+    client = served["client"]
+    original = client.current_config()
+    two = copy.deepcopy(original)
+    slow = make_slow_forecaster(served["models"]["fc_a"], tmp_path / "fc_slow", sleep_s=0.2)
+    dep = next(d for d in two["applications"][0]["deployments"] if d["name"] == "Forecaster")
+    dep["num_replicas"] = 2
+    dep["user_config"] = ForecasterConfig(model=str(slow), loader=SLOW_LOADER,
+                                          features_uri=served["models"]["features"]).model_dump()
+    client.deploy(two)
+    _wait(lambda: len(_forecaster_pids()) == 2 and requests.post(
+        f"{served['url']}/v1/forecast", json={"ticker": "TSLA"}, headers=AUTH, timeout=30
+    ).headers.get("X-Model-Version") == "fc-slow", 120)
+    statuses: Counter = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        with requests.Session() as s:
+            s.headers.update(AUTH)
+            while not stop.is_set():
+                statuses[s.post(f"{served['url']}/v1/forecast", json={"ticker": "TSLA"}, timeout=30).status_code] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(12)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        victim = _forecaster_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    errors = sum(n for status, n in statuses.items() if status != 200)
+    assert statuses[200] > 50 and errors / sum(statuses.values()) <= 0.01, statuses
+
+    def back() -> bool:
+        running = serve.status().applications["finpulse"].deployments["Forecaster"].replica_states.get("RUNNING", 0)
+        pids = _forecaster_pids()
+        return running == 2 and len(pids) == 2 and victim not in pids
+
+    _wait(back, 120)
+    client.deploy(original)
+    _wait(lambda: len(_forecaster_pids()) == 1, 120)
+
+
+def test_fuzzing_from_the_openapi_document_finds_no_server_error(served, tmp_path):
+    """schemathesis over every operation (valid and invalid inputs, other methods): no 5xx but 503,
+    and the service still answers afterwards."""
+    r = fuzz(served["url"], 8, tmp_path, api_key=TEST_KEY)
+    assert r["fuzz_cases"] >= 100 and r["fuzz_5xx"] == 0, r["fuzz_server_errors"]
+    assert r["fuzz_healthz_after"] == 200 and r["fuzz_statuses"].get(200, 0) > 0
 
 
 def _until(call, accept, timeout: float = 60.0) -> requests.Response:
