@@ -31,7 +31,7 @@ from finpulse.serving.access import (
 )
 from finpulse.serving.schemas import RateLimit
 
-ENV_CLIENT_KEY = "FINPULSE_API_KEY"
+ENV_CLIENT_KEY = "FINPULSE_API_KEY"  # pragma: allowlist secret - a variable's name
 LOCAL_KEY_NAME = "local"
 
 

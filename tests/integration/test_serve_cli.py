@@ -113,7 +113,8 @@ def test_serve_canary_with_token_auth_and_ctrl_c(tmp_path):
                         "rejected", "RAY_AUTH_TOKEN")
         _one_line_error(_finpulse(_clean_env(tmp_path / "h3", other), "canary", "status", "--address",
                                   f"http://127.0.0.1:{free_port()}"), "finpulse serve")
-        _one_line_error(_finpulse(_clean_env(home, user_home, FINPULSE_API_KEY="fp_wrong"), "canary", "status"),
+        wrong_key = _clean_env(home, user_home, FINPULSE_API_KEY="fp_wrong")  # pragma: allowlist secret - wrong on purpose
+        _one_line_error(_finpulse(wrong_key, "canary", "status"),
                         "refused the API key (401: invalid API key)", "FINPULSE_API_KEY")
 
         assert _processes_with(f"FINPULSE_HOME={home}\0")  # the marker finds the Ray processes it started

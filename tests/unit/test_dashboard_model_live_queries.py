@@ -200,7 +200,7 @@ def test_canary_weights_read_the_apps_models_endpoint(monkeypatch) -> None:
     try:
         weights = lq.canary_weights(url).set_index(["model", "slot"])
         with pytest.raises(requests.HTTPError, match="401"):
-            lq.canary_weights(url, api_key="fp_other")
+            lq.canary_weights(url, api_key="fp_other")  # pragma: allowlist secret - wrong on purpose
     finally:
         server.shutdown()
         server.server_close()

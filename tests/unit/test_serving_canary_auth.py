@@ -100,7 +100,7 @@ def test_a_refused_api_key_is_a_one_line_fix_and_does_not_turn_the_loop_canary_o
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
     try:
-        assert ServeConfigClient(url, api_key="fp_right").models() == {"models": {}}
+        assert ServeConfigClient(url, api_key="fp_right").models() == {"models": {}}  # pragma: allowlist secret - a stand-in
         with pytest.raises(ApiKeyRefused, match=r"refused a missing API key \(401: invalid API key\).*FINPULSE_API_KEY"):
             ServeConfigClient(url).models()
         monkeypatch.setenv("FINPULSE_API_KEY", "fp_wrong")
