@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 
 import requests
-from _serve_setup import lua_script
+from _serve_setup import bench_key, lua_script
+
+API_KEY = bench_key()[0]  # the Gateway of the benchmark's deployment accepts it (benchmarks/serve_load.py)
 
 # Appended to the body script: per-status counts (thread:get copies each thread's table into done()).
 STATUS_LUA = """
@@ -50,7 +52,7 @@ end
 def wrk(url: str, bodies: list[dict], connections: int, duration: float, timeout_s: float = 10.0) -> dict:
     """One wrk run: requests, rate, latency percentiles, socket errors and answers per status."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(lua_script(bodies) + STATUS_LUA)
+        f.write(lua_script(bodies, API_KEY) + STATUS_LUA)
     try:
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(duration)}s", "--timeout", f"{int(timeout_s)}s",  # noqa: S603, S607 - fixed argv, wrk from PATH
                               "-s", f.name, url], capture_output=True, text=True, timeout=duration + 120)
@@ -76,7 +78,7 @@ def share(r: dict, status: str) -> float:
 
 def lone_request_ms(url: str, body: dict) -> float:
     t0 = time.perf_counter()
-    requests.post(url, json=body, timeout=30)
+    requests.post(url, json=body, headers={"X-API-Key": API_KEY}, timeout=30)
     return round((time.perf_counter() - t0) * 1000, 1)
 
 

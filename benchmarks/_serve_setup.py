@@ -1,10 +1,11 @@
 """What `make bench-serve` measures: the FinPulse home that `make demo` leaves (registry champions and
 the ETL's curated features), built here the demo's way when the current home has no champions, and
 request bodies that vary (tickers, as-of days that have features, post texts), served to wrk by a Lua
-script that picks one body per request."""
+script that picks one body per request and sends the bench's API key (``bench_key``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -105,6 +106,7 @@ def request_bodies(seed: int = 0, n: int = 256, skip_rows: int = 80) -> dict[str
 LUA_HEAD = """
 wrk.method = method
 if method == "POST" then wrk.headers["Content-Type"] = "application/json" end
+if api_key ~= "" then wrk.headers["X-API-Key"] = api_key end
 math.randomseed(os.time())
 local n = #bodies
 request = function()
@@ -120,8 +122,26 @@ end
 """
 
 
-def lua_script(bodies: list[dict]) -> str:
-    """A wrk script whose every request is a body picked at random from ``bodies`` (a GET when empty)."""
+@functools.cache
+def bench_key() -> tuple[str, dict[str, str]]:
+    """The key of this run (one per process) and the Gateway env that accepts it (a keys file under
+    benchmarks/.tmp): read and write, with its own rate far above any load here, so the measured path
+    checks the key and takes a token per request, as every user's does, without a 429 cutting it short."""
+    from finpulse.serving.access import ENV_KEYS_FILE, KeyEntry, hash_key, keys_json, new_key
+    from finpulse.serving.schemas import RateLimit
+
+    key = new_key()
+    entry = KeyEntry(name="bench", sha256=hash_key(key), scopes=["read", "write"],
+                     rate_limit=RateLimit(rate_per_s=1e6, burst=1_000_000))
+    path = ROOT / "benchmarks" / ".tmp" / "bench_api_keys.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(keys_json([entry]))
+    return key, {ENV_KEYS_FILE: str(path)}
+
+
+def lua_script(bodies: list[dict], api_key: str = "") -> str:
+    """A wrk script whose every request is a body picked at random from ``bodies`` (a GET when empty),
+    with ``api_key`` in the X-API-Key header."""
     items = []
     for b in bodies:
         s = json.dumps(b, ensure_ascii=True)
@@ -129,4 +149,7 @@ def lua_script(bodies: list[dict]) -> str:
             raise ValueError(f"a body holds the Lua long-string delimiter ]==]: {s[:80]}")
         items.append(f"[==[{s}]==]")
     method = "POST" if bodies else "GET"
-    return f'method = "{method}"\nbodies = {{\n' + ",\n".join(items) + "\n}\n" + LUA_HEAD
+    if api_key and not api_key.replace("_", "").replace("-", "").isalnum():
+        raise ValueError("an API key must be URL-safe base64 to sit in a Lua string")
+    return (f'method = "{method}"\napi_key = "{api_key}"\nbodies = {{\n' + ",\n".join(items) + "\n}\n"
+            + LUA_HEAD)

@@ -4,7 +4,8 @@ a fuzzer, JSON in benchmarks/results/reliability.json.
 What is measured: `serve_configs/local.yaml` as `finpulse serve` resolves it (its bounded queues and
 backpressure settings included), over the FinPulse home's registry champions (built the demo's way when
 missing, benchmarks/_serve_setup.py), on 2 cores. Every request body is picked at random from a
-pregenerated list (tickers, as-of days that have features, real post texts).
+pregenerated list (tickers, as-of days that have features, real post texts), with the run's API key (its
+own rate far above the load: overload is shed with 503s, never 429s).
 - capacity: /v1/forecast at 32 connections (wrk), repeated; the median is "capacity".
 - overload: 1,000 connections for 20 s (wrk, 10 s timeout), repeated: timeouts, 503 share, p99; then a lone
   request, and the seconds until a 1-s window at 32 connections is back at 90% of capacity with no errors.
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _overload import kill_replica_under_load, overload, sigkill, wrk
 from _serve_setup import ROOT, ensure_home, request_bodies
-from serve_load import _check_bodies, _deploy, deployment
+from serve_load import API_KEY, KEYS_ENV, _check_bodies, _deploy, deployment
 
 sys.path.insert(0, str(ROOT))  # tests.support.fuzz: the same fuzz run as the serve tests
 
@@ -43,6 +44,7 @@ def _config(serve_port: int, forecaster_replicas: int = 1) -> dict:
     from finpulse.serving.launch import resolve_config
 
     cfg = resolve_config(ROOT / CONFIG, PORT)
+    cfg["applications"][0]["runtime_env"]["env_vars"].update(KEYS_ENV)  # the bench's key (serve_load.py)
     cfg["http_options"].update(host="127.0.0.1", port=serve_port)
     for d in cfg["applications"][0]["deployments"]:
         if d["name"] == "Forecaster":
@@ -176,13 +178,14 @@ def main() -> None:
         if "soak" in parts and a.soak_s:
             from _soak import mix_capacity, soak
 
-            mix = mix_capacity(base, bodies, RESULTS / "soak")
+            mix = mix_capacity(base, bodies, RESULTS / "soak", api_key=API_KEY)
             print(f"capacity of the request mix (locust, 32 users, no wait): {mix['rps']} requests/s", flush=True)
-            res["soak"] = {"mix_capacity_rps": mix["rps"], **soak(base, bodies, mix["rps"] / 2, a.soak_s, RESULTS / "soak")}
+            res["soak"] = {"mix_capacity_rps": mix["rps"],
+                           **soak(base, bodies, mix["rps"] / 2, a.soak_s, RESULTS / "soak", api_key=API_KEY)}
         if "fuzz" in parts and a.fuzz_examples:
             from tests.support.fuzz import fuzz
 
-            res["fuzz"] = fuzz(base, a.fuzz_examples, RESULTS / "fuzz")
+            res["fuzz"] = fuzz(base, a.fuzz_examples, RESULTS / "fuzz", api_key=API_KEY)
         if "kill" in parts:
             res["replica_kill"] = replica_kills(client, serve_port, url, bodies["forecast"], a.repeats)
         if "overload" in parts and "kill" in parts:

@@ -9,6 +9,8 @@ real post texts). Beside it in the same Ray, the ceiling: one trivial deployment
 answers a small JSON, loaded with the same forecast bodies. Headline: /v1/forecast vs the ceiling at 32
 connections, repeated and interleaved (ceiling, forecast, ceiling, ...), median and spread. Then each
 route (and GET /healthz) at 8/32/64 connections once, and sentiment with batching off. wrk (C, one thread) on loopback.
+Every request carries an API key made for the run (its own rate far above the load): the Gateway checks
+it and takes a token from its bucket per request, as for any user, and never answers 429.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve_setup import ROOT, ensure_home, lua_script, request_bodies
+from _serve_setup import ROOT, bench_key, ensure_home, lua_script, request_bodies
 
 CONFIG = "serve_configs/local.yaml"
 PORT = 18000
+API_KEY, KEYS_ENV = bench_key()  # every request carries it: the key check is part of what is measured
+AUTH = {"X-API-Key": API_KEY}
 
 
 def wrk(url: str, bodies: list[dict], connections: int, duration: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(lua_script(bodies))
+        f.write(lua_script(bodies, API_KEY))
     try:
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", f.name,  # noqa: S603, S607 - wrk from PATH (Debian), fixed argv, no shell
                               url], capture_output=True, text=True, timeout=duration + 60)
@@ -58,6 +62,8 @@ def _config(precision: str) -> dict:
     from finpulse.serving.launch import resolve_config
 
     cfg = resolve_config(ROOT / CONFIG, PORT)
+    env = cfg["applications"][0]["runtime_env"]["env_vars"]
+    env.update(KEYS_ENV)  # the bench's own key file, not the home's
     if precision != "auto":
         cfg["applications"][0]["args"]["sentiment_loader_kwargs"]["precision"] = precision
     cfg["applications"].append({"name": "ceiling", "route_prefix": "/ceiling",
@@ -85,6 +91,7 @@ def _deploy(client, cfg: dict, timeout: float = 900) -> None:
 def _check_bodies(base: str, bodies: dict[str, list[dict]]) -> None:
     """Every forecast body answers 200 (as-of days with features), before any load is measured."""
     with requests.Session() as s:
+        s.headers.update(AUTH)
         bad = [b for b in bodies["forecast"] if s.post(f"{base}/v1/forecast", json=b, timeout=30).status_code != 200]
     if bad:
         raise RuntimeError(f"{len(bad)} forecast bodies do not answer 200, e.g. {bad[:3]}")
@@ -173,7 +180,7 @@ def summarize(results: dict) -> dict:
 
 def deployment(base: str, home: dict, cfg: dict) -> dict:
     """What was measured: the config file, the model versions the running app reports, the features."""
-    m = requests.get(f"{base}/v1/models", timeout=30).json()["models"]
+    m = requests.get(f"{base}/v1/models", headers=AUTH, timeout=30).json()["models"]
     args = cfg["applications"][0]["args"]
     fc = m["forecast"]["stable"]
     return {"config": CONFIG, **home,

@@ -123,7 +123,11 @@ class ConsolePresenter(pipeline.PipelineObserver):
 def _forecasts(base: str, tickers: list[str]) -> dict[str, dict]:
     import requests
 
-    return {t: requests.post(f"{base}/v1/forecast", json={"ticker": t}, timeout=60).json() for t in tickers}
+    from finpulse.serving.api_keys import client_headers
+
+    headers = client_headers()
+    return {t: requests.post(f"{base}/v1/forecast", json={"ticker": t}, headers=headers, timeout=60).json()
+            for t in tickers}
 
 
 def run_live_stage(base: str, options: pipeline.PipelineOptions) -> None:
@@ -171,8 +175,11 @@ def client_traffic(base: str, tickers: list[str], rate_per_s: float = 10.0) -> I
 
     import requests
 
+    from finpulse.serving.api_keys import client_headers
+
     counts: dict[str, int] = {}
     stop = threading.Event()
+    headers = client_headers()
 
     def run() -> None:
         rng = random.Random(7)  # noqa: S311 - demo traffic, reproducible on purpose
@@ -182,7 +189,7 @@ def client_traffic(base: str, tickers: list[str], rate_per_s: float = 10.0) -> I
                            ("/v1/signal", {"ticker": ticker, "texts": [f"${ticker} {rng.choice(['beats', 'misses'])}"
                                                                         " estimates"]}))
             try:
-                status = requests.post(f"{base}{route}", json=body, timeout=30).status_code
+                status = requests.post(f"{base}{route}", json=body, headers=headers, timeout=30).status_code
             except requests.RequestException:
                 status = 0
             counts[str(status)] = counts.get(str(status), 0) + 1

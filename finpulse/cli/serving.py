@@ -19,11 +19,17 @@ def serve_cmd(
     address: Annotated[str | None, typer.Option(help="Serve on this Ray cluster instead (default: "
                                                      "$FINPULSE_RAY_ADDRESS, else a fresh local Ray).")] = None,
 ) -> None:
-    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings,
-    and on Ctrl-C (or SIGTERM) stops Serve and Ray."""
+    """Serve the app until Ctrl-C: starts a local Ray, deploys CONFIG with this machine's FinPulse settings
+    and API keys (the first serve of a home makes one: see `finpulse keys`), and on Ctrl-C (or SIGTERM)
+    stops Serve and Ray."""
+    from finpulse.serving.access import KeysError
     from finpulse.serving.run import serve_forever
 
-    serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
+    try:
+        serve_forever(config, port=port, dashboard_port=dashboard_port, address=address)
+    except KeysError as exc:
+        typer.echo(f"finpulse serve: API keys: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 canary_app = typer.Typer(help="Canary traffic for a running app: set, promote, rollback, status.",

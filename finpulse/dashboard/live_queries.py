@@ -142,13 +142,15 @@ def serving_url() -> str | None:
     return (read_state() or {}).get("url")
 
 
-def canary_weights(url: str, timeout: float = 5.0) -> pd.DataFrame:
-    """Per model and slot: version, traffic weight, ready, from the app's ``/v1/models``."""
+def canary_weights(url: str, timeout: float = 5.0, api_key: str | None = None) -> pd.DataFrame:
+    """Per model and slot: version, traffic weight, ready, from the app's ``/v1/models`` (read with this
+    machine's API key unless one is given)."""
     import requests
 
     from finpulse.serving import canary
+    from finpulse.serving.api_keys import client_headers
 
-    r = requests.get(f"{url.rstrip('/')}/v1/models", timeout=timeout)
+    r = requests.get(f"{url.rstrip('/')}/v1/models", headers=client_headers(api_key), timeout=timeout)
     r.raise_for_status()
     return canary_frame(canary.summary(r.json()))
 

@@ -41,6 +41,8 @@ def serving_client(address: str | None) -> Any:
     client = canary.ServeConfigClient(dashboard, token_path=state.get("token_path"))
     try:
         client.models()
+    except canary.ApiKeyRefused:  # an app that refuses our key must not silently turn canarying off
+        raise
     except Exception:  # no app there: the loop decides on the registry alone and says so
         return None
     return client

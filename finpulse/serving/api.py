@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from finpulse.serving.access import AccessControl, KeyRing, document_security
 from finpulse.serving.errors import ServingError, TooLarge
 from finpulse.serving.router import SignalResult
 from finpulse.serving.schemas import (
@@ -292,14 +293,17 @@ def _add_info_routes(app: FastAPI, backend: Backend) -> None:
                      headers=None if ok else {"Retry-After": str(RETRY_AFTER_S)})
 
 
-def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse") -> FastAPI:
-    """The HTTP API over ``backend`` (OpenAPI at /docs)."""
+def create_api(backend: Backend, metrics: Metrics | None = None, title: str = "FinPulse", *,
+               keys: KeyRing) -> FastAPI:
+    """The HTTP API over ``backend`` (OpenAPI at /docs), open only to ``keys`` (``access.py``)."""
     metrics = metrics or NullMetrics()
     app = FastAPI(title=title, version="1.0", description="Sentiment and next-day forecasts from social posts.")
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=lambda: backend.config.max_body_bytes)
-    app.add_middleware(RequestMetrics, record=metrics.request, on_error=_on_any)  # outermost: 413s are counted
+    app.add_middleware(AccessControl, keys=keys, limits=lambda: backend.config.rate_limit, error=_error)
+    app.add_middleware(RequestMetrics, record=metrics.request, on_error=_on_any)  # outermost: 413s, 401s counted
     _add_model_routes(app, backend)
     _add_ingest_routes(app, backend)
     _add_info_routes(app, backend)
+    document_security(app)
     return app

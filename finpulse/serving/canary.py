@@ -80,6 +80,10 @@ class DashboardError(RuntimeError):
     """The dashboard cannot be used as asked; the message is one line that names the fix."""
 
 
+class ApiKeyRefused(DashboardError):
+    """The app's HTTP API refused this client's API key (401/403): a fix, not a missing app."""
+
+
 def cluster_token(token_path: str | None = None) -> str | None:
     """The Ray cluster's auth token, looked up where Ray keeps it: ``RAY_AUTH_TOKEN``, the file at
     ``RAY_AUTH_TOKEN_PATH``, the file ``finpulse serve`` recorded, then ``~/.ray/auth_token``."""
@@ -106,11 +110,16 @@ _TOKEN_FIX = ("set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` o
 
 
 class ServeConfigClient:
-    """Reads and deploys the Serve config through the Ray dashboard (what ``serve deploy`` does)."""
+    """Reads and deploys the Serve config through the Ray dashboard (what ``serve deploy`` does), and
+    reads the app's /v1/models with an API key (default: this machine's, ``api_keys.client_key``)."""
 
-    def __init__(self, dashboard: str = DEFAULT_DASHBOARD, timeout: float = 30.0, token_path: str | None = None):
+    def __init__(self, dashboard: str = DEFAULT_DASHBOARD, timeout: float = 30.0, token_path: str | None = None,
+                 api_key: str | None = None):
+        from finpulse.serving.api_keys import client_headers
+
         self.dashboard, self.timeout = dashboard.rstrip("/"), timeout
         self.headers = _auth_headers(token_path)
+        self.api_headers = client_headers(api_key)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """A dashboard call whose failures (down, 401, 403) become one-line :class:`DashboardError`s."""
@@ -177,7 +186,14 @@ class ServeConfigClient:
         return f"http://{host}:{http.get('port', 8000)}{prefix}"
 
     def models(self, app_name: str = APP_NAME) -> dict:
-        r = requests.get(f"{self.gateway_url(app_name)}/v1/models", timeout=self.timeout)
+        url = f"{self.gateway_url(app_name)}/v1/models"
+        r = requests.get(url, headers=self.api_headers, timeout=self.timeout)
+        if r.status_code in (401, 403):
+            from finpulse.serving.api_keys import ENV_CLIENT_KEY, client_key_file
+
+            raise ApiKeyRefused(f"the FinPulse API at {url} refused {'the' if self.api_headers else 'a missing'} API "
+                                f"key ({r.status_code}: {_detail(r)}): set {ENV_CLIENT_KEY} to a key with "
+                                f"the read scope (`finpulse keys create`) or put it in {client_key_file()}")
         r.raise_for_status()
         return r.json()
 
@@ -193,6 +209,13 @@ class ServeConfigClient:
                 err = exc
             time.sleep(0.5)
         raise TimeoutError(f"condition not reached in {timeout}s; last: {last or err}")
+
+
+def _detail(r: requests.Response) -> str:
+    try:
+        return str(r.json().get("detail"))
+    except ValueError:
+        return r.text[:200]
 
 
 def _slot(models: dict, model: str, slot: str) -> dict:

@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 
 from finpulse.monitoring.metrics import ServingMetrics
+from finpulse.serving.access import KeyRing
 from finpulse.serving.api import RETRY_AFTER_S, create_api
 from finpulse.serving.errors import ModelNotReady
 from finpulse.serving.gauges import REFRESH_S, FreshnessGauges
@@ -208,7 +209,8 @@ class Gateway(Router):
         self.metrics = ServingMetrics()
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = create_api(self, SlotRecorder(self.metrics))  # request metrics carry the slot that answered
+        # request metrics carry the slot that answered; the keys come from this replica's environment
+        app = create_api(self, SlotRecorder(self.metrics), keys=KeyRing.from_env())
         app.add_middleware(SlotScope)
         return app
 

@@ -1,7 +1,8 @@
 """Resolve a Serve config for this machine and deploy it (``finpulse serve``, ``make demo``).
 
 Replicas may start in another working directory, so relative FinPulse settings (data root, sqlite
-MLflow, model folders) are made absolute and passed in the application's ``runtime_env``.
+MLflow, model folders) are made absolute and passed in the application's ``runtime_env``, with where
+the Gateway reads its API keys (the home's keys file, created with a first key on the first serve).
 A config's ``edge:`` block is FinPulse's, not Serve's: it puts HAProxy on the public port in front of
 Serve (finpulse/serving/edge.py), and Serve's proxy moves to a private port.
 """
@@ -20,6 +21,8 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     """The config at ``path`` with absolute FinPulse settings in every application's env_vars (and
     ``args`` overriding the applications' build arguments, e.g. which model version to serve)."""
     from finpulse.config import get_settings, settings_env
+    from finpulse.serving.access import ENV_KEYS, ENV_KEYS_FILE
+    from finpulse.serving.api_keys import server_env
 
     cfg = yaml.safe_load(Path(path).read_text())
     cfg.pop("edge", None)
@@ -27,7 +30,9 @@ def resolve_config(path: str | Path, port: int | None = None, args: dict[str, An
     for app in cfg.get("applications", []):
         app["args"] = {**app.get("args", {}), **(args or {})}
         rt = app.setdefault("runtime_env", {})
-        rt["env_vars"] = {**env, **rt.get("env_vars", {})}  # the config's own values win
+        own = rt.get("env_vars", {})
+        keys = {} if ENV_KEYS in own or ENV_KEYS_FILE in own else server_env()
+        rt["env_vars"] = {**env, **keys, **own}  # the config's own values win
     if port is not None:
         cfg.setdefault("http_options", {})["port"] = port
     return cfg
@@ -84,18 +89,21 @@ EXAMPLES: list[tuple[str, str, dict | None]] = [
 
 
 def example_calls(base_url: str, timeout: float = 60.0) -> list[dict]:
-    """Run the README's example calls against a running app: each curl line, status and answer."""
+    """Run the README's example calls against a running app with this machine's API key (``api_keys``):
+    each curl line (naming where the key is, never the key), status and answer."""
     import json
 
     import requests
 
+    from finpulse.serving.api_keys import client_headers, curl_header
+
     out = []
     for method, path, body in EXAMPLES:
         url = f"{base_url.rstrip('/')}{path}"
-        curl = f"curl -s {url}" if body is None else (
-            f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+        curl = f"curl -s {curl_header()} {url}" if body is None else (
+            f"curl -s -X POST {url} {curl_header()} -H 'Content-Type: application/json' -d '{json.dumps(body)}'")
         try:
-            r = requests.request(method, url, json=body, timeout=timeout)
+            r = requests.request(method, url, json=body, headers=client_headers(), timeout=timeout)
             answer: object = r.json()
             status = r.status_code
         except Exception as exc:
@@ -113,13 +121,37 @@ def deploy_and_wait(config_path: str | Path, dashboard_url: str, port: int | Non
     from finpulse.serving.canary import ServeConfigClient
 
     cfg = resolve_config(config_path, port, args)
+    prepare_keys(cfg)  # before the edge moves Serve's proxy: the key's line names the public URL
     public = start_edge(config_path, cfg)
     http = cfg.get("http_options", {})
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": http.get("port", 8000)})
     ServeConfigClient(dashboard_url).deploy(cfg)
+    private = proxy_url(cfg)
+    wait_healthy(private, timeout)
+    return wait_healthy(public, timeout) if public else private
+
+
+def proxy_url(cfg: dict[str, Any]) -> str:
+    """Where a client on this machine reaches the config's HTTP proxy."""
+    http = cfg.get("http_options", {})
     host = "127.0.0.1" if http.get("host", "127.0.0.1") in ("0.0.0.0", "::") else http.get("host", "127.0.0.1")  # noqa: S104 - maps bind-all to loopback for our own client
-    wait_healthy(f"http://{host}:{http.get('port', 8000)}", timeout)
-    return wait_healthy(public, timeout) if public else f"http://{host}:{http.get('port', 8000)}"
+    return f"http://{host}:{http.get('port', 8000)}"
+
+
+def prepare_keys(cfg: dict[str, Any]) -> None:
+    """Before deploying: a home's first API key (one line says where it is), and the keys each app
+    will read checked here, so a bad keys file fails now with the field it gets wrong, not as a
+    Gateway that never starts."""
+    from finpulse.serving.access import ENV_KEYS_FILE, KeyRing
+    from finpulse.serving.api_keys import bootstrap_local_key, keys_file
+
+    envs = [app.get("runtime_env", {}).get("env_vars", {}) for app in cfg.get("applications", [])]
+    if any(env.get(ENV_KEYS_FILE) == str(keys_file()) for env in envs):
+        line = bootstrap_local_key(proxy_url(cfg))
+        if line:
+            print(line, flush=True)
+    for env in envs:
+        KeyRing.from_env({**os.environ, **env})  # what a replica sees: this environment plus the app's
 
 
 def wait_healthy(base: str, timeout: float = 600.0) -> str:

@@ -103,8 +103,9 @@ def serve_forever(config: str | Path, port: int | None = None, dashboard_port: i
                   address: str | None = None) -> None:
     """Start Ray, deploy ``config``, print where it answers, block until SIGINT/SIGTERM, then shut down."""
     from finpulse.runtime import connect
-    from finpulse.serving.launch import deploy_and_wait
+    from finpulse.serving.launch import deploy_and_wait, prepare_keys, resolve_config
 
+    prepare_keys(resolve_config(config, port))  # a bad keys file fails here, before Ray starts
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, _interrupt)
     try:

@@ -164,6 +164,14 @@ class ForecasterConfig(BatchConfig):
     live_refresh_s: float = Field(0.5, gt=0, le=60, description="How often the live folder is checked.")
 
 
+class RateLimit(BaseModel):
+    """A token bucket: ``rate_per_s`` requests a second on average, bursts of up to ``burst``."""
+
+    model_config = ConfigDict(extra="forbid")
+    rate_per_s: float = Field(50.0, gt=0, allow_inf_nan=False)
+    burst: int = Field(100, ge=1)
+
+
 class GatewayConfig(BatchConfig):
     """user_config of the Gateway: canary weights, limits and hop batching."""
 
@@ -176,6 +184,8 @@ class GatewayConfig(BatchConfig):
     nats_url: str | None = Field(None, description="The live feed's broker for POST /v1/posts (None: not offered).")
     replica_retry_pauses_s: tuple[float, ...] = Field(
         (0.05, 0.25), description="Pauses before re-sending a hop whose model replica died mid-call (one retry each).")
+    rate_limit: RateLimit = Field(default_factory=RateLimit, description="Per API key and Gateway replica, "
+                                  "unless the key's own entry sets one (access.py).")
 
     def weight(self, model: str) -> float:
         return min(max(float(self.weights.get(model, 0.0)), 0.0), 1.0)

@@ -7,7 +7,7 @@ Run by `.ci/run` after `make test` (stdlib only, so any python3 runs it):
 
 Steps: `git clone` HEAD into a temp folder; `make install` there with only CI, PATH (and HOME) set;
 start `make demo`'s command with `--quick` in its own process group; wait until it serves; call every
-route once; check the live stage's replay moved the served forecasts' as_of and that the planted drift raised
+route once with the API key the demo made (and /v1/models without it: 401); check the live stage's replay moved the served forecasts' as_of and that the planted drift raised
 the alarm and a retraining turn decided; send SIGINT to the group as a terminal's Ctrl-C does; require exit code 0 within 30 s and
 no Ray process of the clone left behind. Exits non-zero with the demo's output on any failure. It
 never inherits the test suite's variables (FINPULSE_*, RAY_*): that is what hid the relative-path bug.
@@ -44,9 +44,10 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def call(base: str, method: str, path: str, body: dict | None) -> tuple[int, str]:
+def call(base: str, method: str, path: str, body: dict | None, key: str | None = None) -> tuple[int, str]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})  # noqa: S310 - the demo's http:// URL
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)  # noqa: S310 - the demo's http:// URL
     try:
         with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - the demo's http:// URL
             return r.status, r.read().decode()[:300]
@@ -114,11 +115,17 @@ def run(clone: Path, timeout: float) -> None:
         wait_for(proc, log, "Serving until Ctrl-C", timeout)
         print(f"demo serving after {time.time() - t0:.0f}s", flush=True)
         failures = []
+        key_file = clone / ".finpulse" / "secrets" / "api_key"  # the first serve of the home made it
+        key = key_file.read_text().strip() if key_file.exists() else None
+        if not key or f"written to {key_file}" not in log.read_text(errors="replace"):
+            failures.append(f"no API key line for {key_file}")
         for method, path, body in ROUTES:
-            status, answer = call("http://127.0.0.1:8000", method, path, body)
+            status, answer = call("http://127.0.0.1:8000", method, path, body, key)
             print(f"{method} {path} -> {status} {answer[:120]}", flush=True)
             if status != 200:
                 failures.append(f"{path}: {status}")
+        if (status := call("http://127.0.0.1:8000", "GET", "/v1/models", None)[0]) != 401:
+            failures.append(f"/v1/models without a key: {status}")
         board = dashboard_pages(log.read_text(errors="replace"))
         print(f"dashboard pages: {board}", flush=True)
         failures += [f"dashboard {page}: {status}" for page, status in board.items() if status != 200]

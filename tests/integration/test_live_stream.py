@@ -212,11 +212,13 @@ def test_post_v1_posts_publishes_good_rows_and_keeps_bad_ones_with_reasons(nats:
     from finpulse.serving.api import create_api
     from finpulse.serving.router import LocalBackend
     from finpulse.serving.schemas import GatewayConfig
+    from tests.support.access import AUTH, keyring
 
     _, posts = corpus
     good = posts.iloc[:3].to_dict(orient="records")
     bad = {**good[0], "post_id": "x1", "text": "   "}
-    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig(nats_url=nats.url)))) as client:
+    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig(nats_url=nats.url)), keys=keyring()),
+                    headers=AUTH) as client:
         first = client.post("/v1/posts", json={"posts": [*good, bad]})
         again = client.post("/v1/posts", json={"posts": good[:2]})
         too_many = client.post("/v1/posts", json={"posts": good * 400})
@@ -239,7 +241,7 @@ def test_post_v1_posts_publishes_good_rows_and_keeps_bad_ones_with_reasons(nats:
     assert published == [p["post_id"] for p in good]
     assert len(dead) == 1 and dead[0].headers["FinPulse-Error"] == "empty text"
 
-    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig()))) as client:
+    with TestClient(create_api(LocalBackend({}, {}, GatewayConfig()), keys=keyring()), headers=AUTH) as client:
         off = client.post("/v1/posts", json={"posts": good[:1]})
     assert off.status_code == 503 and "not configured" in off.json()["detail"]
 

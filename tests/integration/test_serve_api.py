@@ -1,4 +1,5 @@
-"""The FinPulse graph on a real Ray Serve: API answers, bad input, canary split without restarts, rollback."""
+"""The FinPulse graph on a real Ray Serve: API answers, bad input, canary split without restarts, rollback,
+API keys and rate limits."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import requests
 from conftest import free_port, prometheus_query
 
 from finpulse.serving import canary
+from finpulse.serving.app import GATEWAY
 from finpulse.serving.schemas import ForecasterConfig
+from tests.support.access import AUTH, READ_AUTH, READ_KEY, TEST_KEY, key_entries
 from tests.support.canary import SLOW_LOADER, make_slow_forecaster
 from tests.support.fuzz import fuzz
 from tests.support.serving import build_test_models, private_home, serve_config
@@ -46,23 +49,24 @@ def served(ray_head, tmp_path_factory):
     models = build_test_models(tmp_path_factory.mktemp("serve_models"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    client = canary.ServeConfigClient(ray_head["dashboard"])
+    client = canary.ServeConfigClient(ray_head["dashboard"], api_key=TEST_KEY)
+    keys_file = tmp_path_factory.mktemp("serve_keys") / "api_keys.json"  # as a mounted Secret gives it
     small = {"num_cpus": 0.1}
     deps = [{"name": "Gateway", "ray_actor_options": small, "max_ongoing_requests": 16, "max_queued_requests": 16},
             *[{"name": n, "ray_actor_options": small} for n in
               ("SentimentModel", "SentimentModelCanary", "Forecaster", "ForecasterCanary")]]
-    client.deploy(serve_config(models, port, deps))  # a small Gateway queue: the overload test fills it
+    client.deploy(serve_config(models, port, deps, keys=keys_file))  # a small Gateway queue: the overload test fills it
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url)
-        yield {"url": url, "models": models, "client": client, "metrics": ray_head["metrics"]}
+        yield {"url": url, "models": models, "client": client, "metrics": ray_head["metrics"], "keys_file": keys_file}
     finally:
         serve.shutdown()
         home.__exit__(None, None, None)
 
 
 def _identity(url: str) -> dict:
-    m = requests.get(f"{url}/v1/models", timeout=10).json()
+    m = requests.get(f"{url}/v1/models", headers=AUTH, timeout=10).json()
     ids = {"gateway": (m["gateway"]["pid"], m["gateway"]["started_at"])}
     for model, slots in m["models"].items():
         for slot in ("stable", "canary"):
@@ -73,6 +77,7 @@ def _identity(url: str) -> dict:
 def test_api_answers_through_serve(served):
     url = served["url"]
     with requests.Session() as s:
+        s.headers.update(AUTH)
         r = s.post(f"{url}/v1/sentiment", json={"texts": ["good rally", "x" * 20000, "🚀"]}, timeout=30)
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "sent-a" and len(r.json()["results"]) == 3
         r = s.post(f"{url}/v1/forecast", json={"ticker": "AAPL", "as_of": "2020-06-05"}, timeout=30)
@@ -96,7 +101,7 @@ def test_api_answers_through_serve(served):
     # concurrent requests are batched at each hop and each gets its own answer
     def one(i: int) -> tuple[int, str]:
         t = ["AAPL", "MSFT", "TSLA"][i % 3]
-        r = requests.post(f"{url}/v1/forecast", json={"ticker": t}, timeout=60)
+        r = requests.post(f"{url}/v1/forecast", json={"ticker": t}, headers=AUTH, timeout=60)
         return r.status_code, r.json().get("ticker")
 
     with ThreadPoolExecutor(16) as pool:
@@ -107,6 +112,7 @@ def test_api_answers_through_serve(served):
 def _versions(url: str, n: int, threads: int = 16, path: str = "/v1/forecast") -> list[str]:
     def worker(count: int) -> list[str]:
         with requests.Session() as s:
+            s.headers.update(AUTH)
             return [s.post(f"{url}{path}", json={"ticker": "AAPL"}, timeout=60).headers.get("X-Model-Version", "?")
                     for _ in range(count)]
 
@@ -126,7 +132,7 @@ def test_canary_split_weight_change_without_restarts_and_rollback(served):
     canary.set_canary(client, "forecast", models["fc_b"], 0.6)  # weight-only change
     versions = _versions(url, 400)
     assert abs(versions.count("fc-b") / 400 - 0.6) < 0.1
-    sticky = {requests.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers={"X-Request-Key": "k1"},
+    sticky = {requests.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers={"X-Request-Key": "k1", **AUTH},
                             timeout=30).headers["X-Model-Version"] for _ in range(20)}
     assert len(sticky) == 1
     assert _identity(url) == before  # no replica restarted: same processes, same start times
@@ -145,10 +151,10 @@ def test_failed_canary_load_is_reported_and_503_not_500(served):
     cfg = canary.with_weight(client.current_config(), "sentiment", 1.0)
     client.deploy(cfg)
     client.wait_for(lambda m: m["models"]["sentiment"]["weights"]["canary"] == 1.0)
-    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
+    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, headers=AUTH, timeout=30)
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
     canary.rollback(client, "sentiment")
-    assert requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30).status_code == 200
+    assert requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, headers=AUTH, timeout=30).status_code == 200
 
 
 def test_promote_makes_canary_stable(served):
@@ -160,7 +166,7 @@ def test_promote_makes_canary_stable(served):
     canary.promote(client, "sentiment", registry=False)
     m = client.models()["models"]["sentiment"]
     assert m["stable"]["version"] == "sent-b" and m["weights"]["canary"] == 0.0 and not m["canary"]["ready"]
-    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, timeout=30)
+    r = requests.post(f"{url}/v1/sentiment", json={"texts": ["hi"]}, headers=AUTH, timeout=30)
     assert r.headers["X-Model-Version"] == "sent-b"
     assert _identity(url) == before
 
@@ -170,6 +176,7 @@ def test_custom_metrics_reach_prometheus(served, prometheus):
     version and status; sentiment classes and predicted returns too."""
     url = served["url"]
     with requests.Session() as s:
+        s.headers.update(AUTH)
         for _ in range(5):
             assert s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, timeout=30).status_code == 200
             assert s.post(f"{url}/v1/sentiment", json={"texts": ["great quarter"]}, timeout=30).status_code == 200
@@ -198,7 +205,7 @@ def _burst(url: str, n: int) -> list[tuple[int, float, str | None]]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
             async def one() -> tuple[int, float, str | None]:
                 t0 = time.perf_counter()
-                async with s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"},
+                async with s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers=AUTH,
                                   timeout=aiohttp.ClientTimeout(total=30)) as r:
                     await r.read()
                     return r.status, time.perf_counter() - t0, r.headers.get("Retry-After")
@@ -217,7 +224,8 @@ def test_overload_is_shed_with_503_and_retry_after(served):
     assert {ra for s, _, ra in results if s == 503} == {"1"}
     assert max(t for _, t, _ in results) < 10
     t0 = time.perf_counter()
-    assert requests.post(f"{served['url']}/v1/forecast", json={"ticker": "MSFT"}, timeout=30).status_code == 200
+    assert requests.post(f"{served['url']}/v1/forecast", json={"ticker": "MSFT"}, headers=AUTH,
+                         timeout=30).status_code == 200
     assert time.perf_counter() - t0 < 1.0
 
 
@@ -255,12 +263,14 @@ def test_killed_forecaster_replica_under_load_fails_no_request(served, tmp_path)
                                           features_uri=served["models"]["features"]).model_dump()
     client.deploy(two)
     _wait(lambda: len(_forecaster_pids()) == 2 and requests.post(
-        f"{served['url']}/v1/forecast", json={"ticker": "TSLA"}, timeout=30).headers.get("X-Model-Version") == "fc-slow", 120)
+        f"{served['url']}/v1/forecast", json={"ticker": "TSLA"}, headers=AUTH, timeout=30
+    ).headers.get("X-Model-Version") == "fc-slow", 120)
     statuses: Counter = Counter()
     stop = threading.Event()
 
     def load() -> None:
         with requests.Session() as s:
+            s.headers.update(AUTH)
             while not stop.is_set():
                 statuses[s.post(f"{served['url']}/v1/forecast", json={"ticker": "TSLA"}, timeout=30).status_code] += 1
 
@@ -292,6 +302,57 @@ def test_killed_forecaster_replica_under_load_fails_no_request(served, tmp_path)
 def test_fuzzing_from_the_openapi_document_finds_no_server_error(served, tmp_path):
     """schemathesis over every operation (valid and invalid inputs, other methods): no 5xx but 503,
     and the service still answers afterwards."""
-    r = fuzz(served["url"], 8, tmp_path)
+    r = fuzz(served["url"], 8, tmp_path, api_key=TEST_KEY)
     assert r["fuzz_cases"] >= 100 and r["fuzz_5xx"] == 0, r["fuzz_server_errors"]
     assert r["fuzz_healthz_after"] == 200 and r["fuzz_statuses"].get(200, 0) > 0
+
+
+def _until(call, accept, timeout: float = 60.0) -> requests.Response:
+    """Repeat ``call`` (10 a second) until ``accept(response)``; returns that response."""
+    deadline, r = time.time() + timeout, None
+    while time.time() < deadline:
+        r = call()
+        if accept(r):
+            return r
+        time.sleep(0.1)
+    raise TimeoutError(f"not reached in {timeout}s; last: {getattr(r, 'status_code', r)} {getattr(r, 'text', '')}")
+
+
+def test_deployed_app_enforces_keys_and_rate_limits_without_restarts(served, tmp_path_factory):
+    """The Gateway as deployed, its keys in a file as a mounted Secret gives them: 401/403, no metrics on
+    the API port, a rate limit set through user_config (429 + Retry-After) and a key revoked in the file,
+    each applied without a replica restart; no key and no hash of one in any Ray log."""
+    from finpulse.serving.access import hash_key, keys_json
+
+    url, client, keys_file = served["url"], served["client"], served["keys_file"]
+    before = _identity(url)
+    with requests.Session() as s:
+        r = s.get(f"{url}/v1/models", timeout=10)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "ApiKey" and "X-API-Key" in r.json()["detail"]
+        wrong = {"X-API-Key": TEST_KEY[:-1]}
+        assert s.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers=wrong, timeout=10).status_code == 401
+        r = s.post(f"{url}/v1/posts", json={"posts": [{"post_id": "1"}]}, headers=READ_AUTH, timeout=10)
+        assert r.status_code == 403 and "'write'" in r.json()["detail"]
+        assert s.get(f"{url}/metrics", timeout=10).status_code == 401  # Ray exports metrics on its own port
+        assert s.get(f"{url}/metrics", headers=AUTH, timeout=10).status_code == 404
+        assert s.get(f"{url}/healthz", timeout=10).status_code == 200
+
+    cfg = client.current_config()
+    gateway = canary.user_config(cfg, GATEWAY)
+    slow = {**gateway, "rate_limit": {"rate_per_s": 0.2, "burst": 3}}
+    client.deploy(canary._set_user_config(cfg, GATEWAY, slow, canary.APP_NAME))
+    models = lambda headers: requests.get(f"{url}/v1/models", headers=headers, timeout=10)  # noqa: E731
+    r = _until(lambda: models(READ_AUTH), lambda r: r.status_code == 429)
+    assert 1 <= int(r.headers["Retry-After"]) <= 5 and "rate limit of 0.2 requests/s (burst 3)" in r.json()["detail"]
+    assert all(models(AUTH).status_code == 200 for _ in range(10))  # the tester key has its own rate
+
+    keys_file.write_text(keys_json([e for e in key_entries() if e.name != "reader"]))  # `finpulse keys revoke`
+    _until(lambda: models(READ_AUTH), lambda r: r.status_code == 401, timeout=30)
+    keys_file.write_text(keys_json(key_entries()))
+    client.deploy(canary._set_user_config(client.current_config(), GATEWAY, gateway, canary.APP_NAME))
+    _until(lambda: models(READ_AUTH), lambda r: r.status_code == 200)
+    assert _identity(url) == before
+
+    secrets = [k.encode() for k in (TEST_KEY, READ_KEY, hash_key(TEST_KEY), hash_key(READ_KEY))]
+    logs = [p for p in tmp_path_factory.getbasetemp().glob("ray*/session_*/logs/**/*") if p.is_file()]
+    assert logs and not [p.name for p in logs if any(k in p.read_bytes() for k in secrets)]

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from finpulse.serving import canary
+from tests.support.access import AUTH
 from tests.support.serving import build_test_models, serve_config
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def test_sentiment_model_scales_up_and_down(ray_head, tmp_path):
         def load() -> None:
             with requests.Session() as s:
                 while not stop.is_set():
-                    s.post(f"{url}/v1/sentiment", json=body, timeout=60)
+                    s.post(f"{url}/v1/sentiment", json=body, headers=AUTH, timeout=60)
 
         threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
         for t in threads:
@@ -78,7 +79,7 @@ def test_sentiment_model_scales_up_and_down(ray_head, tmp_path):
                 t.join(timeout=60)
         assert scaled_up, "SentimentModel did not reach 2 replicas under load"
         assert _wait(lambda: _running("SentimentModel") == 1, 120), "did not scale back down"
-        assert requests.post(f"{url}/v1/sentiment", json={"texts": ["ok"]}, timeout=30).status_code == 200
+        assert requests.post(f"{url}/v1/sentiment", json={"texts": ["ok"]}, headers=AUTH, timeout=30).status_code == 200
     finally:
         serve.shutdown()
 

@@ -17,6 +17,7 @@ from finpulse.serving.gauges import drift_latest_uri
 from finpulse.serving.launch import wait_healthy
 from finpulse.serving.soak import SoakPolicy, soak
 from finpulse.serving.soak_sources import PrometheusSource, RayMetricsSource
+from tests.support.access import AUTH, TEST_KEY
 from tests.support.canary import SLOW_LOADER, Traffic, make_skewed_forecaster, make_slow_forecaster
 from tests.support.serving import build_test_models, private_home
 
@@ -42,7 +43,7 @@ def _config(models: dict, port: int, env: dict) -> dict:
     cfg = serve_config(models, port)
     app = cfg["applications"][0]
     del app["args"]["forecast_model"]
-    app["runtime_env"] = {"env_vars": env}
+    app["runtime_env"] = {"env_vars": {**app["runtime_env"]["env_vars"], **env}}  # the test keys and ``env``
     return cfg
 
 
@@ -72,7 +73,7 @@ def app(ray_head, tmp_path_factory):
     storage.write_json(drift_latest_uri(), DRIFT)
     env = {**settings_env(get_settings()), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     cfg = _config(models, free_port(), env)
-    client = canary.ServeConfigClient(ray_head["dashboard"])
+    client = canary.ServeConfigClient(ray_head["dashboard"], api_key=TEST_KEY)
     try:
         url = _deploy(client, cfg)
         yield {"url": url, "client": client, "models": models, "versions": versions, "cfg": cfg}
@@ -171,9 +172,9 @@ def test_healthy_canary_is_promoted_by_the_loop_and_a_restart_serves_it(app, pro
     # restart: Serve down, the default config (forecaster from @champion) deployed again
     serve.shutdown()
     url = _deploy(client, app["cfg"])
-    stable = requests.get(f"{url}/v1/models", timeout=30).json()["models"]["forecast"]["stable"]
+    stable = requests.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()["models"]["forecast"]["stable"]
     assert stable["spec"] == f"{NAME}@{tracking.CHAMPION}" and stable["version"] == f"{NAME}/v{v['healthy']}"
-    r = requests.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, timeout=30)
+    r = requests.post(f"{url}/v1/forecast", json={"ticker": "AAPL"}, headers=AUTH, timeout=30)
     assert r.status_code == 200 and r.headers["X-Model-Version"] == f"{NAME}/v{v['healthy']}"
 
 

@@ -1,6 +1,7 @@
 """`finpulse serve` as a user runs it: a fresh process with a clean environment starts its own Ray (token
-authentication on, as Ray 2.60 does by default), the canary commands work from other clean processes
-without being told the token, and Ctrl-C stops serving and every Ray process within 30 s."""
+authentication on, as Ray 2.60 does by default) and makes the home's first API key, the canary commands
+work from other clean processes without being told the token or the key, and Ctrl-C stops serving and
+every Ray process within 30 s."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_serve_canary_with_token_auth_and_ctrl_c(tmp_path):
     models = build_test_models(tmp_path / "models")
     port, dash = free_port(), free_port()
     config = tmp_path / "serve.yaml"
-    config.write_text(yaml.safe_dump(serve_config(models, port)))
+    config.write_text(yaml.safe_dump(serve_config(models, port, keys=None)))  # the home's keys, as a user has
     home, user_home = tmp_path / "home", tmp_path / "user"
     user_home.mkdir()
     env = _clean_env(home, user_home)
@@ -83,6 +84,13 @@ def test_serve_canary_with_token_auth_and_ctrl_c(tmp_path):
         # Ray started with token auth on: the dashboard refuses a caller without the token
         assert requests.get(f"http://127.0.0.1:{dash}/api/serve/applications/", timeout=10).status_code == 401
         assert (user_home / ".ray" / "auth_token").exists()
+        # the first serve of a home made its key (0600) and said where, once
+        key_file = home / "secrets" / "api_key"
+        assert os.stat(key_file).st_mode & 0o777 == 0o600
+        assert (tmp_path / "serve.log").read_text().count(f"written to {key_file}: send it with every call") == 1
+        assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
+        key = {"X-API-Key": key_file.read_text().strip()}
+        assert requests.get(f"{url}/v1/models", headers=key, timeout=10).status_code == 200
 
         r = _finpulse(env, "canary", "status")  # finds the dashboard and the token on its own
         assert r.returncode == 0, r.stdout + r.stderr
@@ -105,6 +113,9 @@ def test_serve_canary_with_token_auth_and_ctrl_c(tmp_path):
                         "rejected", "RAY_AUTH_TOKEN")
         _one_line_error(_finpulse(_clean_env(tmp_path / "h3", other), "canary", "status", "--address",
                                   f"http://127.0.0.1:{free_port()}"), "finpulse serve")
+        wrong_key = _clean_env(home, user_home, FINPULSE_API_KEY="fp_wrong")  # pragma: allowlist secret - wrong on purpose
+        _one_line_error(_finpulse(wrong_key, "canary", "status"),
+                        "refused the API key (401: invalid API key)", "FINPULSE_API_KEY")
 
         assert _processes_with(f"FINPULSE_HOME={home}\0")  # the marker finds the Ray processes it started
         t0 = time.time()

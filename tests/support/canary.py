@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from tests.support.access import AUTH
+
 SLOW_LOADER = "tests.support.canary:load_slow_forecaster"
 
 
@@ -88,7 +90,8 @@ class Traffic:
                 ticker = self.tickers[n % len(self.tickers)]
                 n += 1
                 try:
-                    status = s.post(f"{self.url}/v1/forecast", json={"ticker": ticker}, timeout=30).status_code
+                    status = s.post(f"{self.url}/v1/forecast", json={"ticker": ticker}, headers=AUTH,
+                                    timeout=30).status_code
                 except requests.RequestException:
                     status = -1
                 with self._lock:

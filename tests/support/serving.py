@@ -91,8 +91,12 @@ def build_test_models(root: str | Path, tickers: tuple[str, ...] = ("AAPL", "MSF
 
 
 def serve_config(models: dict[str, str], port: int, deployments: list[dict] | None = None,
-                 app_name: str = "finpulse") -> dict:
-    """A declarative Serve config of the FinPulse app over ``models`` (small CPUs for a 2-core box)."""
+                 app_name: str = "finpulse", keys: str | Path | None = "shared") -> dict:
+    """A declarative Serve config of the FinPulse app over ``models`` (small CPUs for a 2-core box). The
+    Gateway accepts ``tests.support.access``'s keys from a keys file: the test process's shared one, or
+    one written at the path ``keys``; with None, it reads what ``finpulse serve`` gives it (the home's)."""
+    from tests.support.access import keys_env
+
     small = {"num_cpus": 0.1}
     deps = deployments or [{"name": n, "ray_actor_options": small} for n in
                            ("Gateway", "SentimentModel", "SentimentModelCanary", "Forecaster", "ForecasterCanary")]
@@ -103,6 +107,7 @@ def serve_config(models: dict[str, str], port: int, deployments: list[dict] | No
             "args": {"sentiment_model": models["sent_a"], "forecast_model": models["fc_a"],
                      "features_uri": models["features"], "sentiment_loader_kwargs": {"threads": 1}},
             "deployments": deps,
+            **({"runtime_env": {"env_vars": keys_env(None if keys == "shared" else keys)}} if keys else {}),
         }],
     }
 

@@ -120,21 +120,26 @@ def test_raycluster_shape():
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
 
 
-def containers(doc) -> list[dict]:
-    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
+def pod_specs(doc) -> list[dict]:
+    """Every pod spec (a dict with ``containers``) inside a manifest, however deep."""
     found = []
 
     def walk(node):
         if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("containers", "initContainers") and isinstance(value, list):
-                    found.extend(value)
+            if isinstance(node.get("containers"), list):
+                found.append(node)
+            for value in node.values():
                 walk(value)
         elif isinstance(node, list):
             for v in node:
                 walk(v)
     walk(doc)
     return found
+
+
+def containers(doc) -> list[dict]:
+    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
+    return [c for pod in pod_specs(doc) for c in [*pod["containers"], *pod.get("initContainers", [])]]
 
 
 def test_ray_images_match_installed_ray():
@@ -144,12 +149,24 @@ def test_ray_images_match_installed_ray():
             assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311(-gpu)?", c["image"]), c["image"]
 
 
+def _secret_mounts(pod: dict, container: dict) -> dict[str, str]:
+    """mountPath -> Secret name, for the container's mounts of the pod's Secret volumes."""
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    return {m["mountPath"]: secrets[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in secrets}
+
+
 def test_credentials_only_from_secrets():
     for doc in all_docs():
-        for c in containers(doc):
-            for env in c.get("env", []):
-                if re.search(r"KEY|SECRET|PASSWORD|TOKEN", env["name"]):
-                    assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']} must come from a Secret"
+        for pod in pod_specs(doc):
+            for c in pod["containers"]:
+                for env in c.get("env", []):
+                    if not re.search(r"KEY|SECRET|PASSWORD|TOKEN", env["name"]):
+                        continue
+                    if env["name"].endswith("_FILE"):  # a path: it must lie in a mounted Secret
+                        mounts = _secret_mounts(pod, c)
+                        assert any(env["value"].startswith(f"{m}/") for m in mounts), f"{env['name']}: {mounts}"
+                    else:
+                        assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']} must come from a Secret"
     aws_key_id = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
     for path in [*CLUSTER.rglob("*"), *(ROOT / "tf").rglob("*")]:
         if path.is_file():
@@ -194,6 +211,21 @@ def test_gpu_rayjob_trains_sentiment_on_the_gpu_group():
     (c,) = pod["containers"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert c["image"].endswith("-gpu") and gpu["maxReplicas"] >= 1
+
+
+def test_every_rayservice_pod_reads_api_keys_from_the_secret():
+    """Gateway replicas may land on any worker: every pod mounts `finpulse-api-keys` as a folder (a
+    subPath mount would never see a rotated Secret) and points FINPULSE_API_KEYS_FILE into it."""
+    svc = next(d for d in ray_docs() if d["kind"] == "RayService")
+    pods = pod_specs(svc)
+    assert len(pods) == 3  # head, cpu, gpu
+    for pod in pods:
+        (c,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mounts = _secret_mounts(pod, c)
+        assert "finpulse-api-keys" in mounts.values() and not any("subPath" in m for m in c["volumeMounts"])
+        mount = next(m for m, name in mounts.items() if name == "finpulse-api-keys")
+        assert env["FINPULSE_API_KEYS_FILE"] == f"{mount}/api_keys.json"
 
 
 def test_rayservice_serve_config_is_the_production_config():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 
 from finpulse import storage, tracking
 from finpulse.dashboard import live_queries as lq
@@ -179,11 +180,12 @@ def _models_doc() -> dict:
                                                     "canary": {"ready": False, "error": "no canary"}}}}
 
 
-def test_canary_weights_read_the_apps_models_endpoint() -> None:
+def test_canary_weights_read_the_apps_models_endpoint(monkeypatch) -> None:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(_models_doc()).encode() if self.path == "/v1/models" else b"{}"
-            self.send_response(200 if self.path == "/v1/models" else 404)
+        def do_GET(self) -> None:  # the Gateway's /v1/models: 401 without this machine's API key
+            ok = self.path == "/v1/models" and self.headers.get("X-API-Key") == "fp_local"
+            body = json.dumps(_models_doc()).encode() if ok else b"{}"
+            self.send_response(200 if ok else 401)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -193,8 +195,12 @@ def test_canary_weights_read_the_apps_models_endpoint() -> None:
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setenv("FINPULSE_API_KEY", "fp_local")
     try:
-        weights = lq.canary_weights(f"http://127.0.0.1:{server.server_address[1]}/").set_index(["model", "slot"])
+        weights = lq.canary_weights(url).set_index(["model", "slot"])
+        with pytest.raises(requests.HTTPError, match="401"):
+            lq.canary_weights(url, api_key="fp_other")  # pragma: allowlist secret - wrong on purpose
     finally:
         server.shutdown()
         server.server_close()

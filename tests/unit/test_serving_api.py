@@ -15,6 +15,7 @@ from finpulse.serving.api import create_api
 from finpulse.serving.feature_store import day_aggregate
 from finpulse.serving.router import LocalBackend
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig, SignalRequest
+from tests.support.access import AUTH, keyring
 from tests.support.serving import build_test_models
 
 JSON = {"content-type": "application/json"}
@@ -35,7 +36,7 @@ def _backend(models, weights=None, sentiment_model="sent_a", **gateway) -> Local
 
 @pytest.fixture(scope="module")
 def client(models):
-    return TestClient(create_api(_backend(models)), raise_server_exceptions=False)
+    return TestClient(create_api(_backend(models), keys=keyring()), raise_server_exceptions=False, headers=AUTH)
 
 
 def test_sentiment_forecast_signal_models_health(client):
@@ -139,7 +140,8 @@ def test_body_limit_is_413(client):
 
 
 def test_503_while_a_model_is_not_loaded(models):
-    c = TestClient(create_api(_backend(models, sentiment_model="/no/such/model")), raise_server_exceptions=False)
+    c = TestClient(create_api(_backend(models, sentiment_model="/no/such/model"), keys=keyring()),
+                   raise_server_exceptions=False, headers=AUTH)
     r = c.post("/v1/sentiment", json={"texts": ["hi"]})
     assert r.status_code == 503 and "not loaded" in r.json()["detail"]
     assert c.get("/healthz").status_code == 503
@@ -147,7 +149,7 @@ def test_503_while_a_model_is_not_loaded(models):
 
 
 def test_canary_split_and_sticky_keys(models):
-    c = TestClient(create_api(_backend(models, weights={"forecast": 0.2})))
+    c = TestClient(create_api(_backend(models, weights={"forecast": 0.2}), keys=keyring()), headers=AUTH)
     versions = [c.post("/v1/forecast", json={"ticker": "AAPL"}).headers["x-model-version"] for _ in range(1000)]
     assert abs(versions.count("fc-b") / 1000 - 0.2) < 0.04
     keyed = {c.post("/v1/forecast", json={"ticker": "AAPL"}, headers={"X-Request-Key": "client-7"})

@@ -3,13 +3,15 @@ errors they give when the dashboard is missing or refuses them (a real HTTP serv
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from conftest import free_port
 
-from finpulse.serving.canary import DashboardError, ServeConfigClient, cluster_token
+from finpulse.config import get_settings
+from finpulse.serving.canary import ApiKeyRefused, DashboardError, ServeConfigClient, cluster_token
 
 
 @pytest.fixture()
@@ -66,3 +68,48 @@ def test_dashboard_errors_are_one_line_with_the_fix(no_token_env, monkeypatch):
         assert ServeConfigClient(url).details() == {}
     finally:
         server.shutdown()
+
+
+class _App(BaseHTTPRequestHandler):
+    """The dashboard's application list pointing at itself, and the Gateway's /v1/models behind a key."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/serve/applications"):
+            body = {"http_options": {"host": "127.0.0.1", "port": self.server.server_port},
+                    "applications": {"finpulse": {"route_prefix": "/"}}}
+            status = 200
+        else:
+            status = 200 if self.headers.get("X-API-Key") == "fp_right" else 401
+            body = {"models": {}} if status == 200 else {"detail": "invalid API key"}
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_refused_api_key_is_a_one_line_fix_and_does_not_turn_the_loop_canary_off(no_token_env, monkeypatch):
+    from finpulse.loop.run import serving_client
+
+    monkeypatch.delenv("FINPULSE_API_KEY", raising=False)
+    monkeypatch.setenv("FINPULSE_HOME", str(no_token_env / "home"))
+    get_settings.cache_clear()
+    server = HTTPServer(("127.0.0.1", 0), _App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert ServeConfigClient(url, api_key="fp_right").models() == {"models": {}}  # pragma: allowlist secret - a stand-in
+        with pytest.raises(ApiKeyRefused, match=r"refused a missing API key \(401: invalid API key\).*FINPULSE_API_KEY"):
+            ServeConfigClient(url).models()
+        monkeypatch.setenv("FINPULSE_API_KEY", "fp_wrong")
+        with pytest.raises(ApiKeyRefused, match="refused the API key") as e:
+            serving_client(url)  # not "no app there": the loop must not quietly skip its canary
+        assert "\n" not in str(e.value) and "fp_wrong" not in str(e.value)
+        monkeypatch.setenv("FINPULSE_API_KEY", "fp_right")
+        assert serving_client(url) is not None
+        assert serving_client(f"http://127.0.0.1:{free_port()}") is None  # no app: the loop goes on without
+    finally:
+        server.shutdown()
+        get_settings.cache_clear()

@@ -10,6 +10,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from finpulse.serving import canary
 from finpulse.serving.app import DEPLOYMENT_NAMES, AppArgs, build_app, default_user_configs
+from finpulse.serving.schemas import GatewayConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "serve_configs"
 
@@ -33,6 +34,8 @@ def test_serve_configs_validate(name):
             assert auto["min_replicas"] >= 1 and auto["max_replicas"] > auto["min_replicas"]
             assert auto["target_ongoing_requests"] > 0
         assert deps["Gateway"].user_config["weights"] == {"sentiment": 0.1, "forecast": 0.1}
+        limit = GatewayConfig(**deps["Gateway"].user_config).rate_limit  # per API key and Gateway replica
+        assert (limit.rate_per_s, limit.burst) == (50, 100)
 
 
 def test_build_app_binds_the_graph_with_user_configs(tmp_path):

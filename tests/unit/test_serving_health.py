@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from finpulse.serving.api import create_api
 from finpulse.serving.router import LocalBackend, configure_sentiment
 from finpulse.serving.schemas import ForecasterConfig, GatewayConfig, SentimentModelConfig
+from tests.support.access import keyring
 from tests.support.serving import build_test_models
 
 
@@ -40,7 +41,7 @@ def _backend(models, sentiment: str | None, ttl: float) -> CountingBackend:
 
 def test_503_until_loaded_then_200_without_asking_the_models(models):
     backend = _backend(models, None, ttl=60.0)
-    with TestClient(create_api(backend)) as client:
+    with TestClient(create_api(backend, keys=keyring())) as client:  # /healthz needs no key
         r = client.get("/healthz")
         assert r.status_code == 503 and "sentiment.stable" in r.json()["problems"]
         assert client.get("/healthz").status_code == 503  # not-ready is re-checked on every probe

@@ -25,6 +25,7 @@ from finpulse.serving.soak import (
     window_stats,
 )
 from finpulse.serving.soak_sources import parse_text
+from tests.support.access import AUTH, keyring
 from tests.support.serving import build_test_models
 
 POLICY = SoakPolicy(min_requests=50, max_error_rate_increase=0.02, max_p99_ratio=1.5, p99_floor_ms=50,
@@ -142,9 +143,9 @@ def test_gateway_request_metric_is_labelled_with_the_slot_that_answered(tmp_path
                             "canary": ForecasterConfig(model="/no/such/model", features_uri=models["features"])},
                            GatewayConfig(weights={"forecast": 0.5}), seed=0)
     recorded = Recorded()
-    app = create_api(backend, SlotRecorder(recorded))
+    app = create_api(backend, SlotRecorder(recorded), keys=keyring())
     app.add_middleware(SlotScope)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as c:
         statuses = [c.post("/v1/forecast", json={"ticker": "AAPL"}, headers={"X-Request-Key": f"k{i}"}).status_code
                     for i in range(40)]
         c.post("/v1/sentiment", json={"texts": ["good"]})

@@ -89,7 +89,12 @@ def canary_section() -> None:
     try:
         weights = lq.canary_weights(url)
     except requests.RequestException as exc:
-        st.warning(f"The serving app at {url} did not answer /v1/models ({type(exc).__name__}).")
+        status = getattr(exc.response, "status_code", None)
+        if status in (401, 403):
+            st.warning(f"The serving app at {url} refused this machine's API key ({status}): set FINPULSE_API_KEY "
+                       "to a key with the read scope.")
+        else:
+            st.warning(f"The serving app at {url} did not answer /v1/models ({type(exc).__name__}).")
         return
     st.caption(f"from {url}/v1/models")
     fig = px.bar(weights, x="model", y="weight", color="slot", hover_data=["version", "ready"], barmode="stack")
