@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import free_port
+from conftest import REPO, free_port
 
 from finpulse.serving import edge
 from finpulse.serving.edge import EdgeConfig
@@ -85,3 +85,17 @@ def test_backend_down_is_a_503_with_retry_after():
         assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "detail" in r.json()
     finally:
         running.stop()
+
+
+def test_serve_never_refuses_what_the_local_edge_admits():
+    """The edge is the bound; Serve's queues behind it hold everything it lets through (a tighter Serve
+    bound turned bursts of a half-capacity soak into 503s)."""
+    import yaml
+
+    from finpulse.serving.launch import edge_config
+
+    path = REPO / "serve_configs" / "local.yaml"
+    ecfg = edge_config(path)
+    gateway = next(d for d in yaml.safe_load(path.read_text())["applications"][0]["deployments"] if d["name"] == "Gateway")
+    assert ecfg is not None and ecfg.max_connections + ecfg.max_queue <= gateway["max_queued_requests"]
+    assert gateway["backpressure_config"] == {"status_code": 503, "retry_after_s": ecfg.retry_after_s}
