@@ -105,9 +105,12 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Dynamic padding: pad to the longest sequence of THIS batch, not to max_length."""
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Dynamic padding: pad to the longest sequence of THIS batch (rounded up to ``multiple``), not to
+    max_length. Rounding bounds the number of distinct shapes a long-running scorer sees, and with them
+    the kernels and buffers the CPU backend caches per shape (a serving soak grew without it)."""
     width = max((len(x) for x in ids), default=1)
+    width = -(-width // multiple) * multiple
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, seq in enumerate(ids):
@@ -171,6 +174,7 @@ class SentimentClassifier:
     batch_size: int = 32
     device: str = "cpu"
     precision: str = "fp32"
+    pad_multiple: int = 16  # batch width rounded up to this: few distinct shapes (see pad_batch)
     info: dict[str, Any] = field(default_factory=dict)
 
     def tokenize(self, texts: Sequence[Any]) -> list[list[int]]:
@@ -188,7 +192,7 @@ class SentimentClassifier:
         order = torch.as_tensor(self.order)
         with torch.inference_mode():
             for idx in length_sorted_batches([len(x) for x in ids], self.batch_size):
-                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id).items()}
+                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id, self.pad_multiple).items()}
                 logits = self.model(**batch).logits.float()
                 probs = torch.softmax(logits, dim=-1)[:, order.to(logits.device)]
                 out[idx] = probs.cpu().numpy()
@@ -210,7 +214,7 @@ class SentimentClassifier:
         pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for idx in length_sorted_batches([len(x) for x in ids], self.batch_size):
-                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id).items()}
+                batch = {k: v.to(self.device) for k, v in pad_batch([ids[i] for i in idx], pad_id, self.pad_multiple).items()}
                 hidden = encoder(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu().numpy()

@@ -63,6 +63,13 @@ def test_pad_batch_pads_to_longest_in_batch_only():
     assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
+def test_pad_batch_rounds_the_width_up_to_a_multiple():
+    out = pad_batch([[1, 2, 3], [4]], pad_id=0, multiple=4)
+    assert out["input_ids"].tolist() == [[1, 2, 3, 0], [4, 0, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert pad_batch([[1] * 16], pad_id=0, multiple=16)["input_ids"].shape == (1, 16)
+
+
 def test_clean_texts_never_rejects():
     assert clean_texts([None, float("nan"), 3, "x"]) == ["", "", "3", "x"]
 
