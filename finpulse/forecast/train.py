@@ -14,7 +14,9 @@ does (same permutation, same shards), so Ray Train adds no per-epoch data cost.
 
 The driver opens the MLflow run (:func:`finpulse.tracking.start_run`) and hands its picklable
 :class:`~finpulse.tracking.RunLogger` to the workers; rank 0 logs the per-epoch metrics with
-``step=epoch``. The driver then saves the best weights as a model folder (loads without Ray), logs
+``step=epoch`` (:class:`~finpulse.tracking.EpochLogger`: when the tracking server is gone, training goes on
+and the driver logs the missed epochs from Ray Train's history after fit, or fails with one line naming
+the server if it is still gone). The driver then saves the best weights as a model folder (loads without Ray), logs
 params, feature list, scaler and plots, and registers ``tracking.FORECAST_MODEL`` as ``challenger``.
 """
 
@@ -59,6 +61,7 @@ from finpulse.progress import epoch_bar
 from finpulse.runtime import sigint_restored
 
 EpochCallback = Callable[[dict[str, Any]], None]
+EPOCH_METRICS = ("train_loss", "val_loss", "best_val_loss", "epoch_time_s")  # what rank 0 logs per epoch
 
 
 @dataclass(kw_only=True)
@@ -83,6 +86,7 @@ class TrainOptions:
     max_failures: int = 2
     tuned_before: dt.date | None = None  # the tuning window's end, for a tuned configuration
     on_epoch: EpochCallback | None = None
+    on_registration: Callable[[str], None] | None = None  # after each registry.STEPS step (a test's fault hook)
 
 
 @dataclass
@@ -168,7 +172,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     model = ray.train.torch.prepare_model(build_model(config, loop_cfg["n_features"], loop_cfg["n_tickers"]))
     optimizer = make_optimizer(model, config)
     st = _resume(model, optimizer, config)
-    logger: tracking.RunLogger | None = loop_cfg.get("logger") if rank == 0 else None
+    epochs = tracking.EpochLogger(loop_cfg.get("logger") if rank == 0 else None, EPOCH_METRICS)
     progress: EpochCallback | None = loop_cfg.get("progress") if rank == 0 else None  # the driver's epoch bar
     on_epoch: EpochCallback | None = loop_cfg.get("on_epoch")
     stopped = st.stopper.bad_epochs >= config.patience
@@ -182,8 +186,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         stopped = st.stopper.update(val_loss, epoch, model)
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "best_val_loss": st.stopper.best_loss, "epoch_time_s": st.epoch_times[-1]}
-        if logger is not None:
-            logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        epochs.log(metrics, step=epoch)  # live while MLflow answers; the driver logs the rest after fit
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -191,7 +194,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                     progress(metrics)
                 st.save(tmp, model, optimizer, epoch)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**metrics, "resume_points": list(st.resume_points)}, checkpoint=ckpt)
+            ray.train.report({**metrics, "resume_points": list(st.resume_points), **epochs.report()}, checkpoint=ckpt)
         if on_epoch is not None:
             on_epoch({**metrics, "rank": rank, "world_size": world, "resume_points": list(st.resume_points)})
 
@@ -293,6 +296,8 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, options: Tr
                         "split_train_end": str(data.train_end), "split_val_end": str(data.val_end),
                         "n_train_windows": len(data.train), "n_val_windows": len(data.val)})
         result, extra, cal = _fit_and_save(data, config, opts, out, run)
+        if late := tracking.log_late_epochs(run, result.history, EPOCH_METRICS):
+            run.set_tags({"epochs_logged_after_training": late})
         result.metrics["interval_calibration_q"] = cal.q
         run.set_tags({"seen_before": extra["seen_before"], "tuned_before": str(extra["tuned_before"]),
                       "resume_points": json.dumps(result.resume_points)})
@@ -301,7 +306,7 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, options: Tr
         run.log_dict(data.scaler.to_dict(), "scaler.json")
         run.log_figure(_curve_figure(result.history), "plots/training_curve.png")
         result.ref = tracking.log_model_dir(out, registered_model_name=opts.registered_name if opts.register else None,
-                                            alias=opts.alias if opts.register else None)
+                                            alias=opts.alias if opts.register else None, on_step=opts.on_registration)
         if result.ref.version:
             run.set_tags({"registered_version": result.ref.version})
     return result
