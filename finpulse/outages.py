@@ -48,7 +48,7 @@ def root_cause(exc: BaseException) -> str:
             break
         exc = inner
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
+    text = lines[0] if lines else ""  # the message; libraries append hints below it (Ray Data does)
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 

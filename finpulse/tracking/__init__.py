@@ -52,16 +52,20 @@ from finpulse.tracking.client import (  # noqa: F401 (re-exported)
 )
 from finpulse.tracking.registry import (  # noqa: F401 (re-exported)
     MODEL_DIR,
+    PENDING_TAG,
+    STEPS,
     DirectoryModel,
     ModelRef,
     delete_alias,
     download_model,
     get_version,
+    half_registered,
     log_model_dir,
     model_versions,
     resolve,
     set_alias,
     sweep_registrations,
+    verify_version,
     version_created_at,
 )
 

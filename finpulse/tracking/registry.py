@@ -170,7 +170,7 @@ def _register(client: Any, model_uri: str, name: str, alias: str | None, endpoin
     version, aliased = str(mv.version), False
     try:
         step("version_created")
-        verify(client, name, version)
+        _verify(client, name, version)
         step("verified")
         if alias:
             client.set_registered_model_alias(name, alias, version)
@@ -186,7 +186,12 @@ def _register(client: Any, model_uri: str, name: str, alias: str | None, endpoin
     return mv
 
 
-def verify(client: Any, name: str, version: str) -> None:
+def verify_version(name: str, version: str | int) -> None:
+    """Raise FileNotFoundError unless ``name/version`` holds what :func:`download_model` reads."""
+    _verify(reaching_client(configure()), name, str(version))
+
+
+def _verify(client: Any, name: str, version: str) -> None:
     """Raise FileNotFoundError unless the version's artifacts hold an MLmodel file and one non-empty model
     folder (what :func:`download_model` reads)."""
     def names(uri: str) -> dict[str, bool]:  # entry -> is a folder
@@ -199,30 +204,36 @@ def verify(client: Any, name: str, version: str) -> None:
         raise FileNotFoundError(f"{name}/v{version}: {root} lacks MLmodel or a non-empty model folder")
 
 
-def half_registered(name: str) -> list[ModelVersion]:
-    """Versions of ``name`` still marked pending by a registration that did not finish."""
+def half_registered(name: str) -> list[dict[str, Any]]:
+    """Versions of ``name`` still marked pending by a registration that did not finish (version, aliases,
+    created_at in epoch s)."""
     return _pending(reaching_client(configure()), name)
 
 
-def _pending(client: Any, name: str) -> list[ModelVersion]:
-    versions = client.search_model_versions(f"name = '{name}'")
-    return [v for v in versions if (v.tags or {}).get(PENDING_TAG) == PENDING]
+def _pending(client: Any, name: str) -> list[dict[str, Any]]:
+    versions = [v for v in client.search_model_versions(f"name = '{name}'")
+                if (v.tags or {}).get(PENDING_TAG) == PENDING]
+    if not versions:
+        return []
+    aliases = client.get_registered_model(name).aliases  # search results do not carry aliases
+    return [{"version": str(v.version), "created_at": (v.creation_timestamp or 0) / 1000.0,
+             "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version))}
+            for v in sorted(versions, key=lambda v: int(v.version))]
 
 
 def sweep(client: Any, name: str, *, older_than_s: float) -> dict[str, list[str]]:
     """Finish what crashed registrations left, for versions older than ``older_than_s``: delete pending
     versions without an alias, complete those that hold one. Returns the versions per outcome."""
     done: dict[str, list[str]] = {"deleted": [], "completed": []}
-    now_ms = time.time() * 1000
     for v in _pending(client, name):
-        if now_ms - (v.creation_timestamp or 0) < older_than_s * 1000:
+        if time.time() - v["created_at"] < older_than_s:
             continue
-        if v.aliases:
-            client.delete_model_version_tag(name, str(v.version), PENDING_TAG)
-            done["completed"].append(str(v.version))
+        if v["aliases"]:
+            client.delete_model_version_tag(name, v["version"], PENDING_TAG)
+            done["completed"].append(v["version"])
         else:
-            client.delete_model_version(name, str(v.version))
-            done["deleted"].append(str(v.version))
+            client.delete_model_version(name, v["version"])
+            done["deleted"].append(v["version"])
     return done
 
 
