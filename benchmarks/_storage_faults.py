@@ -208,7 +208,7 @@ def _training_outage(server: Server, work: Path) -> dict[str, Any]:
         stop.set()
         helper.join(timeout=180)
     client = tracking.reaching_client(tracking.configure())
-    steps = [m.step for m in client.get_metric_history(result.run_id, "val_loss")]
+    steps = [m.step for m in client.get_metric_history(result.run_id, "train_loss")]  # per epoch only
     tags = client.get_run(result.run_id).data.tags
     challenger = tracking.get_version(tracking.FORECAST_MODEL, tracking.CHALLENGER)
     return {
@@ -243,6 +243,9 @@ def _registration_outage(server: Server, trained: dict[str, Any]) -> dict[str, A
     name = tracking.FORECAST_MODEL
     pending = tracking.half_registered(name)
     challenger = tracking.get_version(name, tracking.CHALLENGER)
+    client = tracking.reaching_client(tracking.configure())
+    [run] = client.search_runs([client.get_experiment_by_name(tracking.FORECAST_EXPERIMENT).experiment_id],
+                               order_by=["attributes.start_time DESC"], max_results=1)
     swept = tracking.sweep_registrations(name, older_than_s=0)
     left = tracking.half_registered(name)
     for v in tracking.model_versions(name):  # every version left is whole: MLmodel and the model folder
@@ -256,5 +259,6 @@ def _registration_outage(server: Server, trained: dict[str, Any]) -> dict[str, A
         "mlflow_pending_held_an_alias": any(v["aliases"] for v in pending),
         "mlflow_alias_unmoved": challenger is not None and challenger.version == trained["mlflow_registered_version"],
         "mlflow_swept": swept,
+        "mlflow_interrupted_run_status": run.info.status,  # the server could not be told: RUNNING, honestly
         "mlflow_half_registered_versions": len(left),
     }

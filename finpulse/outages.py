@@ -59,8 +59,11 @@ def reaching(service: str, endpoint: str | None, action: str | Callable[[], str]
     ``action`` may be a callable, read only on failure (e.g. the stage a run had reached)."""
     try:
         yield
-    except ServiceUnreachable:
-        raise
+    except ServiceUnreachable as inner:  # from a nested block: say what this one was doing too
+        if (inner.service, inner.endpoint) != (service, endpoint):
+            raise
+        what = action() if callable(action) else action
+        raise ServiceUnreachable(service, endpoint, f"{what}: {inner.action}", inner.__cause__) from inner.__cause__
     except Exception as exc:
         if endpoint and not answers(endpoint):
             what = action() if callable(action) else action

@@ -29,11 +29,14 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def _endpoint_override(s: Settings) -> str | None:
+    return s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+
+
 def s3_endpoint(settings: Settings | None = None) -> str:
     """The S3 endpoint URL this process talks to: configured, from the AWS environment, or AWS's own."""
     s = settings or get_settings()
-    endpoint = s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-    return endpoint or f"https://s3.{s.s3_region}.amazonaws.com"
+    return _endpoint_override(s) or f"https://s3.{s.s3_region}.amazonaws.com"
 
 
 def s3_options(settings: Settings | None = None) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def s3_options(settings: Settings | None = None) -> dict[str, Any]:
     s = settings or get_settings()
     opts: dict[str, Any] = {"region": s.s3_region, "connect_timeout": s.s3_connect_timeout_s,
                             "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s.s3_max_attempts)}
-    endpoint = s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    endpoint = _endpoint_override(s)
     if endpoint:
         scheme, _, rest = endpoint.partition("://")
         opts["endpoint_override"] = rest or scheme

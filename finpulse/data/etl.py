@@ -170,9 +170,10 @@ def _partitions(tickers: list[str], staging: str) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------ driver
 
 
-# Ray Data retries a file write up to 10 times (backoff up to 32 s: ~2.5 minutes) on these errors, on top of
-# the S3 client's own bounded retries (settings.s3_max_attempts): a dead endpoint then looks like a hang.
-# The ETL leaves connection errors to the S3 client; throttling is still retried.
+# Ray Data retries each file write up to 10 times (backoff up to 32 s) on these errors, on top of the S3
+# client's own bounded retries (settings.s3_max_attempts): with S3 killed at a task's first staging write,
+# the ETL was still retrying after 6 minutes; without them it failed in ~3 s (tests/integration/
+# test_storage_faults.py). Connection errors are left to the S3 client; throttling is still retried.
 _UNRETRIED_IO_ERRORS = ("AWS Error NETWORK_CONNECTION", "AWS Error INTERNAL_FAILURE")
 
 

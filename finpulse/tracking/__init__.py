@@ -131,43 +131,39 @@ class RunLogger:
         self._client().log_figure(self.run_id, fig, artifact_file)
 
 
-LATE_FROM = "mlflow_late_from"  # in a worker's reports: the first epoch it could not log (-1: none)
-
-
 @dataclass
 class EpochLogger:
     """Rank 0's per-epoch metrics (``keys`` of each epoch's dict), logged live while the tracking server
-    answers. Training does not need MLflow (checkpoints go to Ray's storage): when the server is gone the
-    worker stops logging (one warning, one retry budget spent) and its reports carry :data:`LATE_FROM`;
-    the driver then logs those epochs from Ray Train's history with :func:`log_late_epochs`."""
+    answers. Training does not need MLflow (checkpoints go to Ray's storage): once the server is gone, the
+    worker stops trying (one warning, one retry budget spent) and keeps each epoch's metrics in ``late``
+    (a list the caller checkpoints, so it survives a restarted worker group); the driver logs them after
+    training with :func:`log_late_epochs`."""
 
     run: RunLogger | None
     keys: tuple[str, ...]
-    late_from: int = -1
+    late: list[dict[str, float]] = field(default_factory=list)
+    gone: bool = False
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        if self.run is None or self.late_from >= 0:
+        if self.run is None:
             return
-        try:
-            self.run.log_metrics({k: metrics[k] for k in self.keys}, step=step)
-        except outages.ServiceUnreachable as exc:
-            self.late_from = step
-            log.warning("%s: training goes on; epochs from %d are logged after it", exc, step)
+        row = {k: metrics[k] for k in self.keys}
+        if not self.gone:
+            try:
+                self.run.log_metrics(row, step=step)
+                return
+            except outages.ServiceUnreachable as exc:
+                self.gone = True
+                log.warning("%s: training goes on; epochs from %d are logged after it", exc, step)
+        self.late.append({"step": step, **row})
 
-    def report(self) -> dict[str, int]:
-        return {LATE_FROM: self.late_from}
 
-
-def log_late_epochs(run: RunLogger, history: list[dict[str, Any]], keys: tuple[str, ...]) -> int:
-    """Log the epochs a worker could not (its reports' :data:`LATE_FROM`), each once with its step, from
-    the reported ``history`` (an epoch reported twice, by a resumed attempt: the last wins); returns how many."""
-    starts = [int(h[LATE_FROM]) for h in history if h.get(LATE_FROM, -1) >= 0]
-    if not starts:
-        return 0
-    by_epoch = {int(h["epoch"]): h for h in history if int(h["epoch"]) >= min(starts)}
-    for epoch, h in sorted(by_epoch.items()):
-        run.log_metrics({k: h[k] for k in keys if k in h}, step=epoch)
-    return len(by_epoch)
+def log_late_epochs(run: RunLogger, late: list[dict[str, float]]) -> int:
+    """Log what :class:`EpochLogger` kept, each epoch once with its step; returns how many epochs."""
+    by_step = {int(row["step"]): row for row in late}
+    for step, row in sorted(by_step.items()):
+        run.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
+    return len(by_step)
 
 
 def _tags_with_parent(tags: dict[str, str] | None, parent_run_id: str | None) -> dict[str, str]:

@@ -73,3 +73,33 @@ def test_s3_and_mlflow_retries_come_from_settings(monkeypatch: pytest.MonkeyPatc
     assert "FINPULSE_S3_MAX_ATTEMPTS" not in storage.worker_env(Settings(s3_endpoint_url="http://x:1"))
     assert tracking.http_limits(s) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
                                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "7"}
+
+
+def test_the_cli_prints_an_outage_as_one_line_and_exit_code_3(capsys: pytest.CaptureFixture[str]) -> None:
+    from finpulse.cli._app import OUTAGE_EXIT_CODE, FinPulseApp
+
+    app = FinPulseApp()
+
+    @app.command()
+    def etl() -> None:
+        with outages.reaching("S3 endpoint", "http://127.0.0.1:1", "running the ETL"):
+            raise OSError("curlCode: 7, Could not connect to server")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    with pytest.raises(SystemExit) as info:
+        app(["etl"])
+    assert info.value.code == OUTAGE_EXIT_CODE
+    err = capsys.readouterr().err
+    assert err == "error: S3 endpoint http://127.0.0.1:1 unreachable while running the ETL (OSError: curlCode: 7, " \
+                  "Could not connect to server)\n"
+
+
+def test_nested_blocks_say_both_what_was_being_done() -> None:
+    url = _dead_url()
+    with pytest.raises(outages.ServiceUnreachable) as info, outages.reaching("MLflow", url, "registering m"), \
+            outages.reaching("MLflow", url, "calling get_model_version"):
+        raise OSError("refused")
+    assert str(info.value) == f"MLflow {url} unreachable while registering m: calling get_model_version (OSError: refused)"
