@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    # ---- outages (issue 14): bounded retries, so a dead server is one clear error in seconds, not minutes ----
+    s3_max_attempts: int = Field(3, ge=1, description="Attempts per S3 request (the S3 client's own retries); Ray "
+                                 "Data's extra retry layer is off in the ETL, so this is the whole budget.")
+    s3_connect_timeout_s: float = Field(2.0, gt=0, description="S3 connect timeout per attempt.")
+    mlflow_http_max_retries: int = Field(3, ge=0, description="Retries per MLflow HTTP request (MLflow's own "
+                                         "default, 7 with backoff 2, waits ~4 minutes on a dead server).")
+    mlflow_http_backoff_factor: int = Field(1, ge=0, description="MLflow retry backoff: factor x (0, 2, 4, ...) s.")
+    mlflow_http_timeout_s: int = Field(60, ge=1, description="MLflow HTTP connect/read timeout per attempt.")
+    registration_grace_s: float = Field(600.0, ge=0, description="A model version a crashed registration left "
+                                        "pending is removed by the next registration once older than this.")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
     nats_url: str = Field("nats://127.0.0.1:4222", description="The live feed's broker (NATS JetStream); "
                                                               "`finpulse broker` starts one here locally.")

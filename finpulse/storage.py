@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pandas as pd
@@ -19,6 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from finpulse import outages
 from finpulse.config import Settings, get_settings
 
 
@@ -26,11 +29,23 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
-def s3_options(settings: Settings | None = None) -> dict[str, Any]:
-    """Keyword arguments for :class:`pyarrow.fs.S3FileSystem` from settings or AWS env vars."""
+def _endpoint_override(s: Settings) -> str | None:
+    return s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+
+
+def s3_endpoint(settings: Settings | None = None) -> str:
+    """The S3 endpoint URL this process talks to: configured, from the AWS environment, or AWS's own."""
     s = settings or get_settings()
-    opts: dict[str, Any] = {"region": s.s3_region}
-    endpoint = s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    return _endpoint_override(s) or f"https://s3.{s.s3_region}.amazonaws.com"
+
+
+def s3_options(settings: Settings | None = None) -> dict[str, Any]:
+    """Keyword arguments for :class:`pyarrow.fs.S3FileSystem` from settings or AWS env vars; retries and
+    the connect timeout are bounded by settings, so a dead endpoint fails in seconds."""
+    s = settings or get_settings()
+    opts: dict[str, Any] = {"region": s.s3_region, "connect_timeout": s.s3_connect_timeout_s,
+                            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s.s3_max_attempts)}
+    endpoint = _endpoint_override(s)
     if endpoint:
         scheme, _, rest = endpoint.partition("://")
         opts["endpoint_override"] = rest or scheme
@@ -52,6 +67,9 @@ def worker_env(settings: Settings | None = None) -> dict[str, str]:
     env = {f"FINPULSE_S3_{k.upper()}": v for k, v in (("endpoint_url", s.s3_endpoint_url),
                                                       ("access_key", s.s3_access_key),
                                                       ("secret_key", s.s3_secret_key)) if v}
+    defaults = type(s).model_fields
+    env |= {f"FINPULSE_{k.upper()}": str(getattr(s, k)) for k in ("s3_max_attempts", "s3_connect_timeout_s")
+            if getattr(s, k) != defaults[k].default}  # only what differs: an empty env keeps local runs plain
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
         if os.environ.get(k):
             env[k] = os.environ[k]
@@ -70,6 +88,14 @@ def filesystem(uri: str, settings: Settings | None = None) -> tuple[pafs.FileSys
     if is_s3(uri):
         return pafs.S3FileSystem(**s3_options(settings)), uri[len("s3://") :].rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def reaching_s3(uris: list[str | None], action: str | Callable[[], str]) -> AbstractContextManager[None]:
+    """Around work on ``uris``: when any is on S3 and the endpoint stops answering, the failure becomes one
+    :class:`~finpulse.outages.ServiceUnreachable` naming the endpoint (local paths: a no-op)."""
+    if not any(u and is_s3(u) for u in uris):
+        return nullcontext()
+    return outages.reaching("S3 endpoint", s3_endpoint(), action)
 
 
 def join(uri: str, *parts: str) -> str:

