@@ -115,6 +115,24 @@ def replica_kills(client, serve_port: int, url: str, bodies: list[dict], repeats
             "recovery_s_median": statistics.median(r["recovery_s"] or float("inf") for r in runs)}
 
 
+def storage_faults(work: Path) -> dict:
+    """S3 killed mid-ETL and MLflow killed mid-training and mid-registration (benchmarks/_storage_faults.py),
+    each against servers the scenario starts itself, on this benchmark's Ray."""
+    import shutil as sh
+
+    from _storage_faults import mlflow_outage_during_training, s3_outage_during_etl
+
+    sh.rmtree(work, ignore_errors=True)
+    out = s3_outage_during_etl(work / "s3")
+    print(f"S3 killed mid-ETL: clear error in {out['s3_outage_error_s']} s, LATEST untouched "
+          f"{out['s3_latest_untouched']}, rerun idempotent {out['s3_rerun_idempotent']}", flush=True)
+    out |= mlflow_outage_during_training(work / "mlflow")
+    print(f"MLflow killed: training completed {out.get('mlflow_training_completed')}, registration error in "
+          f"{out.get('mlflow_outage_error_s')} s, half-registered left {out.get('mlflow_half_registered_versions')}",
+          flush=True)
+    return out
+
+
 def summarize(res: dict) -> dict:
     o, k = res["overload"], res["replica_kill"]
     s = {"capacity_rps": res["capacity"]["rps_median"],
@@ -126,7 +144,7 @@ def summarize(res: dict) -> dict:
         s.update({key: v for key, v in res.get(name, {}).items() if not isinstance(v, dict | list)})
     goals = {"overload_c1000_timeouts": ("==", 0), "overload_c1000_p99_ms": ("<=", 1000), "recovery_s": ("<=", 10),
              "replica_kill_error_share": ("<=", 0.01), "soak_rss_growth": ("<=", 0.10), "soak_errors": ("==", 0),
-             "fuzz_5xx": ("==", 0)}
+             "fuzz_5xx": ("==", 0), "mlflow_half_registered_versions": ("==", 0)}
     s["goals"] = {f"{k} {op} {v}": (s[k] == v if op == "==" else s[k] <= v) for k, (op, v) in goals.items() if k in s}
     return s
 
@@ -138,14 +156,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--soak-s", type=int, default=600, help="0: no soak")
     ap.add_argument("--fuzz-examples", type=int, default=100, help="schemathesis cases per operation; 0: no fuzz")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these parts (overload kill soak fuzz)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these parts (overload kill soak fuzz storage); the file keeps the others' last figures")
     ap.add_argument("--out", default=str(RESULTS / "reliability.json"))
     a = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
     home = ensure_home()
     bodies = request_bodies()
-    parts = set(a.only or ["overload", "kill", "soak", "fuzz"])
+    parts = set(a.only or ["overload", "kill", "soak", "fuzz", "storage"])
 
     import ray
 
@@ -167,7 +186,8 @@ def main() -> None:
         _deploy(client, cfg)
         url = f"{base}/v1/forecast"
         _check_bodies(base, bodies)
-        res: dict = {"deployment": deployment(base, home, cfg), "cpus": os.cpu_count(),
+        res: dict = json.loads(Path(a.out).read_text()) if a.only and Path(a.out).exists() else {}
+        res |= {"deployment": deployment(base, home, cfg), "cpus": os.cpu_count(),
                      "edge": edge_config(ROOT / CONFIG).model_dump(), "serve_config_gateway": next(d for d in cfg["applications"][0]["deployments"]
                                                   if d["name"] == "Gateway")}
         wrk(url, bodies["forecast"], 32, 3)  # warm-up
@@ -188,7 +208,9 @@ def main() -> None:
             res["fuzz"] = fuzz(base, a.fuzz_examples, RESULTS / "fuzz", api_key=API_KEY)
         if "kill" in parts:
             res["replica_kill"] = replica_kills(client, serve_port, url, bodies["forecast"], a.repeats)
-        if "overload" in parts and "kill" in parts:
+        if "storage" in parts:
+            res["storage_faults"] = storage_faults(RESULTS.parent / ".tmp" / "storage_faults")
+        if "overload" in res and "replica_kill" in res:
             res.update(summarize(res))
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
