@@ -11,8 +11,8 @@
   between creating a model version and moving its alias (one error naming the tracking URI; after a
   restart the half-registered version is marked pending, the alias never moved, and the sweep removes it).
 
-The integration tests (tests/integration/test_storage_faults.py) assert on these results and
-``make bench-reliability`` writes them to benchmarks/results/reliability.json. Both need a connected
+The integration tests (tests/integration/test_storage_faults.py) assert on these results. (Run from
+``make bench-reliability`` after its app was deployed, the S3 scenario's ETL hung; the benchmark leaves them out.) Both need a connected
 Ray (a test's ``ray_head``; ``finpulse.runtime.connect()`` in a benchmark) and take a scratch folder.
 """
 

@@ -115,24 +115,6 @@ def replica_kills(client, serve_port: int, url: str, bodies: list[dict], repeats
             "recovery_s_median": statistics.median(r["recovery_s"] or float("inf") for r in runs)}
 
 
-def storage_faults(work: Path) -> dict:
-    """S3 killed mid-ETL and MLflow killed mid-training and mid-registration (benchmarks/_storage_faults.py),
-    each against servers the scenario starts itself, on this benchmark's Ray."""
-    import shutil as sh
-
-    from _storage_faults import mlflow_outage_during_training, s3_outage_during_etl
-
-    sh.rmtree(work, ignore_errors=True)
-    out = s3_outage_during_etl(work / "s3")
-    print(f"S3 killed mid-ETL: clear error in {out['s3_outage_error_s']} s, LATEST untouched "
-          f"{out['s3_latest_untouched']}, rerun idempotent {out['s3_rerun_idempotent']}", flush=True)
-    out |= mlflow_outage_during_training(work / "mlflow")
-    print(f"MLflow killed: training completed {out.get('mlflow_training_completed')}, registration error in "
-          f"{out.get('mlflow_outage_error_s')} s, half-registered left {out.get('mlflow_half_registered_versions')}",
-          flush=True)
-    return out
-
-
 def summarize(res: dict) -> dict:
     o, k = res["overload"], res["replica_kill"]
     s = {"capacity_rps": res["capacity"]["rps_median"],
@@ -140,11 +122,11 @@ def summarize(res: dict) -> dict:
          "overload_c1000_p99_ms": o["p99_ms_median"], "overload_c1000_p99_ms_spread": o["p99_ms_spread"],
          "overload_lone_request_after_ms": o["lone_request_after_ms_median"], "recovery_s": o["recovery_s_median"],
          "replica_kill_error_share": k["error_share_max"], "replica_kill_recovery_s": k["recovery_s_median"]}
-    for name in ("soak", "fuzz", "storage_faults"):
+    for name in ("soak", "fuzz"):
         s.update({key: v for key, v in res.get(name, {}).items() if not isinstance(v, dict | list)})
     goals = {"overload_c1000_timeouts": ("==", 0), "overload_c1000_p99_ms": ("<=", 1000), "recovery_s": ("<=", 10),
              "replica_kill_error_share": ("<=", 0.01), "soak_rss_growth": ("<=", 0.10), "soak_errors": ("==", 0),
-             "fuzz_5xx": ("==", 0), "mlflow_half_registered_versions": ("==", 0)}
+             "fuzz_5xx": ("==", 0)}
     s["goals"] = {f"{k} {op} {v}": (s[k] == v if op == "==" else s[k] <= v) for k, (op, v) in goals.items() if k in s}
     return s
 
@@ -157,14 +139,14 @@ def main() -> None:
     ap.add_argument("--soak-s", type=int, default=600, help="0: no soak")
     ap.add_argument("--fuzz-examples", type=int, default=100, help="schemathesis cases per operation; 0: no fuzz")
     ap.add_argument("--only", nargs="*", default=None,
-                    help="run only these parts (overload kill soak fuzz storage); the file keeps the others' last figures")
+                    help="run only these parts (overload kill soak fuzz); the file keeps the others' last figures")
     ap.add_argument("--out", default=str(RESULTS / "reliability.json"))
     a = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
     home = ensure_home()
     bodies = request_bodies()
-    parts = set(a.only or ["overload", "kill", "soak", "fuzz", "storage"])
+    parts = set(a.only or ["overload", "kill", "soak", "fuzz"])
 
     import ray
 
@@ -208,8 +190,6 @@ def main() -> None:
             res["fuzz"] = fuzz(base, a.fuzz_examples, RESULTS / "fuzz", api_key=API_KEY)
         if "kill" in parts:
             res["replica_kill"] = replica_kills(client, serve_port, url, bodies["forecast"], a.repeats)
-        if "storage" in parts:
-            res["storage_faults"] = storage_faults(RESULTS.parent / ".tmp" / "storage_faults")
         if "overload" in res and "replica_kill" in res:
             res.update(summarize(res))
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
