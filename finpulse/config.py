@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(None, description="Prometheus that scrapes Ray (the canary soak reads it); "
                                                          "None: the soak scrapes Ray's metrics endpoints itself.")
     max_model_age_days: float = Field(7.0, gt=0, description="A champion older than this is stale. Must match "
-                                      "finpulse:max_model_age_seconds in cluster/monitoring/rules/finpulse-alerts.yml.")
+                                      "finpulse:max_model_age_seconds in cluster/base/monitoring/rules/finpulse-alerts.yml.")
 
     @model_validator(mode="after")
     def _absolute_defaults_under_home(self) -> Settings:

@@ -171,5 +171,5 @@ def require_gpus(needed: float, what: str, *, wait_s: float = 0.0, poll_s: float
     raise GpuUnavailable(
         f"{what} asks for {needed:g} GPU(s) but the Ray cluster has {have:g}"
         + (f" after waiting {wait_s:g}s for the autoscaler" if wait_s > 0 else "")
-        + ". Run on a cluster with a GPU worker group (cluster/kuberay/raycluster.yaml, group `gpu`; "
+        + ". Run on a cluster with a GPU worker group (cluster/base/ray/raycluster.yaml, group `gpu`; "
         "pass a GPU wait there so the autoscaler can add one), or drop the GPU option to run on CPU.")

@@ -122,7 +122,7 @@ def prometheus(ray_head: dict, tmp_path_factory: pytest.TempPathFactory) -> Iter
     if binary is None:
         pytest.skip("prometheus not on PATH (Debian package `prometheus`; .ci/run installs it)")
     d = tmp_path_factory.mktemp("prometheus")
-    rules = Path(__file__).resolve().parents[1] / "cluster" / "monitoring" / "rules" / "finpulse-alerts.yml"
+    rules = Path(__file__).resolve().parents[1] / "cluster" / "base" / "monitoring" / "rules" / "finpulse-alerts.yml"
     (d / "prometheus.yml").write_text(  # the shipped alert rules, so tests can see an alert fire
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         f"rule_files: ['{rules}']\n"

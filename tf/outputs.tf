@@ -9,7 +9,7 @@ output "head_private_ip" {
 }
 
 output "dashboard_url" {
-  description = "Ray dashboard, once cluster/kuberay is applied (reachable from admin_cidr only)."
+  description = "Ray dashboard, once cluster/base/ray is applied (reachable from admin_cidr only)."
   value       = "http://${openstack_networking_floatingip_v2.head.address}:8265"
 }
 

@@ -99,12 +99,12 @@ variable "helm_version" {
 }
 
 variable "kuberay_chart_version" {
-  description = "KubeRay operator Helm chart; the manifests in cluster/kuberay target v1.7."
+  description = "KubeRay operator Helm chart; the manifests in cluster/base/ray target v1.7."
   type        = string
   default     = "1.7.0"
   validation {
     condition     = can(regex("^1\\.7\\.[0-9]+$", var.kuberay_chart_version))
-    error_message = "cluster/kuberay is written for KubeRay 1.7.x."
+    error_message = "cluster/base/ray is written for KubeRay 1.7.x."
   }
 }
 

@@ -22,10 +22,11 @@ from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
 from finpulse import cli
+from tests.support.manifests import OVERLAYS, rendered
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-MONITORING = CLUSTER / "monitoring"
+MONITORING = CLUSTER / "base" / "monitoring"
 CRDS = ROOT / "tests" / "support" / "kuberay-crds"  # vendored v1.7.0 schemas: see SOURCES.md there
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.v1.schema.json", "RayJob": "ray.io_rayjobs.v1.schema.json",
              "RayService": "ray.io_rayservices.v1.schema.json"}
@@ -36,12 +37,13 @@ def docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def all_docs() -> list[dict]:
-    return [d for p in YAML_FILES if "monitoring" not in p.parts for d in docs(p)]
+def all_docs(overlay: str = "chameleon") -> list[dict]:
+    """What `kubectl apply -k cluster/overlays/<overlay>` sends (the production overlay unless named)."""
+    return rendered(overlay)
 
 
-def ray_docs() -> list[dict]:
-    return [d for d in all_docs() if d.get("apiVersion") == "ray.io/v1"]
+def ray_docs(overlay: str = "chameleon") -> list[dict]:
+    return [d for d in all_docs(overlay) if d.get("apiVersion") == "ray.io/v1"]
 
 
 def _strict(schema: dict) -> dict:
@@ -85,10 +87,15 @@ def test_every_yaml_parses(path):
     assert docs(path), f"{path} is empty"
 
 
-def test_kuberay_manifests_validate_against_crds(validators):
-    kinds = [d["kind"] for d in ray_docs()]
+def test_overlays_exist():
+    assert set(OVERLAYS) >= {"dev", "chameleon"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kuberay_manifests_validate_against_crds(validators, overlay):
+    kinds = [d["kind"] for d in ray_docs(overlay)]
     assert sorted(set(kinds)) == ["RayCluster", "RayJob", "RayService"] and kinds.count("RayJob") >= 2
-    for doc in ray_docs():
+    for doc in ray_docs(overlay):
         assert errors(validators, doc) == [], doc["metadata"]["name"]
 
 
@@ -142,11 +149,19 @@ def containers(doc) -> list[dict]:
     return [c for pod in pod_specs(doc) for c in [*pod["containers"], *pod.get("initContainers", [])]]
 
 
-def test_ray_images_match_installed_ray():
-    for doc in ray_docs():
-        assert doc["spec"].get("rayVersion", ray.__version__) == ray.__version__
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_one_finpulse_image_everywhere(overlay):
+    """Every Ray pod and job submitter runs the FinPulse image the overlay names (the GPU group its -gpu
+    build); the image is built FROM the Ray and Python these manifests and the project use."""
+    kustomization = yaml.safe_load((CLUSTER / "overlays" / overlay / "kustomization.yaml").read_text())
+    named = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
+    assert set(named) == {"finpulse", "finpulse-gpu"}
+    for doc in all_docs(overlay):
+        assert doc.get("spec", {}).get("rayVersion", ray.__version__) == ray.__version__
         for c in containers(doc):
-            assert re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py311(-gpu)?", c["image"]), c["image"]
+            if doc.get("apiVersion") == "ray.io/v1" or "finpulse" in c["image"]:
+                assert c["image"] in named.values(), (doc["metadata"]["name"], c["image"])
+    assert f"ARG BASE=rayproject/ray:{ray.__version__}-py311\n" in (CLUSTER / "Dockerfile").read_text()
 
 
 def _secret_mounts(pod: dict, container: dict) -> dict[str, str]:
@@ -210,7 +225,7 @@ def test_gpu_rayjob_trains_sentiment_on_the_gpu_group():
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     (c,) = pod["containers"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == 1
-    assert c["image"].endswith("-gpu") and gpu["maxReplicas"] >= 1
+    assert c["image"].split(":")[0].endswith("-gpu") and gpu["maxReplicas"] >= 1
 
 
 def test_every_rayservice_pod_reads_api_keys_from_the_secret():

@@ -9,7 +9,7 @@ import yaml
 
 from finpulse.config import Settings
 
-RULES = Path(__file__).resolve().parents[2] / "cluster" / "monitoring" / "rules" / "finpulse-alerts.yml"
+RULES = Path(__file__).resolve().parents[2] / "cluster" / "base" / "monitoring" / "rules" / "finpulse-alerts.yml"
 
 
 def _rules() -> dict[str, dict]:
