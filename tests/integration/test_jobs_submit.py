@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -51,15 +52,19 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
     small = json.dumps({"max_epochs": 2, "hidden_size": 8, "lookback": 5})
     ran.append("train_forecaster.py")
     submit(d, home, "jobs/train_forecaster.py", "--num-workers", "2", "--config", small)
-    ran.append("evaluate.py")
-    submit(d, home, "jobs/evaluate.py", "--k", "1")
-    ran.append("promote.py")
-    out = submit(d, home, "jobs/promote.py")
-    ran.append("tune_forecaster.py")
-    submit(d, home, "jobs/tune_forecaster.py", "--num-samples", "2", "--max-concurrent", "2", "--config", small)
-    ran.append("tune_sentiment.py")
-    submit(d, home, "jobs/tune_sentiment.py", "--num-samples", "2", "--max-examples", "60", "--space",
-           json.dumps({"epochs": [1], "max_length": [32], "batch_size": [16]}))
+    # Independent jobs at once, as users run them (and a third of this test's wall time): the evaluate ->
+    # promote chain next to both sweeps, all writing to the same home's MLflow.
+    ran += ["evaluate.py", "promote.py", "tune_forecaster.py", "tune_sentiment.py"]
+    with ThreadPoolExecutor(3) as pool:
+        chain = pool.submit(lambda: (submit(d, home, "jobs/evaluate.py", "--k", "1"),
+                                     submit(d, home, "jobs/promote.py"))[1])
+        sweeps = [pool.submit(submit, d, home, "jobs/tune_forecaster.py", "--num-samples", "2", "--max-concurrent",
+                              "2", "--config", small),
+                  pool.submit(submit, d, home, "jobs/tune_sentiment.py", "--num-samples", "2", "--max-examples", "60",
+                              "--space", json.dumps({"epochs": [1], "max_length": [32], "batch_size": [16]}))]
+        out = chain.result()
+        for sweep in sweeps:
+            sweep.result()
     assert sorted(ran) == JOBS, "a job in jobs/ is not submitted by this test"
 
     # everything landed in the named home: the ETL's versions, MLflow's runs and registry
