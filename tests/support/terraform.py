@@ -58,7 +58,7 @@ def head_vars(**over) -> dict:
     tf = load_tf()["locals"]
     base = {"k3s_version": "v1.31.4+k3s1", "token": "tok", "public_ip": "192.0.2.10", "cross_site": True,
             "node_labels": [tf["storage_label"]], "helm_version": "v3.16.4", "kuberay_chart_version": "1.7.0",
-            "device_plugin_version": "0.17.0", "volume_serial": "0123456789abcdef0123",
+            "device_plugin_version": "0.17.0", "volume_serial": "vol-serial-for-tests",
             "data_mount": tf["data_mount"], "data_mount_unit": "mnt-finpulse.mount", "data_dirs": tf["data_dirs"]}
     return base | over
 
