@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability
+.PHONY: demo test lint install checkov clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,14 +18,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# checkov in its own virtual environment: it pins a boto3 that the project's own pin conflicts with.
+# tests/unit/test_checkov.py runs it over tf/ and the cluster manifests; the stamp names the version,
+# so changing CHECKOV_VERSION reinstalls.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: $(CHECKOV_STAMP)
+
 # static checks: ruff (with the S security rules) and the secrets scan (detect-secrets over every tracked
 # file against .secrets.baseline; README "Security checks" says how to update the baseline)
 lint: $(STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
 	$(BIN)/python -m tests.support.secrets_scan
 
-# ruff, then every test; the secrets scan runs inside pytest (tests/unit/test_secrets_scan.py)
-test: $(STAMP)
+# ruff, then every test; the secrets scan runs inside pytest (tests/unit/test_secrets_scan.py), checkov
+# from its own venv (tests/unit/test_checkov.py)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check finpulse jobs benchmarks tests
 	$(BIN)/pytest -q -ra
 

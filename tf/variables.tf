@@ -10,12 +10,6 @@ variable "image_name" {
   default     = "CC-Ubuntu22.04"
 }
 
-variable "gpu_image_name" {
-  description = "Image for GPU workers: Ubuntu with the NVIDIA driver and container toolkit."
-  type        = string
-  default     = "CC-Ubuntu22.04-CUDA"
-}
-
 variable "head_flavor" {
   description = "Flavor of the head node (k3s server, Ray head, MLflow, MinIO, Postgres, Prometheus)."
   type        = string
@@ -28,12 +22,6 @@ variable "worker_flavor" {
   default     = "m1.xlarge"
 }
 
-variable "gpu_flavor" {
-  description = "Flavor of the GPU workers (sentiment scoring, training and serving)."
-  type        = string
-  default     = "g1.h100.pci.1"
-}
-
 variable "worker_count" {
   description = "Number of CPU worker nodes."
   type        = number
@@ -44,18 +32,8 @@ variable "worker_count" {
   }
 }
 
-variable "gpu_worker_count" {
-  description = "Number of GPU worker nodes; 0 runs sentiment on CPU."
-  type        = number
-  default     = 0
-  validation {
-    condition     = var.gpu_worker_count >= 0
-    error_message = "gpu_worker_count must be >= 0."
-  }
-}
-
 variable "reservation_id" {
-  description = "Blazar reservation id for bare-metal flavors (Chameleon leases); empty for KVM."
+  description = "Blazar reservation id for the KVM nodes (head, CPU workers) where the site asks for a lease; empty otherwise."
   type        = string
   default     = ""
 }
@@ -78,7 +56,7 @@ variable "floating_ip_pool" {
 }
 
 variable "admin_cidr" {
-  description = "Only this CIDR reaches SSH, the k8s API and the Ray dashboard (e.g. your IP/32)."
+  description = "Only this CIDR reaches SSH, the k8s API, the Ray dashboard, MLflow, MinIO, Grafana and Prometheus (e.g. your IP/32)."
   type        = string
   validation {
     condition     = can(cidrhost(var.admin_cidr, 0)) && var.admin_cidr != "0.0.0.0/0"
@@ -109,7 +87,91 @@ variable "kuberay_chart_version" {
 }
 
 variable "nvidia_device_plugin_version" {
-  description = "NVIDIA k8s-device-plugin Helm chart, installed only when gpu_worker_count > 0."
+  description = "NVIDIA k8s-device-plugin Helm chart (with GPU feature discovery); runs only on nodes with an NVIDIA PCI device."
   type        = string
   default     = "0.17.0"
+}
+
+variable "cross_site" {
+  description = "k3s over public IPs (flannel wireguard-native, every node gets a floating IP), so bare-metal GPU nodes from another site can join. Fixed when the head is created: changing it rebuilds the nodes."
+  type        = bool
+  default     = true
+}
+
+variable "gpu_node_count" {
+  description = "Bare-metal GPU nodes (A100) from the lease at the GPU site; 0 runs sentiment on CPU."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.gpu_node_count >= 0
+    error_message = "gpu_node_count must be >= 0."
+  }
+}
+
+variable "gpu_site_cloud" {
+  description = "clouds.yaml entry of the bare-metal site that holds the GPU lease (e.g. chi-uc); the KVM site comes from OS_CLOUD or the RC file."
+  type        = string
+  default     = ""
+}
+
+variable "gpu_reservation_id" {
+  description = "Reservation id of the Blazar lease for the GPU nodes (node_type gpu_a100_pcie), given to Nova as the `reservation` scheduler hint."
+  type        = string
+  default     = ""
+}
+
+variable "gpu_image_name" {
+  description = "Image of the GPU nodes: Chameleon's Ubuntu with the NVIDIA driver and CUDA (cloud-init adds the container toolkit)."
+  type        = string
+  default     = "CC-Ubuntu22.04-CUDA"
+}
+
+variable "gpu_flavor" {
+  description = "Flavor at the bare-metal site: `baremetal` (the node type comes from the lease)."
+  type        = string
+  default     = "baremetal"
+}
+
+variable "gpu_network_name" {
+  description = "Network at the GPU site."
+  type        = string
+  default     = "sharednet1"
+}
+
+variable "gpu_floating_ip_pool" {
+  description = "External network at the GPU site that the GPU nodes' floating IPs come from."
+  type        = string
+  default     = "public"
+}
+
+variable "gpu_label" {
+  description = "Value of the finpulse/gpu node label on the GPU nodes; cluster/ selects finpulse/gpu=a100."
+  type        = string
+  default     = "a100"
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", var.gpu_label))
+    error_message = "gpu_label must be a lower-case label value such as a100."
+  }
+}
+
+variable "data_volume_size_gb" {
+  description = "Size of the Cinder volume that holds MinIO and PostgreSQL."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.data_volume_size_gb >= 10
+    error_message = "data_volume_size_gb must be at least 10."
+  }
+}
+
+variable "data_volume_id" {
+  description = "Id of an existing data volume to attach (kept from an earlier cluster); empty creates one."
+  type        = string
+  default     = ""
+}
+
+variable "ingress_host" {
+  description = "DNS name of the API's Ingress, pointing at head_ip; empty uses <head_ip>.sslip.io (a public wildcard DNS)."
+  type        = string
+  default     = ""
 }

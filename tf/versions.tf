@@ -15,3 +15,10 @@ terraform {
 # Credentials come from the environment (source the Chameleon "OpenStack RC file" for your project
 # and site, or set OS_CLOUD with a clouds.yaml): nothing secret lives in this folder.
 provider "openstack" {}
+
+# The bare-metal site that holds the GPU lease (e.g. CHI@UC), from a clouds.yaml entry: each
+# Chameleon site has its own endpoint and credentials. Unused (never authenticates) with no GPU node.
+provider "openstack" {
+  alias = "gpu_site"
+  cloud = var.gpu_site_cloud == "" ? null : var.gpu_site_cloud
+}
