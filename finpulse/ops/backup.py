@@ -20,6 +20,10 @@ from pathlib import Path
 from finpulse.ops.stores import BackupSettings, Store
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# The dump's flags; the CronJob's pg_dump (cluster/base/services/backup.yaml) uses the same (a test checks).
+PG_DUMP_FLAGS = ("--format=custom", "--no-owner", "--no-privileges")
+PG_RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
+                    "--exit-on-error")
 
 
 class BackupError(RuntimeError):
@@ -55,16 +59,14 @@ def _run(argv: list[str], what: str) -> None:
 
 def run_pg_dump(database: str, out: Path, pg_dump: str = "pg_dump") -> Path:
     """``pg_dump --format=custom`` of one database into ``out`` (server from libpq's PG* environment)."""
-    _run([pg_dump, "--format=custom", "--no-owner", "--no-privileges", f"--file={out}", f"--dbname={database}"],
-         f"pg_dump of {database}")
+    _run([pg_dump, *PG_DUMP_FLAGS, f"--file={out}", f"--dbname={database}"], f"pg_dump of {database}")
     return out
 
 
 def run_pg_restore(database: str, dump: Path, pg_restore: str = "pg_restore") -> None:
     """Restore a custom-format dump into an existing database: every object the dump holds is dropped and
     recreated in one transaction, so a failed restore leaves the database as it was."""
-    _run([pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-          "--exit-on-error", f"--dbname={database}", str(dump)], f"pg_restore into {database}")
+    _run([pg_restore, *PG_RESTORE_FLAGS, f"--dbname={database}", str(dump)], f"pg_restore into {database}")
 
 
 def list_dumps(store: Store, backup: BackupSettings, database: str) -> list[dict]:
