@@ -339,3 +339,17 @@ def test_object_backup_mirrors_the_buckets_minio_holds():
     assert int(port) in service_ports(kinds, host)
     made = " ".join(containers(kinds["Job"]["minio-buckets"])[0]["args"])  # the buckets MinIO is given
     assert {f"finpulse/{b}" for b in env["FINPULSE_BACKUP_BUCKETS"].split(",")} <= set(made.split())
+
+
+def test_restore_procedure_uses_commands_that_exist():
+    """cluster/BACKUP.md: every `finpulse backup ...` it tells a person to run exists with those options,
+    and its in-pod pg_restore restores as `finpulse backup pg-restore` does."""
+    from finpulse.ops.backup import PG_RESTORE_FLAGS
+
+    text = (ROOT / "cluster" / "BACKUP.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(m) for m in re.findall(r"finpulse backup [a-z-]+[^\n`|&]*", text)]
+    assert {c[2] for c in commands} >= {"pg-dump", "list", "fetch", "mirror", "pg-restore"}
+    for argv in commands:
+        finpulse_command_runs([a for a in argv if not a.startswith("<")])
+    (restore,) = re.findall(r"pg_restore (--[^']*?) -U", text)
+    assert tuple(restore.split()) == PG_RESTORE_FLAGS
