@@ -23,6 +23,16 @@ def _fail(command: str, exc: Exception) -> None:
     raise typer.Exit(1) from None
 
 
+def _errors() -> tuple[type[Exception], ...]:
+    """What a backup command reports as one line: its own errors and the S3 server's refusals (a missing
+    bucket, wrong keys); an endpoint that does not answer is the CLI's ServiceUnreachable (exit 3)."""
+    from botocore.exceptions import ClientError
+
+    from finpulse.ops.backup import BackupError
+
+    return BackupError, ClientError
+
+
 @backup_app.command("pg-dump")
 def pg_dump_cmd(
     database: Database = "mlflow",
@@ -33,14 +43,14 @@ def pg_dump_cmd(
     keep: Annotated[int | None, typer.Option(help="Dumps kept (default FINPULSE_BACKUP_KEEP).")] = None,
 ) -> None:
     """Dump the database to the backup target and delete all but the newest N dumps."""
-    from finpulse.ops.backup import BackupError, backup_database
+    from finpulse.ops.backup import backup_database
     from finpulse.ops.stores import BackupSettings, backup_store
 
     settings = BackupSettings()
     try:
         result = backup_database(backup_store(settings), settings, database, dump_file=dump_file, pg_dump=pg_dump,
                                  keep=keep)
-    except BackupError as exc:
+    except _errors() as exc:
         _fail("pg-dump", exc)
     print_json({"key": result.key, "bytes": result.size, "deleted": result.deleted})
 
@@ -52,13 +62,13 @@ def pg_restore_cmd(
     pg_restore: Annotated[str, typer.Option(help="The pg_restore to run (as new as the dump's pg_dump).")] = "pg_restore",
 ) -> None:
     """Restore a dump into the database: what the dump holds is dropped and recreated, in one transaction."""
-    from finpulse.ops.backup import BackupError, restore_database
+    from finpulse.ops.backup import restore_database
     from finpulse.ops.stores import BackupSettings, backup_store
 
     settings = BackupSettings()
     try:
         restored = restore_database(backup_store(settings), settings, database, key, pg_restore)
-    except BackupError as exc:
+    except _errors() as exc:
         _fail("pg-restore", exc)
     typer.echo(f"restored {restored} into {database}", err=True)
 
@@ -70,13 +80,13 @@ def fetch_cmd(
     key: Key = "latest",
 ) -> None:
     """Download a dump (to restore it with the server's own pg_restore, e.g. inside the PostgreSQL pod)."""
-    from finpulse.ops.backup import BackupError, fetch_dump
+    from finpulse.ops.backup import fetch_dump
     from finpulse.ops.stores import BackupSettings, backup_store
 
     settings = BackupSettings()
     try:
         typer.echo(fetch_dump(backup_store(settings), settings, database, to, key))
-    except BackupError as exc:
+    except _errors() as exc:
         _fail("fetch", exc)
 
 
@@ -92,8 +102,11 @@ def mirror_cmd(
     from finpulse.ops.stores import BackupSettings, backup_store, live_store
 
     settings = BackupSettings()
-    results = mirror_buckets(live_store(backup=settings), backup_store(settings), settings,
-                             bucket or settings.bucket_list(), restore=restore, delete=delete)
+    try:
+        results = mirror_buckets(live_store(backup=settings), backup_store(settings), settings,
+                                 bucket or settings.bucket_list(), restore=restore, delete=delete)
+    except _errors() as exc:
+        _fail("mirror", exc)
     print_json({b: {"copied": len(r.copied), "skipped": r.skipped, "deleted": len(r.deleted),
                     "bytes_copied": r.bytes_copied} for b, r in results.items()})
 
@@ -101,11 +114,11 @@ def mirror_cmd(
 @backup_app.command("list")
 def list_cmd(database: Database = "mlflow") -> None:
     """The database's dumps at the backup target, oldest first."""
-    from finpulse.ops.backup import BackupError, list_dumps
+    from finpulse.ops.backup import list_dumps
     from finpulse.ops.stores import BackupSettings, backup_store
 
     settings = BackupSettings()
     try:
         print_json(list_dumps(backup_store(settings), settings, database))
-    except BackupError as exc:
+    except _errors() as exc:
         _fail("list", exc)

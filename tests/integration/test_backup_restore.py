@@ -134,6 +134,8 @@ def test_cli_dumps_from_a_file_lists_and_fails_clearly(pg_env, target, tmp_path,
     assert psql(pg_env, "clidb", "SELECT v FROM t") == "kept"
     r = runner.invoke(cli.app, ["backup", "pg-dump", "--database", "no_such_db"])
     assert r.exit_code == 1 and "pg_dump of no_such_db failed" in r.output and 'database "no_such_db"' in r.output
+    r = runner.invoke(cli.app, ["backup", "mirror", "--bucket", "no-such-bucket"])  # the live S3 is s3_server
+    assert r.exit_code == 1 and "finpulse backup mirror:" in r.output and "NoSuchBucket" in r.output, r.output
 
 
 def _put(st: Store, bucket: str, objects: dict[str, bytes]) -> None:
