@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finpulse.config import Settings, get_settings
 from finpulse.outages import reaching
+from finpulse.storage import s3_endpoint
 
 
 class BackupSettings(BaseSettings):
@@ -64,12 +65,12 @@ def make_client(endpoint: str | None, key: str | None, secret: str | None, regio
 def live_store(settings: Settings | None = None, backup: BackupSettings | None = None) -> Store:
     """The deployment's own S3 (MinIO): the same ``FINPULSE_S3_*`` (or AWS_*) settings every job uses."""
     s, b = settings or get_settings(), backup or BackupSettings()
-    endpoint = s.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(s)  # the endpoint every FinPulse S3 access uses (finpulse.storage)
     key = s.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID")
     secret = s.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
     client = make_client(endpoint, key, secret, s.s3_region, max_attempts=b.max_attempts,
                          connect_timeout_s=b.connect_timeout_s)
-    return Store(client, endpoint or f"https://s3.{s.s3_region}.amazonaws.com", "S3 endpoint")
+    return Store(client, endpoint, "S3 endpoint")
 
 
 def backup_store(backup: BackupSettings | None = None) -> Store:
