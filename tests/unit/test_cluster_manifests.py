@@ -327,7 +327,7 @@ def cron_field(text: str, low: int, high: int) -> set[int]:
 
 
 def retrain_docs() -> tuple[dict, dict]:
-    (cron,) = [d for d in all_docs() if d["kind"] == "CronJob"]
+    (cron,) = [d for d in all_docs() if d["kind"] == "CronJob" and d["metadata"]["name"] == "finpulse-retrain"]
     (job,) = [d for d in ray_docs() if d["kind"] == "RayJob" and d["metadata"]["name"] == "finpulse-retrain"]
     return cron, job
 
