@@ -93,6 +93,17 @@ def test_every_rayjob_runs_on_the_one_cluster(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deploying_runs_no_job(overlay):
+    """Creating a RayJob runs it: the deploy (`-l 'finpulse/run!=on-demand'`) leaves every RayJob out and
+    keeps everything else; one job is picked by its unique `finpulse/job` label (cluster/README.md)."""
+    docs = rendered(overlay)
+    on_demand = [d for d in docs if d["metadata"].get("labels", {}).get("finpulse/run") == "on-demand"]
+    assert sorted(d["metadata"]["name"] for d in on_demand) == sorted(ray(overlay)[1])
+    jobs = [d["metadata"]["labels"]["finpulse/job"] for d in on_demand]
+    assert len(set(jobs)) == len(jobs)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rayjobs_run_the_cli(overlay):
     """A cluster run takes the laptop's path: every RayJob but the Serve deploy runs a `finpulse` command
     with options it has."""
