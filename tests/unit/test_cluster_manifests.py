@@ -1,12 +1,13 @@
-"""cluster/: KubeRay manifests against the v1.7.0 CRD schemas, the RayService against Serve's own schema,
-services wiring, and the monitoring config (metric names exist; promtool when installed)."""
+"""cluster/: the rendered overlays against the KubeRay v1.7.0 CRD schemas, images, credentials, services
+wiring, the retraining CronJob, and the monitoring config (metric names exist; promtool when installed).
+The Ray topology (one cluster, every job, Serve, sizing, Ingress) is tests/unit/test_cluster_ray.py;
+kubernetes-validate on the core resources is tests/unit/test_cluster_kubevalidate.py."""
 
 from __future__ import annotations
 
 import ast
 import copy
 import hashlib
-import itertools
 import json
 import re
 import shlex
@@ -18,18 +19,23 @@ import pytest
 import ray
 import yaml
 from jsonschema import Draft7Validator
-from ray.serve.schema import ServeDeploySchema
-from typer.testing import CliRunner
 
-from finpulse import cli
+from tests.support.kube import (
+    CRD_FILES,
+    CRDS,
+    container_env,
+    containers,
+    crd_schema,
+    crd_validators,
+    pod_specs,
+    schema_errors,
+    secret_mounts,
+)
 from tests.support.manifests import OVERLAYS, rendered
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 MONITORING = CLUSTER / "base" / "monitoring"
-CRDS = ROOT / "tests" / "support" / "kuberay-crds"  # vendored v1.7.0 schemas: see SOURCES.md there
-CRD_FILES = {"RayCluster": "ray.io_rayclusters.v1.schema.json", "RayJob": "ray.io_rayjobs.v1.schema.json",
-             "RayService": "ray.io_rayservices.v1.schema.json"}
 YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in {".yaml", ".yml"})
 
 
@@ -46,24 +52,9 @@ def ray_docs(overlay: str = "chameleon") -> list[dict]:
     return [d for d in all_docs(overlay) if d.get("apiVersion") == "ray.io/v1"]
 
 
-def _strict(schema: dict) -> dict:
-    """Kubernetes rejects unknown fields (kubectl's strict validation); plain JSON Schema allows them.
-    Close every object that lists its properties, except where the CRD itself keeps unknown fields."""
-    if isinstance(schema, dict):
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
-            schema["additionalProperties"] = False
-        for v in schema.values():
-            _strict(v)
-    elif isinstance(schema, list):
-        for v in schema:
-            _strict(v)
-    return schema
-
-
 @pytest.fixture(scope="module")
 def validators() -> dict[str, Draft7Validator]:
-    return {kind: Draft7Validator(_strict(json.loads((CRDS / name).read_text()))) for kind, name in CRD_FILES.items()}
+    return crd_validators()
 
 
 def test_vendored_crd_schemas_are_the_recorded_files():
@@ -79,7 +70,7 @@ def test_vendored_crd_schemas_are_the_recorded_files():
 
 
 def errors(validators, doc) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validators[doc["kind"]].iter_errors(doc)]
+    return schema_errors(validators[doc["kind"]], doc)
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(CLUSTER)))
@@ -94,7 +85,8 @@ def test_overlays_exist():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kuberay_manifests_validate_against_crds(validators, overlay):
     kinds = [d["kind"] for d in ray_docs(overlay)]
-    assert sorted(set(kinds)) == ["RayCluster", "RayJob", "RayService"] and kinds.count("RayJob") >= 2
+    assert sorted(set(kinds)) == ["RayCluster", "RayJob"] and kinds.count("RayCluster") == 1  # one cluster
+    assert kinds.count("RayJob") >= 8
     for doc in ray_docs(overlay):
         assert errors(validators, doc) == [], doc["metadata"]["name"]
 
@@ -104,6 +96,8 @@ def test_kuberay_manifests_validate_against_crds(validators, overlay):
     (lambda d: d["spec"]["headGroupSpec"]["rayStartParams"].__setitem__("num-cpus", 0), "num-cpus"),
     (lambda d: d["spec"].__setitem__("enableInTreeAutoscaling", "yes"), "enableInTreeAutoscaling"),
     (lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("maxReplica", 3), "maxReplica"),  # typo
+    (lambda d: d["spec"]["gcsFaultToleranceOptions"].__setitem__("redisAdress", "redis:6379"), "redisAdress"),
+    (lambda d: d["spec"]["authOptions"].__setitem__("mode", "tokens"), "mode"),
 ])
 def test_validation_catches_broken_manifests(validators, mutate, needle):
     cluster = next(d for d in ray_docs() if d["kind"] == "RayCluster")
@@ -111,42 +105,6 @@ def test_validation_catches_broken_manifests(validators, mutate, needle):
     mutate(broken)
     found = errors(validators, broken)
     assert found and any(needle in e for e in found), found
-
-
-def test_raycluster_shape():
-    rc = next(d for d in ray_docs() if d["kind"] == "RayCluster")["spec"]
-    assert rc["enableInTreeAutoscaling"] is True and rc["rayVersion"] == ray.__version__
-    head = rc["headGroupSpec"]
-    ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
-    assert ports["dashboard"] == 8265 and ports["metrics"] == int(head["rayStartParams"]["metrics-export-port"])
-    groups = {g["groupName"]: g for g in rc["workerGroupSpecs"]}
-    assert groups["gpu"]["minReplicas"] == 0  # optional: costs nothing until a GPU task asks
-    gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert gpu_limits["nvidia.com/gpu"] == 1
-    for g in groups.values():
-        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
-
-
-def pod_specs(doc) -> list[dict]:
-    """Every pod spec (a dict with ``containers``) inside a manifest, however deep."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("containers"), list):
-                found.append(node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(doc)
-    return found
-
-
-def containers(doc) -> list[dict]:
-    """Every container spec inside a manifest, however deep (pod templates of CRDs included)."""
-    return [c for pod in pod_specs(doc) for c in [*pod["containers"], *pod.get("initContainers", [])]]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -164,102 +122,30 @@ def test_one_finpulse_image_everywhere(overlay):
     assert f"ARG BASE=rayproject/ray:{ray.__version__}-py311\n" in (CLUSTER / "Dockerfile").read_text()
 
 
-def _secret_mounts(pod: dict, container: dict) -> dict[str, str]:
-    """mountPath -> Secret name, for the container's mounts of the pod's Secret volumes."""
-    secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
-    return {m["mountPath"]: secrets[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in secrets}
-
-
 def test_credentials_only_from_secrets():
-    for doc in all_docs():
+    rendered_docs = all_docs()
+    for doc in rendered_docs:
         for pod in pod_specs(doc):
             for c in pod["containers"]:
-                for env in c.get("env", []):
-                    if not re.search(r"KEY|SECRET|PASSWORD|TOKEN", env["name"]):
+                for name, env in container_env(c, rendered_docs).items():
+                    if not re.search(r"KEY|SECRET|PASSWORD|TOKEN", name):
                         continue
-                    if env["name"].endswith("_FILE"):  # a path: it must lie in a mounted Secret
-                        mounts = _secret_mounts(pod, c)
-                        assert any(env["value"].startswith(f"{m}/") for m in mounts), f"{env['name']}: {mounts}"
+                    if name.endswith("_FILE"):  # a path: it must lie in a mounted Secret
+                        mounts = secret_mounts(pod, c)
+                        assert any(env["value"].startswith(f"{m}/") for m in mounts), f"{name}: {mounts}"
                     else:
-                        assert "secretKeyRef" in env.get("valueFrom", {}), f"{env['name']} must come from a Secret"
+                        assert "secretKeyRef" in env.get("valueFrom", {}), f"{name} must come from a Secret"
     aws_key_id = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
     for path in [*CLUSTER.rglob("*"), *(ROOT / "tf").rglob("*")]:
         if path.is_file():
             assert not aws_key_id.search(path.read_text(errors="ignore")), path
-    assert not [d for d in all_docs() if d.get("kind") == "Secret"], "Secrets are created with kubectl, not committed"
-
-
-def test_rayjobs_run_the_cli():
-    """A cluster run takes the laptop's path: every RayJob runs a `finpulse` command with options it has."""
-    jobs = [d for d in ray_docs() if d["kind"] == "RayJob"]
-    commands = {}
-    for j in jobs:
-        argv = shlex.split(j["spec"]["entrypoint"])
-        assert argv[0] == "finpulse", j["spec"]["entrypoint"]
-        words = list(itertools.takewhile(lambda a: not a.startswith("-"), argv[1:]))  # `pipeline run`
-        commands[" ".join(words)] = [a.split("=")[0] for a in argv[1 + len(words):] if a.startswith("--")]
-    assert {"etl", "train-forecaster", "pipeline run"} <= set(commands)
-    for command, opts in commands.items():
-        help_text = CliRunner().invoke(cli.app, [*command.split(), "--help"], terminal_width=200).output
-        assert "Usage:" in help_text, command
-        for opt in opts:
-            assert opt in help_text, f"finpulse {command} has no {opt}"
-    for j in jobs:
-        assert j["spec"]["clusterSelector"] == {"ray.io/cluster": "finpulse"}
-        assert yaml.safe_load(j["spec"]["runtimeEnvYAML"])["working_dir"] == "/app"  # WORKDIR of cluster/Dockerfile
-    assert "WORKDIR /app" in (CLUSTER / "Dockerfile").read_text()
-
-
-def test_gpu_rayjob_trains_sentiment_on_the_gpu_group():
-    """rayjob-train-sentiment-gpu.yaml (validated with the others above) asks for GPU workers and lets the
-    autoscaler bring one up; the GPU group it lands on is pinned to GPU nodes and holds one GPU per pod."""
-    (job,) = [d for d in ray_docs() if d["metadata"]["name"] == "finpulse-train-sentiment-gpu"]
-    assert job["kind"] == "RayJob" and job["spec"]["clusterSelector"] == {"ray.io/cluster": "finpulse"}
-    argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:2] == ["finpulse", "train-sentiment"] and "--use-gpu" in argv
-    assert float(argv[argv.index("--gpu-wait") + 1]) >= 300  # a GPU node takes minutes to join
-    rc = next(d for d in ray_docs() if d["kind"] == "RayCluster")["spec"]
-    (gpu,) = [g for g in rc["workerGroupSpecs"] if g["groupName"] == "gpu"]
-    pod = gpu["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    (c,) = pod["containers"]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == 1
-    assert c["image"].split(":")[0].endswith("-gpu") and gpu["maxReplicas"] >= 1
-
-
-def test_every_rayservice_pod_reads_api_keys_from_the_secret():
-    """Gateway replicas may land on any worker: every pod mounts `finpulse-api-keys` as a folder (a
-    subPath mount would never see a rotated Secret) and points FINPULSE_API_KEYS_FILE into it."""
-    svc = next(d for d in ray_docs() if d["kind"] == "RayService")
-    pods = pod_specs(svc)
-    assert len(pods) == 3  # head, cpu, gpu
-    for pod in pods:
-        (c,) = pod["containers"]
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        mounts = _secret_mounts(pod, c)
-        assert "finpulse-api-keys" in mounts.values() and not any("subPath" in m for m in c["volumeMounts"])
-        mount = next(m for m, name in mounts.items() if name == "finpulse-api-keys")
-        assert env["FINPULSE_API_KEYS_FILE"] == f"{mount}/api_keys.json"
-
-
-def test_rayservice_serve_config_is_the_production_config():
-    svc = next(d for d in ray_docs() if d["kind"] == "RayService")
-    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
-    schema = ServeDeploySchema.model_validate(serve)
-    app = schema.applications[0]
-    assert app.import_path == "finpulse.serving.app:build_app"
-    deps = {d.name: d for d in app.deployments}
-    assert deps["SentimentModel"].ray_actor_options.num_gpus == 1
-    assert {"SentimentModel", "Forecaster", "Gateway"} <= set(deps)
-    assert all(d.autoscaling_config for d in app.deployments)
-    production = yaml.safe_load((ROOT / "serve_configs" / "production.yaml").read_text())
-    assert serve == production, "copy serve_configs/production.yaml into rayservice.yaml serveConfigV2"
+    assert not [d for d in rendered_docs if d.get("kind") == "Secret"], "Secrets are created with kubectl, not committed"
 
 
 def test_services_wiring():
+    rendered_docs = all_docs()
     by_kind: dict[str, dict[str, dict]] = {}
-    for d in all_docs():
+    for d in rendered_docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
     services = by_kind["Service"]
     mlflow = containers(by_kind["Deployment"]["mlflow"])[0]
@@ -270,14 +156,40 @@ def test_services_wiring():
     assert "@postgres:5432/" in env["MLFLOW_BACKEND_STORE_URI"]["value"] and "postgres" in services
     assert by_kind["StatefulSet"]["postgres"]["spec"]["serviceName"] == "postgres"
     assert "minio" in by_kind["StatefulSet"] and "minio" in services
-    # every in-cluster host:port the Ray pods are given is a Service with that port
-    for doc in ray_docs():
+    # every in-cluster host:port the Ray pods are given is a Service with that port (the monitoring hosts:
+    # the test below; the browser-side Grafana iframe host is not an in-cluster address)
+    for host, port, name in ray_pod_addresses(rendered_docs):
+        if host not in MONITORING_HOSTS:
+            assert host in services, f"{name}: no Service {host}"
+            assert port in [p["port"] for p in services[host]["spec"]["ports"]], name
+
+
+MONITORING_HOSTS = {"prometheus", "grafana"}
+
+
+def ray_pod_addresses(rendered_docs: list[dict]) -> set[tuple[str, int, str]]:
+    """(host, port, variable) of every http://host:port value in a Ray container's environment."""
+    found = set()
+    for doc in rendered_docs:
+        if doc.get("apiVersion") != "ray.io/v1":
+            continue
         for c in containers(doc):
-            for e in c.get("env", []):
+            for name, e in container_env(c, rendered_docs).items():
                 m = re.fullmatch(r"https?://([a-z0-9-]+):(\d+)", e.get("value", ""))
-                if m:
-                    host, port = m.group(1), int(m.group(2))
-                    assert port in [p["port"] for p in services[host]["spec"]["ports"]], e
+                if m and name != "RAY_GRAFANA_IFRAME_HOST":
+                    found.add((m.group(1), int(m.group(2)), name))
+    return found
+
+
+@pytest.mark.xfail(strict=True, reason="Services prometheus:9090 and grafana:3000 come with the monitoring part of "
+                                       "issue 15 (item 5): drop this mark when they are rendered")
+def test_head_metrics_hosts_are_monitoring_services():
+    rendered_docs = all_docs()
+    services = {d["metadata"]["name"]: d for d in rendered_docs if d["kind"] == "Service"}
+    wanted = {(h, p) for h, p, _ in ray_pod_addresses(rendered_docs) if h in MONITORING_HOSTS}
+    assert wanted == {("prometheus", 9090), ("grafana", 3000)}  # RAY_PROMETHEUS_HOST, RAY_GRAFANA_HOST
+    for host, port in wanted:
+        assert port in [p["port"] for p in services[host]["spec"]["ports"]], host
 
 
 # --- the retraining schedule (CronJob) -----------------------------------------------------------
@@ -309,7 +221,7 @@ def cronjob_schema(pod_template: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def cronjob_validator() -> Draft7Validator:
-    rayjob = _strict(json.loads((CRDS / CRD_FILES["RayJob"]).read_text()))
+    rayjob = crd_schema("RayJob")
     return Draft7Validator(cronjob_schema(rayjob["properties"]["spec"]["properties"]["submitterPodTemplate"]))
 
 
