@@ -88,3 +88,28 @@ def secret_mounts(pod: dict, container: dict) -> dict[str, str]:
     """mountPath -> Secret name, for the container's mounts of the pod's Secret volumes."""
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
     return {m["mountPath"]: secrets[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in secrets}
+
+
+def _int(minimum: int = 0) -> dict:
+    return {"type": "integer", "minimum": minimum}
+
+
+def cronjob_schema(pod_template: dict) -> dict:
+    """batch/v1 CronJob and its JobSpec, closed over their API fields (Kubernetes 1.33); the pod template
+    is the core/v1 PodTemplateSpec the KubeRay CRD embeds (a RayJob's submitterPodTemplate)."""
+    job_spec = {"type": "object", "required": ["template"], "additionalProperties": False, "properties": {
+        "activeDeadlineSeconds": _int(1), "backoffLimit": _int(), "backoffLimitPerIndex": _int(),
+        "completionMode": {"enum": ["NonIndexed", "Indexed"]}, "completions": _int(), "managedBy": {"type": "string"},
+        "manualSelector": {"type": "boolean"}, "maxFailedIndexes": _int(), "parallelism": _int(),
+        "podFailurePolicy": {"type": "object"}, "podReplacementPolicy": {"enum": ["TerminatingOrFailed", "Failed"]},
+        "selector": {"type": "object"}, "successPolicy": {"type": "object"}, "suspend": {"type": "boolean"},
+        "ttlSecondsAfterFinished": _int(), "template": pod_template}}
+    spec = {"type": "object", "required": ["schedule", "jobTemplate"], "additionalProperties": False, "properties": {
+        "schedule": {"type": "string"}, "timeZone": {"type": "string"}, "startingDeadlineSeconds": _int(),
+        "concurrencyPolicy": {"enum": ["Allow", "Forbid", "Replace"]}, "suspend": {"type": "boolean"},
+        "successfulJobsHistoryLimit": _int(), "failedJobsHistoryLimit": _int(),
+        "jobTemplate": {"type": "object", "additionalProperties": False, "required": ["spec"],
+                        "properties": {"metadata": {"type": "object"}, "spec": job_spec}}}}
+    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+            "properties": {"apiVersion": {"const": "batch/v1"}, "kind": {"const": "CronJob"},
+                           "metadata": {"type": "object"}, "spec": spec}}

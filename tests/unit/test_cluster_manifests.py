@@ -27,6 +27,7 @@ from tests.support.kube import (
     containers,
     crd_schema,
     crd_validators,
+    cronjob_schema,
     pod_specs,
     schema_errors,
     secret_mounts,
@@ -181,8 +182,6 @@ def ray_pod_addresses(rendered_docs: list[dict]) -> set[tuple[str, int, str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="Services prometheus:9090 and grafana:3000 come with the monitoring part of "
-                                       "issue 15 (item 5): drop this mark when they are rendered")
 def test_head_metrics_hosts_are_monitoring_services():
     rendered_docs = all_docs()
     services = {d["metadata"]["name"]: d for d in rendered_docs if d["kind"] == "Service"}
@@ -193,31 +192,6 @@ def test_head_metrics_hosts_are_monitoring_services():
 
 
 # --- the retraining schedule (CronJob) -----------------------------------------------------------
-
-def _int(minimum: int = 0) -> dict:
-    return {"type": "integer", "minimum": minimum}
-
-
-def cronjob_schema(pod_template: dict) -> dict:
-    """batch/v1 CronJob and its JobSpec, closed over their API fields (Kubernetes 1.33); the pod template
-    is the core/v1 PodTemplateSpec the KubeRay CRD embeds (a RayJob's submitterPodTemplate)."""
-    job_spec = {"type": "object", "required": ["template"], "additionalProperties": False, "properties": {
-        "activeDeadlineSeconds": _int(1), "backoffLimit": _int(), "backoffLimitPerIndex": _int(),
-        "completionMode": {"enum": ["NonIndexed", "Indexed"]}, "completions": _int(), "managedBy": {"type": "string"},
-        "manualSelector": {"type": "boolean"}, "maxFailedIndexes": _int(), "parallelism": _int(),
-        "podFailurePolicy": {"type": "object"}, "podReplacementPolicy": {"enum": ["TerminatingOrFailed", "Failed"]},
-        "selector": {"type": "object"}, "successPolicy": {"type": "object"}, "suspend": {"type": "boolean"},
-        "ttlSecondsAfterFinished": _int(), "template": pod_template}}
-    spec = {"type": "object", "required": ["schedule", "jobTemplate"], "additionalProperties": False, "properties": {
-        "schedule": {"type": "string"}, "timeZone": {"type": "string"}, "startingDeadlineSeconds": _int(),
-        "concurrencyPolicy": {"enum": ["Allow", "Forbid", "Replace"]}, "suspend": {"type": "boolean"},
-        "successfulJobsHistoryLimit": _int(), "failedJobsHistoryLimit": _int(),
-        "jobTemplate": {"type": "object", "additionalProperties": False, "required": ["spec"],
-                        "properties": {"metadata": {"type": "object"}, "spec": job_spec}}}}
-    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
-            "properties": {"apiVersion": {"const": "batch/v1"}, "kind": {"const": "CronJob"},
-                           "metadata": {"type": "object"}, "spec": spec}}
-
 
 @pytest.fixture(scope="module")
 def cronjob_validator() -> Draft7Validator:

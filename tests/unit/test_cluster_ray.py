@@ -38,6 +38,8 @@ NOT_BATCH_JOBS = {
        for c in ("create", "list", "revoke")},
     **{f"canary {c}": "an operation on the running app (by a person or `finpulse pipeline run`)"
        for c in ("set", "promote", "rollback", "status", "soak")},
+    **{f"backup {c}": "storage operations outside Ray: CronJobs finpulse-backup-* (services/backup.yaml) and the "
+       "restore steps in cluster/BACKUP.md" for c in ("pg-dump", "pg-restore", "fetch", "mirror", "list")},
 }
 
 
@@ -185,7 +187,7 @@ def test_token_auth_reaches_every_client():
     cluster, _ = ray()
     auth = cluster["spec"]["authOptions"]
     assert auth["mode"] == "token"
-    (cron,) = [d for d in rendered("chameleon") if d["kind"] == "CronJob"]
+    (cron,) = [d for d in rendered("chameleon") if d["kind"] == "CronJob" and d["metadata"]["name"] == "finpulse-retrain"]
     env = {e["name"]: e for e in containers(cron)[0]["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == auth["mode"]
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": "auth_token"}

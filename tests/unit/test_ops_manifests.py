@@ -21,8 +21,8 @@ from finpulse.config import Settings
 from finpulse.ops.backup import PG_DUMP_FLAGS
 from finpulse.ops.ray_dashboards import DASHBOARDS, write_ray_dashboards
 from finpulse.ops.stores import BackupSettings
+from tests.support.kube import CRD_FILES, CRDS, containers, cronjob_schema, strict
 from tests.support.manifests import OVERLAYS, rendered
-from tests.unit.test_cluster_manifests import CRD_FILES, CRDS, _strict, containers, cronjob_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "cluster" / "base" / "monitoring"
@@ -271,7 +271,7 @@ def test_dev_keeps_k3s_default_storage():
 
 @pytest.fixture(scope="module")
 def cronjob_validator() -> Draft7Validator:
-    rayjob = _strict(json.loads((CRDS / CRD_FILES["RayJob"]).read_text()))
+    rayjob = strict(json.loads((CRDS / CRD_FILES["RayJob"]).read_text()))
     return Draft7Validator(cronjob_schema(rayjob["properties"]["spec"]["properties"]["submitterPodTemplate"]))
 
 
