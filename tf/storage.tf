@@ -4,7 +4,7 @@
 locals {
   # The mount point and folders are a contract with the hostPath/local volumes in cluster/.
   data_mount     = "/mnt/finpulse"
-  data_dirs      = ["minio", "postgres", "backups"]
+  data_dirs      = ["minio", "postgres", "nats"]
   data_volume_id = var.data_volume_id != "" ? var.data_volume_id : one(openstack_blockstorage_volume_v3.data[*].id)
 }
 

@@ -138,3 +138,18 @@ def test_no_secrets_committed():
             text = path.read_text(errors="ignore")
             assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text), path
             assert not re.search(r"(?i)^\s*(password|application_credential_secret|token)\s*=\s*\"", text, re.M), path
+
+
+def test_the_volume_holds_a_folder_for_every_local_volume_the_cluster_claims():
+    """cluster/'s local PersistentVolumes point into the data volume at folders cloud-init makes (a local
+    volume never creates its folder: a missing one leaves MinIO/PostgreSQL/NATS pending)."""
+    from tests.support.manifests import rendered
+
+    tf = load_tf()["locals"]
+    paths = {d["spec"]["local"]["path"] for d in rendered("chameleon")
+             if d["kind"] == "PersistentVolume" and "local" in d["spec"]}
+    assert paths and paths <= {f"{tf['data_mount']}/{d}" for d in tf["data_dirs"]}, (paths, tf["data_dirs"])
+    storage_nodes = {t["values"][0] for d in rendered("chameleon") if d["kind"] == "PersistentVolume"
+                     for term in d["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+                     for t in term["matchExpressions"] if t["key"] == tf["storage_label"].split("=")[0]}
+    assert storage_nodes == {tf["storage_label"].split("=")[1]}
