@@ -110,13 +110,14 @@ class RayStorage:
     uri: str  # as configured: an absolute local path or s3://bucket/prefix
     storage_path: str  # RunConfig(storage_path=): the local path, or bucket/prefix on `filesystem`
     filesystem: pafs.FileSystem | None  # RunConfig(storage_filesystem=): S3 with FinPulse's endpoint; None locally
+    endpoint: str | None = None  # the S3 endpoint that filesystem talks to
 
     def run_config_args(self) -> dict[str, Any]:
         return {"storage_path": self.storage_path, "storage_filesystem": self.filesystem}
 
     def reaching(self, action: str) -> AbstractContextManager[None]:
-        """Around ``fit()``: an S3 endpoint that stops answering becomes one ServiceUnreachable."""
-        return reaching_s3([self.uri], f"{action} (Ray storage {self.uri})")
+        """Around ``fit()``: an S3 endpoint that stops answering becomes one ServiceUnreachable (local: a no-op)."""
+        return outages.reaching("S3 endpoint", self.endpoint, f"{action} (Ray storage {self.uri})")
 
 
 def ray_storage(location: str | None = None, settings: Settings | None = None) -> RayStorage:
@@ -130,7 +131,7 @@ def ray_storage(location: str | None = None, settings: Settings | None = None) -
         fs, path = filesystem(uri, s)
         if not path:
             raise ValueError(f"Ray storage {uri!r} names no bucket: use s3://bucket/prefix")
-        return RayStorage(uri, path, fs)
+        return RayStorage(uri, path, fs, s3_endpoint(s))
     if "://" in uri:
         raise ValueError(f"Ray storage must be a local path or s3://bucket/prefix, not {uri!r} "
                          "(FINPULSE_RAY_STORAGE_PATH)")

@@ -9,6 +9,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from finpulse.config import Settings, settings_env
+from finpulse.outages import ServiceUnreachable
 from finpulse.storage import ray_storage
 
 
@@ -59,3 +60,22 @@ def test_other_schemes_and_a_missing_bucket_are_refused_clearly(bad: str) -> Non
     with pytest.raises(ValueError, match="s3://bucket/prefix") as err:
         ray_storage(bad, Settings(home="/srv/fp"))
     assert bad in str(err.value)
+
+
+def test_a_dead_s3_endpoint_during_fit_is_one_clear_error() -> None:
+    from tests.support.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: what a killed SeaweedFS leaves
+    store = ray_storage("s3://finpulse/ray_results", Settings(home="/srv/fp", s3_endpoint_url=dead))
+    with pytest.raises(ServiceUnreachable, match="training the forecaster") as err, store.reaching("training the forecaster"):
+        raise OSError("When uploading checkpoint: curlCode: 7, Couldn't connect to server")
+    assert err.value.endpoint == dead and "s3://finpulse/ray_results" in str(err.value)
+    with pytest.raises(OSError, match="disk full"), ray_storage("/srv/fp/r", Settings(home="/srv/fp")).reaching("x"):
+        raise OSError("disk full")  # a local path: the error passes unchanged
+
+
+def test_no_trainer_or_search_picks_its_own_results_folder() -> None:
+    """The default lives in config.py alone; trainers and sweeps ask storage.ray_storage."""
+    package = Path(__file__).resolve().parents[2] / "finpulse"
+    spelled = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "ray_results" in p.read_text())
+    assert spelled == ["config.py"]
