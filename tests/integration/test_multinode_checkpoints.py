@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -39,17 +40,23 @@ STORAGE = f"s3://{BUCKET}/ray_results"
 EPOCHS, KILL_EPOCH = 4, 1
 
 
+@dataclass
+class TwoNodes:
+    address: str  # the head's (node_a)
+    joining: RayNode  # node_b, still starting when the fixture returns
+
+
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A head (node_a) and a second node (node_b) on 127.0.0.1; yields the head's address."""
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
+    """A head (node_a) and a second node (node_b) on 127.0.0.1, each with one ``trainer_slot``."""
     port = free_port()
     nodes: list[RayNode] = []
     try:
         nodes.append(start_node(tmp_path_factory.mktemp("mn-a"), {"node_a": 1, "trainer_slot": 1}, head_port=port))
         address = f"127.0.0.1:{port}"
         nodes.append(start_node(tmp_path_factory.mktemp("mn-b"), {"node_b": 1, "trainer_slot": 1},
-                                head_address=address))
-        yield address
+                                head_address=address, wait=False))
+        yield TwoNodes(address, nodes[-1])
     finally:
         for node in reversed(nodes):
             node.stop()
@@ -78,19 +85,20 @@ def _checkpoints_on_s3(until_epoch: int, timeout: float = 15.0) -> dict[str, int
         time.sleep(0.2)
 
 
-def test_worker_killed_on_second_node_resumes_from_s3(two_nodes: str, s3_server: dict, tmp_path: Path) -> None:
+def test_worker_killed_on_second_node_resumes_from_s3(two_nodes: TwoNodes, s3_server: dict, tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], aws_access_key_id=s3_server["key"],
                       aws_secret_access_key=s3_server["secret"], region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
     home, marker, log = tmp_path / "home", tmp_path / "held", tmp_path / "epochs.jsonl"
     env = {**node_env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "FINPULSE_HOME": str(home), "FINPULSE_RAY_ADDRESS": two_nodes, "FINPULSE_RAY_STORAGE_PATH": STORAGE,
+           "FINPULSE_HOME": str(home), "FINPULSE_RAY_ADDRESS": two_nodes.address, "FINPULSE_RAY_STORAGE_PATH": STORAGE,
            "FINPULSE_S3_ENDPOINT_URL": s3_server["endpoint"], "FINPULSE_S3_ACCESS_KEY": s3_server["key"],
            "FINPULSE_S3_SECRET_KEY": s3_server["secret"]}
     spec = {"epochs": EPOCHS, "kill_node": "node_b", "kill_epoch": KILL_EPOCH, "marker": str(marker), "log": str(log)}
     driver = subprocess.Popen([sys.executable, "-m", "tests.support.multinode_train", json.dumps(spec)], cwd=REPO,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        two_nodes.joining.wait_started()  # node_b joins while the driver imports; Train waits for its slot
         held_pid = int(_wait_for(marker, driver, timeout=90))
         on_s3 = _checkpoints_on_s3(until_epoch=KILL_EPOCH)  # the parked epoch's checkpoint, read back from S3
         time.sleep(2 * HEALTH_CHECK_S + 0.5)  # the controller registers a checkpoint when it polls

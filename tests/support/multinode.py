@@ -33,6 +33,18 @@ class RayNode:
     resources: dict[str, float]
     proc: subprocess.Popen | None = None
 
+    def wait_started(self, timeout: float = 120.0) -> None:
+        """Until its ``ray start`` returned; a failed start stops what it left and raises with its output."""
+        assert self.proc is not None, "not started"
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        if self.proc.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"ray start failed ({self.proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
+
     def stop(self) -> None:
         """SIGKILL this node's processes only: its process group, then any that left it (matched by temp dir)."""
         if self.proc is not None:
@@ -62,8 +74,10 @@ def node_env() -> dict[str, str]:
 
 
 def start_node(temp_dir: Path, resources: dict[str, float], *, head_address: str | None = None,
-               head_port: int | None = None) -> RayNode:
-    """``ray start`` a head (``head_port``) or a node joining ``head_address``, 1 CPU, small object store."""
+               head_port: int | None = None, wait: bool = True) -> RayNode:
+    """``ray start`` a head (``head_port``) or a node joining ``head_address``, 1 CPU, small object store.
+    ``wait=False`` returns while it starts (call :meth:`RayNode.wait_started`): a joining node can start
+    while the driver imports, since Ray Train waits for the resources it needs."""
     node = RayNode(temp_dir, resources)
     args = [str(VENV_BIN / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",
             f"--resources={json.dumps(resources)}", f"--temp-dir={temp_dir}", "--object-store-memory=100000000",
@@ -75,14 +89,8 @@ def start_node(temp_dir: Path, resources: dict[str, float], *, head_address: str
         args += [f"--address={head_address}"]
     node.proc = subprocess.Popen(args, env=node_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-    try:
-        out, _ = node.proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        node.stop()
-        raise
-    if node.proc.returncode != 0:
-        node.stop()
-        raise RuntimeError(f"ray start failed ({node.proc.returncode}):\n{out.decode(errors='replace')[-3000:]}")
+    if wait:
+        node.wait_started()
     return node
 
 
