@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     registration_grace_s: float = Field(600.0, ge=0, description="A model version a crashed registration left "
                                         "pending is removed by the next registration once older than this.")
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
+    ray_storage_path: str = Field("", description="Where Ray Train and Tune keep results and checkpoints: a local "
+                                  "path or s3://bucket/prefix (shared by every node of a cluster: a worker restarted "
+                                  "on another node resumes from it); default <home>/ray_results.")
     nats_url: str = Field("nats://127.0.0.1:4222", description="The live feed's broker (NATS JetStream); "
                                                               "`finpulse broker` starts one here locally.")
     tickers: str = Field("AAPL,AMZN,GOOG,MSFT,TSLA", description="Tickers the live sources poll (comma-separated).")
@@ -61,6 +64,7 @@ class Settings(BaseSettings):
         """
         self.home = absolute_path(self.home or default_home())
         self.data_root = absolute_path(self.data_root or os.path.join(self.home, "data"))
+        self.ray_storage_path = absolute_path(self.ray_storage_path or os.path.join(self.home, "ray_results"))
         self.mlflow_tracking_uri = absolute_sqlite(self.mlflow_tracking_uri or f"sqlite:///{self.home}/mlflow.db")
         if self.mlflow_artifact_location:
             self.mlflow_artifact_location = absolute_path(self.mlflow_artifact_location)

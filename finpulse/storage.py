@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -22,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from finpulse import outages
-from finpulse.config import Settings, get_settings
+from finpulse.config import Settings, absolute_path, get_settings
 
 
 def is_s3(uri: str) -> bool:
@@ -96,6 +97,45 @@ def reaching_s3(uris: list[str | None], action: str | Callable[[], str]) -> Abst
     if not any(u and is_s3(u) for u in uris):
         return nullcontext()
     return outages.reaching("S3 endpoint", s3_endpoint(), action)
+
+
+@dataclass(frozen=True)
+class RayStorage:
+    """Where Ray Train and Tune keep a run's results and checkpoints, as ``RunConfig`` takes it.
+
+    On a cluster it must be storage every node reaches (``s3://``): a worker group restarted on
+    another node resumes from the last checkpoint there, which a pod-local folder would have lost.
+    """
+
+    uri: str  # as configured: an absolute local path or s3://bucket/prefix
+    storage_path: str  # RunConfig(storage_path=): the local path, or bucket/prefix on `filesystem`
+    filesystem: pafs.FileSystem | None  # RunConfig(storage_filesystem=): S3 with FinPulse's endpoint; None locally
+    endpoint: str | None = None  # the S3 endpoint that filesystem talks to
+
+    def run_config_args(self) -> dict[str, Any]:
+        return {"storage_path": self.storage_path, "storage_filesystem": self.filesystem}
+
+    def reaching(self, action: str) -> AbstractContextManager[None]:
+        """Around ``fit()``: an S3 endpoint that stops answering becomes one ServiceUnreachable (local: a no-op)."""
+        return outages.reaching("S3 endpoint", self.endpoint, f"{action} (Ray storage {self.uri})")
+
+
+def ray_storage(location: str | None = None, settings: Settings | None = None) -> RayStorage:
+    """The one answer to "where do Ray Train and Tune write": ``location`` or ``settings.ray_storage_path``
+    (``FINPULSE_RAY_STORAGE_PATH``). For ``s3://`` the filesystem is built from FinPulse's S3 settings
+    (endpoint override, path-style addressing, keys, bounded retries) and travels to every worker
+    inside the run config, so SeaweedFS or MinIO work without AWS variables on the nodes."""
+    s = settings or get_settings()
+    uri = absolute_path(str(location or s.ray_storage_path))
+    if is_s3(uri):
+        fs, path = filesystem(uri, s)
+        if not path:
+            raise ValueError(f"Ray storage {uri!r} names no bucket: use s3://bucket/prefix")
+        return RayStorage(uri, path, fs, s3_endpoint(s))
+    if "://" in uri:
+        raise ValueError(f"Ray storage must be a local path or s3://bucket/prefix, not {uri!r} "
+                         "(FINPULSE_RAY_STORAGE_PATH)")
+    return RayStorage(uri, uri, None)
 
 
 def join(uri: str, *parts: str) -> str:

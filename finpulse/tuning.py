@@ -10,7 +10,6 @@ each trial opens its own child run under the search's parent run.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -19,8 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from finpulse.config import get_settings
 from finpulse.runtime import sigint_restored
+from finpulse.storage import ray_storage
 
 Mode = Literal["min", "max"]
 
@@ -62,15 +61,15 @@ def run_grid(trainable: Callable[..., None], trials: list[dict[str, Any]], *, me
     from there. ``tune_options`` holds ``max_concurrent_trials`` and ``reuse_actors``."""
     from ray import tune
 
+    storage = ray_storage()  # FINPULSE_RAY_STORAGE_PATH: every trial's results and checkpoints
     runnable = tune.with_resources(tune.with_parameters(trainable, **shared), resources)
     tuner = tune.Tuner(
         runnable,
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, **tune_options),
-        run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", verbose=0,
-                                  storage_path=os.path.abspath(os.path.join(get_settings().home, "ray_results"))),
+        run_config=tune.RunConfig(name=f"tune-{uuid.uuid4().hex[:8]}", verbose=0, **storage.run_config_args()),
     )
-    with sigint_restored():
+    with sigint_restored(), storage.reaching("running a Tune search"):
         return tuner.fit()
 
 

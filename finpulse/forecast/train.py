@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -40,7 +39,6 @@ import pandas as pd
 import torch
 
 from finpulse import checkpoints, tracking
-from finpulse.config import get_settings
 from finpulse.forecast.calibration import IntervalCalibration
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.holdout import seen_before
@@ -60,6 +58,7 @@ from finpulse.forecast.model import build_model, forecast_loss, predict_arrays, 
 from finpulse.forecast.windows import Windows, window_vol
 from finpulse.progress import epoch_bar
 from finpulse.runtime import sigint_restored
+from finpulse.storage import ray_storage
 
 EpochCallback = Callable[[dict[str, Any]], None]
 EPOCH_METRICS = ("train_loss", "val_loss", "best_val_loss", "epoch_time_s")  # what rank 0 logs per epoch
@@ -85,6 +84,7 @@ class TrainOptions:
     parent_run_id: str | None = None
     tags: dict[str, str] | None = None
     max_failures: int = 2
+    worker_resources: dict[str, float] | None = None  # extra Ray resources per worker (e.g. a node group's own)
     tuned_before: dt.date | None = None  # the tuning window's end, for a tuned configuration
     on_epoch: EpochCallback | None = None
     on_registration: Callable[[str], None] | None = None  # after each registry.STEPS step (a test's fault hook)
@@ -206,14 +206,15 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 
 def fit_with_ray(data: TrainingData, config: ForecastConfig, *, logger: tracking.RunLogger | None = None,
                  storage_path: str | None = None, max_failures: int = 2, on_epoch: EpochCallback | None = None,
-                 threads_per_worker: int = 1) -> tuple[FitResult, TrainState]:
+                 threads_per_worker: int = 1, worker_resources: dict[str, float] | None = None
+                 ) -> tuple[FitResult, TrainState]:
     """Run the TorchTrainer; returns the best-validation model and the last checkpoint's state (resume
-    points, epoch times, the epochs MLflow missed)."""
+    points, epoch times, the epochs MLflow missed). Checkpoints go to :func:`finpulse.storage.ray_storage`."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = storage_path or os.path.abspath(os.path.join(get_settings().home, "ray_results"))
+    storage = ray_storage(storage_path)
     loop_cfg: dict[str, Any] = {
         "config": json.loads(config.model_dump_json()),
         "train": ray.put(_pack(data.train)), "val": ray.put(_pack(data.val)),  # refs, not arrays in the config
@@ -225,12 +226,14 @@ def fit_with_ray(data: TrainingData, config: ForecastConfig, *, logger: tracking
             train_loop_per_worker,
             train_loop_config={**loop_cfg, "progress": sink},
             scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=False,
-                                         resources_per_worker={"CPU": config.cpus_per_worker}),
-            run_config=RunConfig(name=f"forecaster-{uuid.uuid4().hex[:8]}", storage_path=storage,
+                                         resources_per_worker={"CPU": config.cpus_per_worker,
+                                                               **(worker_resources or {})}),
+            run_config=RunConfig(name=f"forecaster-{uuid.uuid4().hex[:8]}", **storage.run_config_args(),
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
-        result = trainer.fit()
+        with storage.reaching("training the forecaster"):
+            result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
@@ -322,7 +325,8 @@ def _fit_and_save(data: TrainingData, config: ForecastConfig, opts: TrainOptions
                   run: tracking.RunLogger | None) -> tuple[TrainResult, dict, IntervalCalibration]:
     """Fit (Ray Train or in process), calibrate the interval, save the model folder."""
     if opts.use_ray:
-        fit, st = fit_with_ray(data, config, logger=run, max_failures=opts.max_failures, on_epoch=opts.on_epoch)
+        fit, st = fit_with_ray(data, config, logger=run, max_failures=opts.max_failures, on_epoch=opts.on_epoch,
+                               worker_resources=opts.worker_resources)
     else:
         fit, st = fit_in_process(data, config, on_epoch=opts.on_epoch), TrainState(EarlyStopping(config.patience))
     extra = _extra(data, fit, st.resume_points, opts.tuned_before)

@@ -48,7 +48,7 @@ class SentimentTrainConfig:
     alias: str | None = None
     experiment: str | None = None
     run_name: str | None = None
-    storage_path: str | None = None  # Ray Train checkpoint storage (local path or s3://)
+    storage_path: str | None = None  # Ray Train checkpoints (local path or s3://); None: FINPULSE_RAY_STORAGE_PATH
     max_failures: int = 0
 
     def __post_init__(self) -> None:

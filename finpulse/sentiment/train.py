@@ -16,7 +16,6 @@ the driver logs params, the test metrics, confusion matrices and the model, and 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ from finpulse.runtime import require_gpus, sigint_restored
 from finpulse.sentiment.config import SentimentTrainConfig
 from finpulse.sentiment.datasets import Splits
 from finpulse.sentiment.loop import MODEL_SUBDIR, SOFT_COLUMNS, Examples, Worker, fit
+from finpulse.storage import RayStorage, ray_storage
 
 __all__ = ["RayFit", "SentimentTrainConfig", "fit_with_ray", "scaling_config", "train_sentiment"]
 
@@ -147,13 +147,11 @@ def scaling_config(config: SentimentTrainConfig) -> Any:
                                    resources_per_worker=resources)
 
 
-def _trainer(config: SentimentTrainConfig, loop_cfg: dict[str, Any], datasets: dict[str, Any]) -> Any:
+def _trainer(config: SentimentTrainConfig, loop_cfg: dict[str, Any], datasets: dict[str, Any],
+             storage: RayStorage) -> Any:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from finpulse.config import get_settings
-
-    storage = config.storage_path or os.path.abspath(os.path.join(get_settings().home, "ray_results"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
@@ -162,7 +160,7 @@ def _trainer(config: SentimentTrainConfig, loop_cfg: dict[str, Any], datasets: d
         scaling_config=scaling_config(config),
         run_config=ray.train.RunConfig(
             name=config.run_name or f"sentiment-{int(time.time())}",
-            storage_path=storage,
+            **storage.run_config_args(),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_macro_f1",
                                                          checkpoint_score_order="max"),
@@ -204,7 +202,10 @@ def fit_with_ray(config: SentimentTrainConfig, splits: Splits, model_dir: str | 
     loop_cfg = {"config": config, "logger": logger, "worker_hook": worker_hook}
     t0 = time.perf_counter()
     with epoch_bar("sentiment (Ray Train)", config.epochs) as sink, sigint_restored():
-        result = _trainer(config, {**loop_cfg, "progress": sink}, _datasets(splits)).fit()
+        storage = ray_storage(config.storage_path)  # None: FINPULSE_RAY_STORAGE_PATH
+        trainer = _trainer(config, {**loop_cfg, "progress": sink}, _datasets(splits), storage)
+        with storage.reaching("training the sentiment model"):
+            result = trainer.fit()
     seconds = time.perf_counter() - t0
     if result.error:
         raise RuntimeError(f"sentiment training failed: {result.error}") from result.error
