@@ -98,7 +98,7 @@ def test_mount_script_formats_only_through_the_guard(head_files):
     assert mount.index(GUARD) < mount.index('mount "$mnt"')
     assert "nofail" in mount and "UUID=$uuid $mnt ext4" in mount  # fstab by filesystem UUID, boot goes on without it
     assert "serial='vol-serial-for-tests'" in mount and "/dev/disk/by-id/virtio-" in mount
-    for folder in ("minio", "postgres", "backups"):
+    for folder in ("minio", "postgres", "nats"):
         assert f'mkdir -p "$mnt/{folder}"' in mount
     assert "After=mnt-finpulse.mount" in head_files["/etc/systemd/system/k3s.service.d/10-finpulse-data.conf"]
     all_text = "\n".join(head_files.values())
