@@ -2,7 +2,8 @@
 
 One module per area registers its commands on the one app: ``data`` (etl, manifest), ``pipeline``
 (bootstrap, the retraining loop),
-``models`` (sentiment and forecaster training, scoring, evaluation, promotion), ``serving`` (serve,
+``models`` (sentiment and forecaster training, scoring, evaluation, promotion), ``sweeps`` (Tune sweeps from
+files, their leaderboards), ``serving`` (serve,
 canary), ``keys`` (API keys), ``live`` (ingest, replay, stream), ``monitoring`` (drift), ``dashboard`` (the Streamlit app),
 ``backup`` (database dumps and the object mirror, their restore). ``jobs/*.py`` and the RayJobs run these same commands.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from finpulse.cli import backup, dashboard, data, keys, live, models, monitoring, pipeline, serving  # noqa: F401 (each registers its commands on `app`)
+from finpulse.cli import backup, dashboard, data, keys, live, models, monitoring, pipeline, serving, sweeps  # noqa: F401 (each registers its commands on `app`)
 from finpulse.cli._app import app
 
 __all__ = ["app", "run_job"]

@@ -1,11 +1,12 @@
-"""Model commands: sentiment fine-tuning, tuning, scoring and evaluation; forecaster training, tuning, walk-forward evaluation and promotion."""
+"""Model commands: sentiment fine-tuning, scoring and evaluation; forecaster training, walk-forward evaluation and
+promotion. Sweeps over either model: :mod:`finpulse.cli.sweeps`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -117,50 +118,6 @@ def eval_sentiment_cmd(
     print_json(out["summary"])
 
 
-@app.command("tune-sentiment")
-def tune_sentiment_cmd(
-    model: Annotated[str, typer.Option(help="Base model: minilm (shipped encoder), a folder or a hub id.")] = "minilm",
-    dataset: Annotated[DatasetKind, typer.Option(help="Labelled data (tfns ships in the package).")] = "tfns",
-    data: Annotated[str | None, typer.Option(help="Data folder or file; absolute under `ray job submit`.")] = None,
-    num_samples: Annotated[int, typer.Option(min=1, help="Configurations drawn from the space.")] = 8,
-    scheduler: Annotated[Literal["asha", "fifo"], typer.Option(help="ASHA stops weak trials after an epoch; "
-                                                                      "FIFO runs all.")] = "asha",
-    max_examples: Annotated[int, typer.Option(min=0, help="Balanced training subset (0: every example).")] = 900,
-    cpus_per_trial: Annotated[float, typer.Option(min=0.01, help="CPUs (and torch threads) per trial.")] = 1.0,
-    max_concurrent: Annotated[int, typer.Option(min=1)] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled configurations.")] = 0,
-    space: Annotated[str, typer.Option(help="SearchSpace fields as JSON, e.g. '{\"epochs\": [1, 2]}'.")] = "{}",
-    config: Annotated[str, typer.Option(help="Other base SentimentTrainConfig fields as JSON.")] = "{}",
-    register: Annotated[bool, typer.Option(help="Register the retrained best as finpulse-sentiment@challenger.")] = True,
-) -> None:
-    """Ray Tune (ASHA) over learning rate, epochs, max length, warm-up, batch size; each trial an MLflow
-    child run; the best retrained with Ray Train and registered as challenger (the gate promotes)."""
-    from pydantic import ValidationError
-
-    from finpulse.runtime import connect
-    from finpulse.sentiment.config import SentimentTrainConfig
-    from finpulse.sentiment.datasets import DatasetSpec
-    from finpulse.sentiment.tune import SearchSpace, TuneOptions, tune_sentiment
-
-    try:  # every bad value is refused here, before Ray starts
-        opts = TuneOptions(space=SearchSpace(**json.loads(space)), num_samples=num_samples, scheduler=scheduler,
-                           max_examples=max_examples or None, cpus_per_trial=cpus_per_trial,
-                           max_concurrent=max_concurrent, seed=seed, register_model=register)
-        base = SentimentTrainConfig(**{**json.loads(config), "model": model, "dataset": DatasetSpec(kind=dataset,
-                                                                                                    path=data)})
-    except ValidationError as e:
-        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, x['loc'])) or 'space'}: {x['msg']}"
-                                           for x in e.errors())) from e
-    except (ValueError, TypeError) as e:  # bad JSON, an unknown config field
-        raise typer.BadParameter(str(e)) from e
-    connect()
-    r = tune_sentiment(base, opts)
-    typer.echo(r.trials.to_string())
-    print_json({"best_val_macro_f1": r.best_val_macro_f1, "best": r.best_config.model_dump(exclude=("dataset",)),
-                "parent_run_id": r.parent_run_id, "registered": (r.retrain or {}).get("model"),
-                "test": (r.retrain or {}).get("test")})
-
-
 # ---- forecast ------------------------------------------------------------------------------------
 
 Features = Annotated[str | None, typer.Option(help="ETL output URI; default <data_root>/curated.")]
@@ -202,34 +159,6 @@ def train_forecaster_cmd(
         connect()
     r = train_forecaster(df, cfg, TrainOptions(use_ray=not no_ray))
     print_json({"model": r.ref.label if r.ref else str(r.model_dir), "run_id": r.run_id, **r.metrics})
-
-
-@app.command("tune")
-def tune_cmd(
-    features: Features = None,
-    embedded: Embedded = False,
-    config: Annotated[str, typer.Option(help="Base ForecastConfig fields as JSON.")] = "{}",
-    num_samples: Annotated[int, typer.Option()] = 8,
-    max_concurrent: Annotated[int, typer.Option()] = 2,
-    cpus_per_trial: Annotated[float, typer.Option()] = 1.0,
-    scheduler: Annotated[Literal["asha", "fifo"], typer.Option(help="ASHA stops bad trials early; FIFO runs all.")] = "asha",
-    tune_end: Annotated[str | None, typer.Option(help="First day tuning never sees; evaluate from it on (default: "
-                                                     "the config's val_end, else the start of the last 20% of "
-                                                     "days).")] = None,
-) -> None:
-    """Ray Tune (ASHA) search; each trial an MLflow child run; the best retrained as challenger."""
-    from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.tune import TuneOptions, tune_forecaster
-    from finpulse.runtime import connect
-
-    base = ForecastConfig(**json.loads(config))
-    df = _forecast_features(features, embedded, base.tickers)
-    connect()
-    r = tune_forecaster(df, base, TuneOptions(num_samples=num_samples, max_concurrent=max_concurrent,
-                                              cpus_per_trial=cpus_per_trial, scheduler=scheduler, tune_end=tune_end))
-    typer.echo(r.trials.to_string())
-    print_json({"best_val_loss": r.best_val_loss, "best": json.loads(r.best_config.model_dump_json()),
-                 "registered": r.train_result.ref.label if r.train_result and r.train_result.ref else None})
 
 
 @app.command("evaluate")
