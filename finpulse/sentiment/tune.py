@@ -84,7 +84,7 @@ def sweep_target(spec: SweepSpec, splits: Splits | None = None) -> Target:
 
     def retrain(best: dict[str, Any], parent_run_id: str) -> tuple[str | None, Any]:
         summary = _retrain(dataclasses.replace(base, **best), splits, parent_run_id)
-        return (f"{summary['model']}@{base.alias}" if summary.get("model_version") else None), summary
+        return (summary["model"] if summary.get("model_version") else None), summary
 
     return Target(_trial, {"train": splits.train[["text", "label"]], "validation": splits.validation[["text", "label"]],
                            "base": base},
