@@ -1,9 +1,8 @@
-"""The promotion rule (pure) and the tune search space sampling."""
+"""The promotion rule (pure)."""
 
 from __future__ import annotations
 
 from finpulse.forecast.promote import PromotionPolicy, decide
-from finpulse.forecast.tune import SearchSpace
 
 GOOD = {"wf_mae": 9.0, "wf_persistence_mae": 10.0, "wf_out_of_sample": 1.0}
 
@@ -27,11 +26,3 @@ def test_challenger_must_beat_champion_by_margin_under_same_protocol():
 def test_unevaluated_challenger_is_refused():
     d = decide({}, None, PromotionPolicy())
     assert not d.promote and "evaluate" in d.reasons[0]
-
-
-def test_search_space_sampling_is_seeded_and_in_range():
-    space = SearchSpace()
-    a, b = space.sample(16, seed=3), space.sample(16, seed=3)
-    assert a == b and len(a) == 16
-    assert all(space.lr[0] <= c["lr"] <= space.lr[1] and c["feature_set"] in space.feature_set for c in a)
-    assert a != space.sample(16, seed=4)
