@@ -102,15 +102,13 @@ def search_algorithm(spec: SweepSpec) -> tuple[Any, dict[str, Any]]:
 
 
 def trial_scheduler(s: Scheduler, max_t: int) -> Any:
-    """ASHA, HyperBand, median stopping (decisions per epoch = per ``training_iteration``), or FIFO."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    """ASHA or median stopping (decisions per epoch = per ``training_iteration``), or FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     grace = min(s.grace_period, max_t)
     if s.kind == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
                              reduction_factor=s.reduction_factor)
-    if s.kind == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=s.reduction_factor)
     if s.kind == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=grace, min_samples_required=2)
     return FIFOScheduler()

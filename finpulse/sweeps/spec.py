@@ -110,11 +110,23 @@ class Budget(_Strict):
 
 
 class Scheduler(_Strict):
-    """When to stop a trial early: ASHA, HyperBand, median stopping, or FIFO (never; patience still applies)."""
+    """When to stop a trial early: ASHA, median stopping, or FIFO (never; the model's patience still applies).
 
-    kind: Literal["asha", "hyperband", "median", "fifo"] = "asha"
+    Synchronous HyperBand (and BOHB) pause trials at each rung and resume them from a checkpoint; FinPulse's
+    trials train in process without one, so a paused trial would start again from epoch 0: refused, with ASHA
+    (HyperBand's asynchronous form, which only stops) as the way to get it."""
+
+    kind: Literal["asha", "hyperband", "median", "fifo"] = "asha"  # hyperband: refused with the reason
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: int = Field(3, ge=2)
+
+    @field_validator("kind")
+    @classmethod
+    def _no_pausing(cls, v: str) -> str:
+        if v == "hyperband":
+            raise ValueError("hyperband pauses trials and resumes them from checkpoints, which these trials do "
+                             "not write (a paused trial would restart at epoch 0): use asha, its asynchronous form")
+        return v
 
 
 class Search(_Strict):

@@ -98,7 +98,7 @@ def test_tpe_is_in_range_seeded_and_conditional():
 
 
 def test_search_algorithms_schedulers_and_the_concurrency_limit():
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -107,7 +107,7 @@ def test_search_algorithms_schedulers_and_the_concurrency_limit():
     alg, space = search_algorithm(parse_spec(SPEC))
     assert isinstance(alg, BasicVariantGenerator) and set(space) == set(SPEC["params"])
     spec = parse_spec(SPEC)
-    kinds = {"asha": ASHAScheduler, "hyperband": HyperBandScheduler, "median": MedianStoppingRule, "fifo": FIFOScheduler}
+    kinds = {"asha": ASHAScheduler, "median": MedianStoppingRule, "fifo": FIFOScheduler}
     for kind, cls in kinds.items():
         assert isinstance(trial_scheduler(spec.scheduler.model_copy(update={"kind": kind}), max_t=5), cls)
 
@@ -133,6 +133,7 @@ def test_search_algorithms_schedulers_and_the_concurrency_limit():
     ({"budget__samples": 0}, "budget.samples: Input should be greater than or equal to 1"),
     ({"budget__gpus_per_trial": 1}, "budget.gpus_per_trial: the LSTM trials run on CPUs"),
     ({"scheduler": "bohb"}, "scheduler.kind: Input should be"),
+    ({"scheduler": "hyperband"}, "scheduler.kind: hyperband pauses trials"),
     ({"scheduler": {"kind": "asha", "grace": 2}}, "scheduler.grace: Extra inputs are not permitted"),
     ({"search": {"kind": "tpe", "points": [{"depth": 2}]}}, "search.points.0: ['depth'] are not searched"),
     ({"options__tune_end": "soon"}, "options.tune_end: Input should be a valid date"),
