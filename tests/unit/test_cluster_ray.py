@@ -33,6 +33,7 @@ NOT_BATCH_JOBS = {
     "serve": "owns a Ray and serves until Ctrl-C; the cluster deploys with the RayJob finpulse-serve-deploy",
     "stream run": "a long-running service (the live path), not a job that ends",
     **{f"ingest {c}": "a long-running poller (the live path), not a job that ends" for c in ("prices", "x")},
+    "tune-report": "prints a sweep's leaderboard from the Ray storage path: a query, not a job",
     "pipeline bootstrap": "seeds the laptop demo from embedded data; the cluster runs the stage RayJobs",
     **{f"keys {c}": "edits the local api_keys.json that becomes the Secret finpulse-api-keys"
        for c in ("create", "list", "revoke")},
@@ -239,6 +240,33 @@ def option(words: list[str], name: str) -> float:
     return float(param.default)
 
 
+def sweep(words: list[str]):
+    """The sweep a `finpulse tune` entrypoint runs: its file from the image (/app is the repository root)
+    with the entrypoint's --set overrides applied."""
+    from finpulse.sweeps import load_spec
+
+    space = words[words.index("--space") + 1]
+    assert space.startswith("/app/"), space  # a file the image ships (cluster/Dockerfile copies finpulse/)
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    return load_spec(ROOT / space.removeprefix("/app/"), sets)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sweep_rayjobs_put_trials_on_their_group(overlay):
+    """The LSTM sweep's trials on the CPU group; the sentiment sweep's on the GPU group where there is one,
+    each trial fitting one pod of its group."""
+    cluster, jobs = ray(overlay)
+    groups = capacity(cluster)
+    lstm, sentiment = sweep(argv(jobs["finpulse-tune"])), sweep(argv(jobs["finpulse-tune-sentiment"]))
+    assert lstm.model == "forecaster" and lstm.budget.gpus_per_trial == 0
+    assert lstm.budget.cpus_per_trial <= groups["cpu"]["cpu"]
+    assert sentiment.model == "sentiment"
+    on = "gpu" if groups["gpu"]["pods"] else "cpu"
+    assert bool(sentiment.budget.gpus_per_trial) == (on == "gpu"), overlay
+    assert sentiment.budget.cpus_per_trial <= groups[on]["cpu"]
+    assert '"sweeps/examples/*.yaml"' in (ROOT / "pyproject.toml").read_text()  # package data: installed too
+
+
 def job_demand(words: list[str]) -> dict[str, float]:
     """Ray resources a job's tasks ask for beyond its driver: `gang` must be there at once, `full` is its
     concurrency; cpu counts the CPU group only (GPU workers' CPUs are on GPU pods)."""
@@ -249,9 +277,11 @@ def job_demand(words: list[str]) -> dict[str, float]:
     if command == "train-sentiment":
         n = option(words, "--num-workers")
         return {"gang": 0, "full": 0, "gpu": n} if "--use-gpu" in words else {"gang": n, "full": n, "gpu": 0}
-    if command in ("tune", "tune-sentiment"):
-        trial = option(words, "--cpus-per-trial")
-        return {"gang": trial, "full": trial * option(words, "--max-concurrent"), "gpu": 0}
+    if command == "tune":
+        budget = sweep(words).budget
+        if budget.gpus_per_trial:  # trials on GPU pods: their CPUs are not the CPU group's
+            return {"gang": 0, "full": 0, "gpu": budget.gpus_per_trial * budget.max_concurrent}
+        return {"gang": budget.cpus_per_trial, "full": budget.cpus_per_trial * budget.max_concurrent, "gpu": 0}
     if command == "score":
         actors, gpus = option(words, "--num-actors"), option(words, "--gpus")
         cpus = 0 if gpus else actors * option(words, "--cpus-per-actor")
