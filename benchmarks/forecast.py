@@ -150,24 +150,29 @@ def bench_train(args, out: dict) -> None:
 
 
 def bench_tune(args, out: dict) -> None:
-    from finpulse.forecast.config import ForecastConfig
-    from finpulse.forecast.tune import SearchSpace, TuneOptions, tune_forecaster
+    """ASHA against FIFO on the same seeded random configurations (issue 16's tune.json redoes this comparison)."""
+    import uuid
+
+    from finpulse.sweeps import parse_spec, run_sweep
 
     df = real_features(None if not args.quick else ["AAPL", "MSFT"])
-    base = ForecastConfig(feature_set="price", max_epochs=6 if args.quick else 27, patience=1000,
-                          val_end=dt.date(2020, 1, 1), seed=0)
-    space = SearchSpace(feature_set=["price"], hidden_size=[16, 32], lookback=[10, 20], num_layers=[1],
-                        batch_size=[64, 128])
-    configs = space.sample(args.trials, seed=0)
+    sweep = {"model": "forecaster", "metric": "val_loss", "mode": "min",
+             "params": {"hidden_size": {"choice": [16, 32]}, "lookback": {"choice": [10, 20]},
+                        "batch_size": {"choice": [64, 128]}, "dropout": {"uniform": [0.0, 0.3]},
+                        "lr": {"loguniform": [3e-4, 3e-3]}},
+             "base": {"feature_set": "price", "num_layers": 1, "patience": 1000, "val_end": "2020-01-01", "seed": 0},
+             "budget": {"samples": args.trials, "max_concurrent": os.cpu_count() or 1, "cpus_per_trial": 1,
+                        "max_epochs": 6 if args.quick else 27},
+             "search": {"kind": "random", "seed": 0}}
     res = {}
     for sched in ("asha", "fifo"):
-        r = tune_forecaster(df, base, TuneOptions(configs=configs, max_concurrent=os.cpu_count() or 1,
-                                                  cpus_per_trial=1, scheduler=sched, grace_period=2,
-                                                  reduction_factor=3, retrain=False, log_mlflow=False))
-        res[sched] = {"wall_s": r.wall_s, "best_val_loss": r.best_val_loss, "epochs_total": int(r.trials["epochs"].sum())}
+        spec = parse_spec({**sweep, "scheduler": {"kind": sched, "grace_period": 2, "reduction_factor": 3}})
+        r = run_sweep(spec, name=f"bench-{sched}-{uuid.uuid4().hex[:6]}", register=False, data=df)
+        res[sched] = {"wall_s": r.wall_s, "best_val_loss": r.best_metric, "epochs_total": int(r.leaderboard["epochs"].sum())}
         print(sched, res[sched], flush=True)
     out["tune"] = {
-        "trials": args.trials, "max_epochs": base.max_epochs, **{f"{k}_{m}": v for k, d in res.items() for m, v in d.items()},
+        "trials": args.trials, "max_epochs": sweep["budget"]["max_epochs"],
+        **{f"{k}_{m}": v for k, d in res.items() for m, v in d.items()},
         "tune_time_ratio": res["asha"]["wall_s"] / res["fifo"]["wall_s"],
         "tune_best_loss_gap": (res["asha"]["best_val_loss"] - res["fifo"]["best_val_loss"]) / res["fifo"]["best_val_loss"],
     }

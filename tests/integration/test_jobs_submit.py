@@ -2,7 +2,7 @@
 started from the venv, `--working-dir .`, and the FinPulse home named in the job's runtime env.
 
 The chain is the product's batch path: ETL -> fine-tune sentiment -> score -> ETL with model scores ->
-train the forecaster -> evaluate -> promote -> a tiny Tune sweep. Each job's MLflow runs must land
+train the forecaster -> evaluate -> promote, and a tiny Tune sweep of each model from a sweep file. Each job's MLflow runs must land
 in the named (absolute) home, not in the job's temporary working folder: a relative MLflow path
 once failed here with `Run ... not found` because Ray Train runs workers in another folder.
 """
@@ -54,14 +54,21 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
     submit(d, home, "jobs/train_forecaster.py", "--num-workers", "2", "--config", small)
     # Independent jobs at once, as users run them (and a third of this test's wall time): the evaluate ->
     # promote chain next to both sweeps, all writing to the same home's MLflow.
-    ran += ["evaluate.py", "promote.py", "tune_forecaster.py", "tune_sentiment.py"]
+    ran += ["evaluate.py", "promote.py", "tune.py"]
+    lstm, sentiment = tmp_path / "lstm.yaml", tmp_path / "sentiment.yaml"
+    lstm.write_text(json.dumps({  # JSON is YAML: tiny sweep files, as a researcher writes them
+        "model": "forecaster", "metric": "val_loss", "mode": "min", "params": {"lr": {"loguniform": [1e-3, 3e-3]}},
+        "base": {"hidden_size": 8, "lookback": 5}, "budget": {"samples": 2, "max_concurrent": 2, "max_epochs": 2}}))
+    sentiment.write_text(json.dumps({
+        "model": "sentiment", "metric": "val_macro_f1", "mode": "max",
+        "params": {"learning_rate": {"loguniform": [5e-5, 2e-4]}},
+        "base": {"epochs": 1, "max_length": 32, "batch_size": 16}, "options": {"max_examples": 60},
+        "budget": {"samples": 2, "max_concurrent": 1}, "search": "tpe"}))
     with ThreadPoolExecutor(3) as pool:
         chain = pool.submit(lambda: (submit(d, home, "jobs/evaluate.py", "--k", "1"),
                                      submit(d, home, "jobs/promote.py"))[1])
-        sweeps = [pool.submit(submit, d, home, "jobs/tune_forecaster.py", "--num-samples", "2", "--max-concurrent",
-                              "2", "--config", small),
-                  pool.submit(submit, d, home, "jobs/tune_sentiment.py", "--num-samples", "2", "--max-examples", "60",
-                              "--space", json.dumps({"epochs": [1], "max_length": [32], "batch_size": [16]}))]
+        sweeps = [pool.submit(submit, d, home, "jobs/tune.py", "--space", str(lstm), "--name", "lstm"),
+                  pool.submit(submit, d, home, "jobs/tune.py", "--space", str(sentiment), "--name", "minilm")]
         out = chain.result()
         for sweep in sweeps:
             sweep.result()
@@ -83,8 +90,9 @@ def test_every_job_submits_and_records_to_the_named_home(ray_head: dict, tmp_pat
         tracking.configure()
         client = MlflowClient()
         runs = {e.name: len(client.search_runs([e.experiment_id])) for e in client.search_experiments()}
-        assert runs.get("finpulse-forecast", 0) >= 3, runs  # train, evaluate, tune (+ trials, retrain)
-        assert runs.get("finpulse-sentiment", 0) >= 5, runs  # train, tune parent, 2 trials, retrain
+        assert runs.get("finpulse-forecast", 0) >= 6, runs  # train, evaluate, sweep, 2 trials, retrain
+        assert runs.get("finpulse-sentiment", 0) >= 5, runs  # train, sweep, 2 trials, retrain
+        assert (home / "ray_results" / "lstm" / "sweep.json").is_file()  # each sweep under the Ray storage path
         assert tracking.get_version("finpulse-forecaster", tracking.CHALLENGER) is not None
         assert tracking.get_version("finpulse-sentiment", tracking.CHALLENGER) is not None
         decision = json.loads(out[out.index("{"):out.rindex("}") + 1])
