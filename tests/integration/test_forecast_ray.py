@@ -17,7 +17,7 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from finpulse import tracking
+from finpulse import storage, tracking
 from finpulse.cli import app
 from finpulse.forecast.config import ForecastConfig
 from finpulse.forecast.evaluate import evaluate_model
@@ -145,8 +145,18 @@ def test_tune_asha_child_runs_and_best_retrained(ray_head, finpulse_home, featur
     assert again.exit_code == 2 and "--resume asha-3" in again.output  # a name is never silently reused
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_head, finpulse_home, tmp_path):
-    """`finpulse tune` in its own process, Ctrl-C (SIGINT) once a trial has ended, then `--resume`."""
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_head, finpulse_home, s3_server, tmp_path,
+                                                                     monkeypatch):
+    """`finpulse tune` in its own process with its results on S3 (as on a cluster), Ctrl-C (SIGINT) once a trial
+    has ended, then `--resume`."""
+    import boto3
+
+    from finpulse.config import get_settings
+
+    boto3.client("s3", endpoint_url=s3_server["endpoint"], aws_access_key_id=s3_server["key"],
+                 aws_secret_access_key=s3_server["secret"], region_name="us-east-1").create_bucket(Bucket="sweeps")
+    monkeypatch.setenv("FINPULSE_RAY_STORAGE_PATH", "s3://sweeps/ray")
+    get_settings.cache_clear()
     spec = tiny_sweep([], budget={"samples": 5, "max_concurrent": 1, "cpus_per_trial": 1, "max_epochs": 3},
                       scheduler="fifo", options={"embedded": True})
     spec["base"] = {**spec["base"], "hidden_size": 4, "lookback": 5}
@@ -180,3 +190,5 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_head, f
     assert all(runs_of[t] == 1 for t in finished), runs_of  # a trial that had ended was not run again
     _, board = report("stopped")
     assert len(board) == 5 and set(board["status"]) == {"TERMINATED"} and board["epochs"].min() >= 1
+    assert storage.exists("s3://sweeps/ray/stopped/sweep.json")  # the sweep lives on S3, not on this disk
+    assert not (finpulse_home / "ray_results" / "stopped").exists()

@@ -181,3 +181,17 @@ def test_cli_refuses_a_bad_sweep_before_starting_ray(args, message):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.replace("│", " ").split())  # rich wraps the message in a box
     assert not ray.is_initialized()
+
+
+def test_report_and_resume_of_an_unknown_sweep_say_so(tmp_path, monkeypatch):
+    from finpulse.config import get_settings
+
+    monkeypatch.setenv("FINPULSE_HOME", str(tmp_path))
+    monkeypatch.delenv("FINPULSE_RAY_STORAGE_PATH", raising=False)
+    get_settings.cache_clear()
+    try:
+        for args in (["tune-report", "nope"], ["tune", "--resume", "nope"]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and "no sweep named 'nope'" in result.output.replace("│", " "), result.output
+    finally:
+        get_settings.cache_clear()
