@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install checkov clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability
+.PHONY: demo test lint install checkov clean dashboard bench-dashboard bench-etl bench-sentiment bench-forecast bench-serve bench-live bench-pipeline bench-sentiment-attempts bench-reliability bench-tune
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-reliability: $(STAMP)
 
 bench-forecast: $(STAMP)
 	$(BIN)/python benchmarks/forecast.py
+
+# Tune at the same budget: random+ASHA and TPE+ASHA against random+FIFO with the same early stopping,
+# three seeds side by side (benchmarks/results/tune.json); about 10 minutes. BENCH_TUNE_ARGS=--quick for a smoke run
+bench-tune: $(STAMP)
+	$(BIN)/python benchmarks/tune.py $(BENCH_TUNE_ARGS)
 
 # sentiment: fine-tune MiniLM (PhraseBank + TFNS) and time the Ray Data scorer; BENCH_SENTIMENT_ARGS=--quick for a smoke run
 bench-sentiment: $(STAMP)

@@ -14,7 +14,7 @@ numbers are reported whichever side of the goal they land.
   Ray, on the shipped TFNS train split, the served default's recipe); accuracy with a Wilson 95% CI, MCC;
 - train: Ray Train's whole epoch (train, validate, log, checkpoint, report) over the same epoch in
   one plain process (train_overhead_ratio), interleaved repeats, and Ray Train's start-up;
-- tune: the same 16 configurations under ASHA and under FIFO to the full budget.
+(Tune sweeps: benchmarks/tune.py, `make bench-tune`.)
 """
 
 from __future__ import annotations
@@ -149,46 +149,16 @@ def bench_train(args, out: dict) -> None:
     print(json.dumps({k: v for k, v in out["train"].items() if k != "runs"}, indent=1), flush=True)
 
 
-def bench_tune(args, out: dict) -> None:
-    """ASHA against FIFO on the same seeded random configurations (issue 16's tune.json redoes this comparison)."""
-    import uuid
-
-    from finpulse.sweeps import parse_spec, run_sweep
-
-    df = real_features(None if not args.quick else ["AAPL", "MSFT"])
-    sweep = {"model": "forecaster", "metric": "val_loss", "mode": "min",
-             "params": {"hidden_size": {"choice": [16, 32]}, "lookback": {"choice": [10, 20]},
-                        "batch_size": {"choice": [64, 128]}, "dropout": {"uniform": [0.0, 0.3]},
-                        "lr": {"loguniform": [3e-4, 3e-3]}},
-             "base": {"feature_set": "price", "num_layers": 1, "patience": 1000, "val_end": "2020-01-01", "seed": 0},
-             "budget": {"samples": args.trials, "max_concurrent": os.cpu_count() or 1, "cpus_per_trial": 1,
-                        "max_epochs": 6 if args.quick else 27},
-             "search": {"kind": "random", "seed": 0}}
-    res = {}
-    for sched in ("asha", "fifo"):
-        spec = parse_spec({**sweep, "scheduler": {"kind": sched, "grace_period": 2, "reduction_factor": 3}})
-        r = run_sweep(spec, name=f"bench-{sched}-{uuid.uuid4().hex[:6]}", register=False, data=df)
-        res[sched] = {"wall_s": r.wall_s, "best_val_loss": r.best_metric, "epochs_total": int(r.leaderboard["epochs"].sum())}
-        print(sched, res[sched], flush=True)
-    out["tune"] = {
-        "trials": args.trials, "max_epochs": sweep["budget"]["max_epochs"],
-        **{f"{k}_{m}": v for k, d in res.items() for m, v in d.items()},
-        "tune_time_ratio": res["asha"]["wall_s"] / res["fifo"]["wall_s"],
-        "tune_best_loss_gap": (res["asha"]["best_val_loss"] - res["fifo"]["best_val_loss"]) / res["fifo"]["best_val_loss"],
-    }
-
-
 GOALS = [("quality", "mae_ratio_vs_persistence", "<=", 1.0), ("stocknet", "stocknet_test_accuracy", ">=", 0.5823),
          ("stocknet", "stocknet_tickers", ">=", 87),
-         ("train", "train_overhead_ratio", "<=", 1.10), ("tune", "tune_time_ratio", "<=", 0.5),
-         ("tune", "tune_best_loss_gap", "<=", 0.02)]
+         ("train", "train_overhead_ratio", "<=", 1.10)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer epochs and refits (a few minutes)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["quality", "stocknet", "train", "tune"])
-    p.add_argument("--only", nargs="*", default=[], choices=["quality", "stocknet", "train", "tune"],
+    p.add_argument("--skip", nargs="*", default=[], choices=["quality", "stocknet", "train"])
+    p.add_argument("--only", nargs="*", default=[], choices=["quality", "stocknet", "train"],
                    help="run only these parts; the other parts' keys are kept from the existing --out file")
     p.add_argument("--train-reps", type=int, default=3, help="Ray runs (plain runs: one more, interleaved)")
     p.add_argument("--train-epochs", type=int, default=4, help="epochs per training run (the first is not timed)")
@@ -197,7 +167,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     if args.only:
-        args.skip = [k for k in ("quality", "stocknet", "train", "tune") if k not in args.only]
+        args.skip = [k for k in ("quality", "stocknet", "train") if k not in args.only]
     os.environ.setdefault("FINPULSE_HOME", tempfile.mkdtemp(prefix="bench-forecast-"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     out: dict = {"quick": args.quick, "cpus": os.cpu_count(), "started": dt.datetime.now().isoformat(timespec="seconds")}
@@ -205,8 +175,8 @@ def main() -> None:
         kept = json.loads(Path(args.out).read_text())
         out = {**{k: v for k, v in kept.items() if k not in args.only and k != "goals"},
                **out, "parts_rerun": args.only}
-    steps = {"quality": bench_quality, "stocknet": bench_stocknet, "train": bench_train, "tune": bench_tune}
-    needs_ray = {"train", "tune"} - set(args.skip)
+    steps = {"quality": bench_quality, "stocknet": bench_stocknet, "train": bench_train}
+    needs_ray = {"train"} - set(args.skip)
     if needs_ray:
         import ray
 
@@ -234,7 +204,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     print("\n| metric | value | goal | met |\n|---|---|---|---|")
     for key in ["mae_ratio_vs_persistence", "directional_accuracy", "dm_pvalue", "stocknet_test_accuracy",
-                "stocknet_test_mcc", "stocknet_test_n", "stocknet_tickers", "train_overhead_ratio", "train_overhead_spread", "train_startup_s", "tune_time_ratio", "tune_best_loss_gap"]:
+                "stocknet_test_mcc", "stocknet_test_n", "stocknet_tickers", "train_overhead_ratio", "train_overhead_spread", "train_startup_s"]:
         g = out["goals"].get(key, {})
         v = flat.get(key)
         print(f"| {key} | {v if not isinstance(v, float) else round(v, 4)} | {g.get('goal', '')} | {g.get('met', '')} |")
