@@ -12,6 +12,7 @@ The endpoint is probed only after something failed, so the happy path costs noth
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,16 @@ def answers(url: str, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def gone(endpoint: str, pauses_s: tuple[float, ...] = (0.0, 0.5, 1.0)) -> bool:
+    """Whether ``endpoint`` stopped answering, looked at more than once: a server being killed can fail a
+    request (S3's INTERNAL_FAILURE) while its port still accepts connections for a moment."""
+    for pause in pauses_s:
+        time.sleep(pause)
+        if not answers(endpoint):
+            return True
+    return False
 
 
 def root_cause(exc: BaseException) -> str:
@@ -65,7 +76,7 @@ def reaching(service: str, endpoint: str | None, action: str | Callable[[], str]
         what = action() if callable(action) else action
         raise ServiceUnreachable(service, endpoint, f"{what}: {inner.action}", inner.__cause__) from inner.__cause__
     except Exception as exc:
-        if endpoint and not answers(endpoint):
+        if endpoint and gone(endpoint):
             what = action() if callable(action) else action
             raise ServiceUnreachable(service, endpoint, what, exc) from exc
         raise
